@@ -1,0 +1,108 @@
+"""The command line: parse arguments, load the spec, start the kernel. Nothing else.
+
+``statemachine-server run [SPEC]`` serves a spec (the built-in echo server by
+default); ``check SPEC...`` validates specs; ``graph`` prints the connection
+lifecycle as a Mermaid diagram. Exit status: 0 on success and after a graceful
+shutdown, 2 for a bad spec or bad arguments (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__, lifecycle
+from .errors import SpecError
+from .kernel import Kernel, loop_factory
+from .net.tcp import TCPServer
+from .spec import build_server, builtin_spec_path, load_spec
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="statemachine-server",
+        description="Multi-client servers: one kernel, one state machine per connection.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve a spec (the built-in echo server by default)")
+    run.add_argument("spec", nargs="?", help="a YAML spec file")
+    run.add_argument("--host", help="address to listen on (overrides the spec)")
+    run.add_argument("--port", type=int, help="port to listen on; 0 picks a free one")
+    run.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    run.add_argument("--trace", action="store_true", help="log every state transition")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    check = sub.add_parser("check", help="validate specs; exit 2 if any is invalid")
+    check.add_argument("specs", nargs="+", metavar="SPEC")
+
+    sub.add_parser("graph", help="print the connection lifecycle as a Mermaid diagram")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.specs)
+    if args.command == "graph":
+        print(lifecycle.draw())
+        return 0
+    return _run(args)
+
+
+def _check(paths: list[str]) -> int:
+    status = 0
+    for path in paths:
+        try:
+            load_spec(path)
+        except SpecError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_USAGE
+        else:
+            print(f"{path}: ok")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    level = logging.DEBUG if args.trace else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        return _fail(f"--port {args.port}: expected 0 to 65535")
+    try:
+        loop_factory(args.loop)
+        spec = load_spec(args.spec or builtin_spec_path())
+    except (SpecError, ValueError) as exc:
+        return _fail(str(exc))
+    # Log lines carry client bytes; undecodable ones are written back as they came.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    kernel = Kernel(trace=args.trace)
+    try:
+        build_server(spec, kernel, host=args.host, port=args.port, on_started=_announce)
+    except OSError as exc:
+        host = args.host or spec.server.host
+        port = spec.server.port if args.port is None else args.port
+        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    kernel.run(loop=args.loop)
+    return 0
+
+
+def _announce(server: TCPServer) -> None:
+    print(f"listening on {server.host}:{server.port}", flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"statemachine-server: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

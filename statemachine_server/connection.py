@@ -1,0 +1,394 @@
+"""A connection: a session whose lifecycle follows :mod:`.lifecycle`'s rules.
+
+This is where an event for a client goes. Bytes arrive in :meth:`data_received`
+(the asyncio side, kept thin), the filter turns them into records, each record is
+queued as an ``input`` event, and when the kernel dispatches it
+:meth:`Connection._deliver` looks the rule up in :data:`~.lifecycle.TABLE`:
+handle now (run the handler), postpone (keep it, in order), or ignore. Replies
+from :meth:`put` are buffered and go out in one write at the end of the kernel's
+tick (:meth:`_flush`).
+
+The asyncio ``Protocol`` methods only translate socket happenings into queued
+events; all decisions are the table's, so the logic can be driven in tests with a
+fake transport and no socket at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from .errors import ProtocolError, RecordTooLong
+from .kernel import Session
+from .lifecycle import (
+    ACCEPTING,
+    CLOSE,
+    CLOSED,
+    CLOSED_EVENT,
+    CLOSING,
+    CONNECTED,
+    DONE,
+    EOF,
+    ERROR,
+    FLUSHED,
+    INPUT,
+    OUTPUT_HIGH,
+    OUTPUT_LOW,
+    READING,
+    STEP,
+    TABLE,
+    WORK,
+    WORKING,
+)
+
+if TYPE_CHECKING:
+    from .filters import Filter
+    from .net.tcp import TCPServer
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("statemachine_server")
+
+# Why reading is paused; reading resumes when no reason is left.
+_PARKED = 1  # waiting for a free slot (accepting)
+_BACKLOG = 2  # output above the high-water mark
+_WORKING = 4  # postponed input must stay bounded: read no more until work ends
+_STOPPED = 8  # closing, or the framing broke: nothing more will be read
+
+#: How often to look again for an empty write buffer when a ``flushed`` handler
+#: waits and the transport only said "below the low-water mark".
+_FLUSH_POLL = 0.005
+
+
+class Connection(Session, asyncio.Protocol):
+    """One client connection: a session, its heap, and its client handle.
+
+    Handlers get the connection itself as their first argument. Besides the
+    :class:`~.kernel.Session` attributes (``id``, ``state``, ``heap``, ``kernel``)
+    it is the client handle of POE's ``$heap->{client}``: :meth:`put`,
+    :meth:`close`, :attr:`remote_ip`, :attr:`remote_port`. ``session.client`` is
+    the same object, for code that reads better that way.
+    """
+
+    __slots__ = (
+        "_dirty",
+        "_filter",
+        "_flush_wanted",
+        "_job",
+        "_out",
+        "_paused",
+        "_postponed",
+        "remote_ip",
+        "remote_port",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: TCPServer):
+        # Not Session.__init__: a connection has no ``started`` handler to run and
+        # is kept alive by its socket (one reference, released on ``closed``).
+        kernel = server.kernel
+        self.kernel = kernel
+        self.server = server
+        self._handlers = server.handlers
+        self.heap: dict[str, Any] = {}
+        self._refs = 1
+        self._timers = None
+        self.state = ACCEPTING
+        self.transport: asyncio.Transport | None = None
+        self.remote_ip = ""
+        self.remote_port = 0
+        self._filter: Filter = server.filter_factory()
+        self._out: list[Any] = []
+        self._dirty = False
+        self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
+        self._paused = 0
+        self._job: tuple[Generator[Any, None, Any], Callable[..., Any] | None] | None = None
+        self._flush_wanted = False
+        self.id = kernel._register(self)
+
+    @property
+    def client(self) -> Connection:
+        """The client handle: this connection (POE's ``$heap->{client}``)."""
+        return self
+
+    # -- what handlers call -------------------------------------------------------
+
+    def put(self, *records: Any) -> None:
+        """Send records to the client, encoded by the filter.
+
+        They are buffered and written once at the end of the kernel's tick. After
+        the connection is closed they are dropped.
+        """
+        if self.state is CLOSED:
+            return
+        self._out.extend(records)
+        if not self._dirty:
+            self._dirty = True
+            self.kernel._dirty.append(self)
+
+    def close(self) -> None:
+        """Close gracefully: replies already put are sent, further input is dropped.
+
+        Inside this connection's own handler it takes effect at once (input behind
+        it is not handled); from elsewhere it is queued behind the events already
+        waiting, so those are handled first.
+        """
+        if self.kernel.current is self:
+            self._deliver(CLOSE, ())
+        else:
+            self.kernel._post(self, CLOSE, ())
+
+    def work(
+        self, job: Generator[Any, None, Any], on_done: Callable[..., Any] | None = None
+    ) -> None:
+        """Run a generator as chunked work: one ``next()`` per kernel event.
+
+        The connection is ``working`` until the generator returns; input that
+        arrives meanwhile is postponed. ``on_done(session, result)`` gets the
+        generator's return value.
+        """
+        self._deliver(WORK, (job, on_done))
+
+    # -- the machine ----------------------------------------------------------------
+
+    def _deliver(self, event: str, args: tuple[Any, ...]) -> Any:
+        state = self.state
+        step = TABLE[state].get(event)
+        if step is None:
+            if self.kernel.trace:
+                log.debug("session %d: %s ignored in %s", self.id, event, state)
+            return None
+        dest, postpone = step
+        if postpone:
+            if self._postponed is None:
+                self._postponed = deque()
+            self._postponed.append((event, args))
+            return None
+        if dest is not state:
+            self._enter(dest, event)
+        elif self.kernel.trace:
+            log.debug("session %d: %s in %s", self.id, event, state)
+        action = _ACTIONS.get(event)
+        if action is not None:
+            result = action(self, *args)
+        else:
+            handler = self._handlers.get(event)
+            result = None if handler is None else handler(self, *args)
+        if self._postponed and self.state is READING:
+            self._replay()
+        return result
+
+    def _enter(self, dest: str, event: str) -> None:
+        old = self.state
+        self.state = dest
+        if self.kernel.trace:
+            log.info("session %d: %s --%s--> %s", self.id, old, event, dest)
+        if old is WORKING:
+            self._resume(_WORKING)
+        if dest is WORKING:
+            self._pause(_WORKING)
+        elif dest is CLOSING:
+            # Nothing more is read or handled; what was put is flushed, then closed.
+            self._postponed = None
+            self._pause(_STOPPED)
+            if not self._dirty:
+                self._dirty = True
+                self.kernel._dirty.append(self)
+        elif dest is CLOSED:
+            self._postponed = None
+            self._out = []
+            self._close_job()
+            if self._timers:
+                for tid in list(self._timers):
+                    self.kernel.cancel(tid)
+
+    def _replay(self) -> None:
+        # Postponed events go first, in order, for as long as the session stays in
+        # ``reading``; if one of them starts work again the rest wait once more.
+        queue = self._postponed
+        while queue and self.state is READING:
+            event, args = queue.popleft()
+            try:
+                self._deliver(event, args)
+            except Exception as exc:
+                self.kernel._errors += 1
+                self._failed(event, exc)
+
+    def _failed(self, event: str, exc: BaseException) -> None:
+        if self.state is CLOSED:
+            log.error(
+                "session %d (closed): handler for %r raised %s: %s",
+                self.id, event, type(exc).__name__, exc, exc_info=exc,
+            )  # fmt: skip
+            return
+        try:
+            self._deliver(ERROR, (exc, event))
+        except Exception as again:
+            log.error("session %d: error handler raised %r", self.id, again, exc_info=again)
+
+    def _shutdown(self) -> None:
+        # Graceful: queued behind the input already received, so it is answered.
+        self.kernel._post(self, CLOSE, ())
+
+    # -- built-in actions (events that do more than call the user's handler) ----------
+
+    def _on_error(self, exc: BaseException, event: str = "?") -> None:
+        handler = self._handlers.get(ERROR)
+        if handler is not None:
+            handler(self, exc)
+        elif isinstance(exc, ProtocolError):
+            log.warning("session %d: %s; closing", self.id, exc)
+        else:
+            log.error(
+                "session %d (state %s, event %r): handler raised %s: %s; closing",
+                self.id, self.state, event, type(exc).__name__, exc, exc_info=exc,
+            )  # fmt: skip
+
+    def _on_closed(self) -> None:
+        self.server._released(self)
+        handler = self._handlers.get(CLOSED_EVENT)
+        try:
+            if handler is not None:
+                handler(self)
+        finally:
+            self._refs -= 1  # the socket's reference: the tick frees the session
+
+    def _on_work(self, job: Generator[Any, None, Any], on_done: Callable[..., Any] | None) -> None:
+        self._job = (job, on_done)
+        self.kernel._post(self, STEP, ())
+
+    def _on_step(self) -> None:
+        if self._job is None:
+            return
+        try:
+            next(self._job[0])
+        except StopIteration as stop:
+            self._deliver(DONE, (stop.value,))
+        else:
+            self.kernel._post(self, STEP, ())
+
+    def _on_done(self, result: Any) -> None:
+        job, self._job = self._job, None
+        if job is not None and job[1] is not None:
+            job[1](self, result)
+
+    def _close_job(self) -> None:
+        if self._job is not None:
+            job, self._job = self._job, None
+            job[0].close()
+
+    # -- output ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        # Called by the kernel once per tick: one write for everything put.
+        self._dirty = False
+        transport = self.transport
+        if transport is None:
+            return
+        if self._out:
+            out, self._out = self._out, []
+            if not transport.is_closing():
+                transport.write(self._filter.put(out))
+                if FLUSHED in self._handlers:
+                    self._want_flushed()
+        if self.state is CLOSING:
+            transport.close()
+
+    def _want_flushed(self) -> None:
+        assert self.transport is not None
+        if self.transport.get_write_buffer_size() == 0:
+            self._flush_wanted = False
+            self.kernel._post(self, FLUSHED, ())
+        else:
+            self._flush_wanted = True
+
+    def _poll_flushed(self) -> None:
+        if self._flush_wanted and self.transport is not None and not self.transport.is_closing():
+            if self.transport.get_write_buffer_size() == 0:
+                self._want_flushed()
+            else:
+                self.kernel._running_loop().call_later(_FLUSH_POLL, self._poll_flushed)
+
+    # -- reading flow control ---------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- asyncio.Protocol: socket happenings become queued events -----------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.remote_ip, self.remote_port = peer[0], peer[1]
+        self.server._arrived(self)
+
+    def _admit(self) -> None:
+        self._resume(_PARKED)
+        self.kernel._post(self, CONNECTED, ())
+
+    def _park(self) -> None:
+        self._pause(_PARKED)
+
+    def data_received(self, data: bytes) -> None:
+        if self._paused & _STOPPED:
+            return
+        try:
+            records = self._filter.get(data)
+        except RecordTooLong as exc:
+            self._pause(_STOPPED)
+            if exc.records:
+                self.kernel._post_many(self, INPUT, exc.records)
+            self.kernel._post(self, ERROR, (exc, INPUT))
+            return
+        except ProtocolError as exc:
+            self._pause(_STOPPED)
+            self.kernel._post(self, ERROR, (exc, INPUT))
+            return
+        if records:
+            self.kernel._post_many(self, INPUT, records)
+
+    def eof_received(self) -> bool:
+        self.kernel._post(self, EOF, ())
+        return True  # keep the socket open for the replies still to come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.kernel._post(self, CLOSED_EVENT, ())
+
+    def pause_writing(self) -> None:
+        self._pause(_BACKLOG)
+        self.kernel._post(self, OUTPUT_HIGH, ())
+
+    def resume_writing(self) -> None:
+        self._resume(_BACKLOG)
+        self.kernel._post(self, OUTPUT_LOW, ())
+        if self._flush_wanted:
+            self._poll_flushed()
+
+
+#: Events whose effect is built in; the rest just call the user's handler.
+_ACTIONS: dict[str, Callable[..., Any]] = {
+    ERROR: Connection._on_error,
+    CLOSED_EVENT: Connection._on_closed,
+    WORK: Connection._on_work,
+    STEP: Connection._on_step,
+    DONE: Connection._on_done,
+    OUTPUT_HIGH: lambda self: None,
+    OUTPUT_LOW: lambda self: None,
+    EOF: lambda self: None,
+    CLOSE: lambda self: None,
+}

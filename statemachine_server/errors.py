@@ -1,0 +1,59 @@
+"""The error hierarchy, small on purpose.
+
+Three kinds of failure cross layer boundaries, and each is handled differently:
+
+* :class:`SpecError`: the spec file (or the arguments) are wrong. Reported as one
+  ``FILE:LINE:COLUMN: message`` line before any port opens; the process exits 2.
+* :class:`ProtocolError`: the peer sent something we will not accept (a line over
+  the limit, say). It ends that one connection and nothing else.
+* anything else raised from a handler is the handler's bug. It becomes that
+  session's ``error`` event; the kernel and every other session go on.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolError", "RecordTooLong", "SpecError", "StateMachineServerError"]
+
+
+class StateMachineServerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SpecError(StateMachineServerError):
+    """A spec (or a setting) is invalid.
+
+    Attributes:
+        file: the spec's path, or ``"<builtin>"``/``"<string>"``.
+        line: 1-based line of the offending node, or 0 when unknown.
+        column: 1-based column of the offending node, or 0 when unknown.
+        message: what is wrong and what was expected.
+    """
+
+    def __init__(self, message: str, file: str = "<string>", line: int = 0, column: int = 0):
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+class ProtocolError(StateMachineServerError):
+    """The peer broke the framing or a limit; only its own connection is closed."""
+
+
+class RecordTooLong(ProtocolError):
+    """A record grew past the filter's maximum size.
+
+    Attributes:
+        records: the complete records that arrived before the breach, in order, so
+            that what the client sent correctly is still answered.
+    """
+
+    def __init__(self, message: str, records: list[str] | None = None):
+        super().__init__(message)
+        self.records: list[str] = records if records is not None else []

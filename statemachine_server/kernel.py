@@ -1,0 +1,513 @@
+"""The kernel: one FIFO queue of events, dispatched to sessions (POE::Kernel's role).
+
+Fairness rule
+-------------
+The kernel runs on an asyncio loop. Each *tick* dispatches a snapshot of the queue:
+exactly the events that were queued when the tick began, oldest first. Events posted
+during a tick (by handlers, timers or sockets) wait for the next tick, and between
+two ticks the loop polls sockets once. So a session that keeps posting to itself
+gets one step per tick, and can neither starve the other sessions nor socket I/O.
+This is trio's run-queue rule, and POE's FIFO made explicit.
+
+At the end of each tick the kernel flushes what the tick produced: every
+connection's replies go to its transport in one write, and log lines in one write.
+Batching per tick instead of per line is where most of the speed comes from.
+
+Session lifetime
+----------------
+A session stays alive while something can still reach it: queued events, pending
+timers, aliases, or a resource such as an open connection (POE's rule). When the
+last of these goes, its ``stopped`` handler runs and it is freed. When no session
+is left, :meth:`Kernel.serve` returns.
+
+Isolation
+---------
+An exception in a handler never leaves the tick: it becomes that session's
+``error`` (:meth:`Session._failed`). Connections log it with their id, state and
+event, then close; the kernel and every other session go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
+from itertools import count
+from typing import Any
+
+import msgspec
+
+__all__ = ["Handler", "Kernel", "KernelStatistics", "Session"]
+
+log = logging.getLogger("statemachine_server")
+
+#: A handler: called as ``handler(session, *args)``; what it returns is what
+#: :meth:`Kernel.call` returns.
+Handler = Callable[..., Any]
+
+STARTED = "started"
+STOPPED = "stopped"
+SHUTDOWN = "shutdown"
+
+
+class KernelStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of the kernel's counters (see :meth:`Kernel.statistics`)."""
+
+    sessions: int
+    queue_depth: int
+    events_dispatched: int
+    timers_pending: int
+    ticks: int
+    handler_errors: int
+
+
+class Session:
+    """A unit of work with its own heap and handlers (POE::Session).
+
+    Args:
+        kernel: the kernel it lives in.
+        handlers: event name to handler, each called as ``handler(session, *args)``.
+            ``started`` runs at creation, ``stopped`` when the session is freed,
+            ``error`` (with the exception) when another handler raised,
+            ``shutdown`` when the kernel begins a graceful shutdown.
+        heap: the session's private storage; a new dict by default.
+        alias: a name other sessions can post to; an alias keeps the session alive.
+
+    Attributes:
+        id: unique, positive, never reused within a kernel.
+        heap: storage that lives as long as the session.
+        state: ``"running"`` or ``"stopped"`` for plain sessions; connections
+            report their lifecycle state.
+    """
+
+    __slots__ = ("__weakref__", "_handlers", "_refs", "_timers", "heap", "id", "kernel", "state")
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        handlers: dict[str, Handler] | None = None,
+        *,
+        heap: dict[str, Any] | None = None,
+        alias: str | None = None,
+    ):
+        self.kernel = kernel
+        self.heap: dict[str, Any] = {} if heap is None else heap
+        self._handlers = handlers or {}
+        self._refs = 0
+        self._timers: set[int] | None = None
+        self.state = "running"
+        self.id = kernel._register(self)
+        if alias is not None:
+            kernel.alias_set(alias, self)
+        self._start()
+
+    def _start(self) -> None:
+        # POE runs _start synchronously, inside create(): so do we.
+        handler = self._handlers.get(STARTED)
+        if handler is not None:
+            self.kernel._call_now(self, STARTED, ())
+        if self._refs == 0:
+            self.kernel._stop_session(self)
+
+    def _deliver(self, event: str, args: tuple[Any, ...]) -> Any:
+        handler = self._handlers.get(event)
+        if handler is None:
+            if self.kernel.trace:
+                log.debug("session %d: no handler for %r", self.id, event)
+            return None
+        return handler(self, *args)
+
+    def _failed(self, event: str, exc: BaseException) -> None:
+        handler = self._handlers.get("error")
+        if handler is not None and event != "error":
+            try:
+                handler(self, exc)
+                return
+            except Exception as again:  # the error handler itself is broken
+                exc = again
+        log.error(
+            "session %d: handler for %r raised %s: %s",
+            self.id, event, type(exc).__name__, exc, exc_info=exc,
+        )  # fmt: skip
+
+    def _shutdown(self) -> None:
+        if SHUTDOWN in self._handlers:
+            self.kernel._post(self, SHUTDOWN, ())
+
+    def _stopped(self) -> None:
+        self.state = "stopped"
+        if STOPPED in self._handlers:
+            self.kernel._call_now(self, STOPPED, ())
+
+    def post(self, event: str, *args: Any) -> None:
+        """Queue ``event`` for this session."""
+        self.kernel._post(self, event, args)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.state}>"
+
+
+class Kernel:
+    """The event queue, the timers and the session registry.
+
+    Args:
+        trace: log every dispatch and every lifecycle transition (``--trace``).
+
+    A kernel can be driven by :meth:`run` (for scripts: it owns the loop and the
+    signals) or awaited with :meth:`serve` inside an existing asyncio program.
+    """
+
+    def __init__(self, *, trace: bool = False):
+        self.trace = trace
+        self._queue: deque[tuple[Session, str, tuple[Any, ...]]] = deque()
+        self._sessions: dict[int, Session] = {}
+        self._aliases: dict[str, Session] = {}
+        self._ids: Iterator[int] = count(1)
+        self._timer_ids: Iterator[int] = count(1)
+        self._timers: dict[int, tuple[asyncio.TimerHandle, Session]] = {}
+        # Objects with a ``_flush()`` method, flushed once at the end of the tick.
+        self._dirty: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._starters: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._stopping: list[Callable[[], None]] = []
+        self._finished: asyncio.Future[None] | None = None
+        self._shutting_down = False
+        #: The session whose handler is running, or None between handlers.
+        self.current: Session | None = None
+        self._dispatched = 0
+        self._ticks = 0
+        self._errors = 0
+
+    # -- sessions -------------------------------------------------------------
+
+    def spawn(
+        self,
+        handlers: dict[str, Handler],
+        *,
+        heap: dict[str, Any] | None = None,
+        alias: str | None = None,
+    ) -> Session:
+        """Create a session from a dict of handlers (POE's ``inline_states``)."""
+        return Session(self, handlers, heap=heap, alias=alias)
+
+    def _register(self, session: Session) -> int:
+        sid = next(self._ids)
+        self._sessions[sid] = session
+        return sid
+
+    def session(self, target: Session | int | str) -> Session | None:
+        """Find a live session by object, id or alias; None if there is none."""
+        if isinstance(target, Session):
+            return target if self._sessions.get(target.id) is target else None
+        if isinstance(target, str):
+            return self._aliases.get(target)
+        return self._sessions.get(target)
+
+    def alias_set(self, alias: str, session: Session | None = None) -> None:
+        """Name a session (the current one by default). An alias keeps it alive."""
+        session = session or self._current()
+        other = self._aliases.get(alias)
+        if other is session:
+            return
+        if other is not None:
+            raise ValueError(f"alias {alias!r} is taken by session {other.id}")
+        self._aliases[alias] = session
+        session._refs += 1
+
+    def alias_remove(self, alias: str) -> None:
+        """Drop an alias; the session ends if nothing else keeps it alive."""
+        session = self._aliases.pop(alias)
+        self._release(session)
+
+    def _release(self, session: Session) -> None:
+        session._refs -= 1
+        if session._refs == 0:
+            self._stop_session(session)
+
+    def _stop_session(self, session: Session) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        for alias in [a for a, s in self._aliases.items() if s is session]:
+            del self._aliases[alias]
+        if session._timers:
+            for tid in session._timers:
+                handle, _ = self._timers.pop(tid)
+                handle.cancel()
+            session._timers = None
+        try:
+            session._stopped()
+        except Exception as exc:
+            self._errors += 1
+            log.error("session %d: stopped handler raised %r", session.id, exc, exc_info=exc)
+        if not self._sessions and self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    def _current(self) -> Session:
+        if self.current is None:
+            raise RuntimeError("no current session: call this from inside a handler")
+        return self.current
+
+    # -- events ---------------------------------------------------------------
+
+    def post(self, target: Session | int | str, event: str, *args: Any) -> bool:
+        """Queue ``event`` for a session, found by object, id or alias.
+
+        Returns:
+            False if there is no such live session (the event is dropped).
+        """
+        session = self.session(target)
+        if session is None:
+            return False
+        self._post(session, event, args)
+        return True
+
+    def yield_(self, event: str, *args: Any) -> None:
+        """Queue ``event`` for the current session (POE's ``yield``)."""
+        self._post(self._current(), event, args)
+
+    def call(self, target: Session | int | str, event: str, *args: Any) -> Any:
+        """Run the handler for ``event`` now, synchronously, and return its value.
+
+        Raises:
+            LookupError: there is no such live session.
+        """
+        session = self.session(target)
+        if session is None:
+            raise LookupError(f"no session {target!r}")
+        return self._call_now(session, event, args)
+
+    def _call_now(self, session: Session, event: str, args: tuple[Any, ...]) -> Any:
+        previous, self.current = self.current, session
+        try:
+            return session._deliver(event, args)
+        except Exception as exc:
+            self._errors += 1
+            session._failed(event, exc)
+            return None
+        finally:
+            self.current = previous
+
+    def _post(self, session: Session, event: str, args: tuple[Any, ...]) -> None:
+        session._refs += 1
+        self._queue.append((session, event, args))
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _post_many(self, session: Session, event: str, records: list[Any]) -> None:
+        # The socket layer's fast path: one event per record, in order.
+        session._refs += len(records)
+        self._queue.extend([(session, event, (r,)) for r in records])
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        # Dispatch the snapshot: len() is taken once, so what handlers post now
+        # lands behind it and waits for the next tick (see the fairness rule).
+        self._scheduled = False
+        self._ticks += 1
+        queue = self._queue
+        popleft = queue.popleft
+        n = len(queue)
+        for _ in range(n):
+            session, event, args = popleft()
+            self.current = session
+            try:
+                session._deliver(event, args)
+            except Exception as exc:
+                self._errors += 1
+                session._failed(event, exc)
+            session._refs -= 1
+            if session._refs == 0:
+                self._stop_session(session)
+        self.current = None
+        self._dispatched += n
+        dirty = self._dirty
+        if dirty:
+            self._dirty = []
+            for item in dirty:
+                item._flush()
+        if queue and not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._tick)
+
+    # -- timers ---------------------------------------------------------------
+
+    def time(self) -> float:
+        """The kernel's clock (the loop's monotonic clock), for :meth:`alarm`."""
+        return self._running_loop().time()
+
+    def delay(self, seconds: float, event: str, *args: Any, session: Session | None = None) -> int:
+        """Post ``event`` to a session (the current one by default) after ``seconds``.
+
+        Returns:
+            A timer id for :meth:`cancel`.
+        """
+        return self.alarm(self.time() + seconds, event, *args, session=session)
+
+    def alarm(self, when: float, event: str, *args: Any, session: Session | None = None) -> int:
+        """Post ``event`` at the absolute time ``when`` on :meth:`time`'s clock."""
+        target = session or self._current()
+        tid = next(self._timer_ids)
+        handle = self._running_loop().call_at(when, self._fire, tid, event, args)
+        self._timers[tid] = (handle, target)
+        if target._timers is None:
+            target._timers = set()
+        target._timers.add(tid)
+        target._refs += 1
+        return tid
+
+    def cancel(self, timer_id: int) -> bool:
+        """Cancel a pending timer. Returns False if it already fired or is unknown."""
+        entry = self._timers.pop(timer_id, None)
+        if entry is None:
+            return False
+        handle, session = entry
+        handle.cancel()
+        assert session._timers is not None
+        session._timers.discard(timer_id)
+        self._release(session)
+        return True
+
+    def _fire(self, tid: int, event: str, args: tuple[Any, ...]) -> None:
+        _, session = self._timers.pop(tid)
+        assert session._timers is not None
+        session._timers.discard(tid)
+        # Timer events go through the queue like any other; post before release
+        # so the session stays alive to receive it.
+        self._post(session, event, args)
+        self._release(session)
+
+    # -- running --------------------------------------------------------------
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _on_serve(self, starter: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``starter`` when the kernel starts serving (now, if it already is)."""
+        if self._finished is not None:
+            self._running_loop().create_task(starter())
+        else:
+            self._starters.append(starter)
+
+    def _on_shutdown(self, hook: Callable[[], None]) -> None:
+        self._stopping.append(hook)
+
+    async def serve(self) -> None:
+        """Dispatch events until no session is left or :meth:`stop` is called."""
+        self._loop = asyncio.get_running_loop()
+        self._finished = self._loop.create_future()
+        starters, self._starters = self._starters, []
+        for starter in starters:
+            await starter()
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._tick)
+        if not self._sessions:
+            return
+        await self._finished
+
+    def stop(self) -> None:
+        """Stop serving at once; :meth:`serve` returns. Nothing is drained."""
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    async def shutdown(self, deadline: float = 5.0) -> None:
+        """Stop gracefully: stop accepting, answer input already received, close.
+
+        Every session is asked to finish (connections get a queued ``close``, so the
+        input ahead of it is still answered; sessions with a ``shutdown`` handler get
+        that event). After ``deadline`` seconds whatever is left is cut off.
+        """
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for hook in self._stopping:
+            hook()
+        for session in list(self._sessions.values()):
+            session._shutdown()
+        if self._finished is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._finished), deadline)
+        except TimeoutError:
+            log.warning(
+                "shutdown: %d sessions still busy after %.1fs", len(self._sessions), deadline
+            )
+            self.stop()
+
+    def run(self, *, loop: str = "asyncio", handle_signals: bool = True) -> None:
+        """Run until no session is left: the entry point for scripts.
+
+        Args:
+            loop: ``"asyncio"`` (the standard loop) or ``"uvloop"`` (needs the
+                ``fast`` extra).
+            handle_signals: the first SIGINT/SIGTERM shuts down gracefully, a
+                second one stops at once.
+        """
+        factory = loop_factory(loop)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._run_main(handle_signals))
+
+    async def _run_main(self, handle_signals: bool) -> None:
+        if handle_signals:
+            self.install_signal_handlers()
+        await self.serve()
+
+    def install_signal_handlers(self) -> None:
+        """First SIGINT/SIGTERM: graceful :meth:`shutdown`; the second: :meth:`stop`."""
+        loop = self._running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_signal(signum: int) -> None:
+            if self._shutting_down:
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                self.stop()
+                return
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            task = loop.create_task(self.shutdown())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+
+    def statistics(self) -> KernelStatistics:
+        """Counters for monitoring and tests."""
+        return KernelStatistics(
+            sessions=len(self._sessions),
+            queue_depth=len(self._queue),
+            events_dispatched=self._dispatched,
+            timers_pending=len(self._timers),
+            ticks=self._ticks,
+            handler_errors=self._errors,
+        )
+
+    def sessions(self) -> list[Session]:
+        """The live sessions, oldest first."""
+        return list(self._sessions.values())
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``--loop NAME``.
+
+    Raises:
+        ValueError: an unknown name, or uvloop is not installed.
+    """
+    if name == "asyncio":
+        return None
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ValueError(
+                "--loop uvloop needs uvloop: pip install 'statemachine-server[fast]'"
+            ) from None
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    raise ValueError(f"unknown loop {name!r}: expected 'asyncio' or 'uvloop'")

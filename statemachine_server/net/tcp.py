@@ -1,0 +1,234 @@
+"""The TCP server component (POE::Component::Server::TCP's role): the thin socket layer.
+
+It binds the listening socket at once (so the real port is known even with port
+0, before the kernel runs), serves it when the kernel starts, and makes one
+:class:`~statemachine_server.connection.Connection` session per accepted client.
+
+Concurrency limit: at ``max_connections`` admitted clients, a new one is accepted
+but *parked* in ``accepting`` with reading paused, and admitted in arrival order as
+others leave (POE's ``Concurrency``), instead of being refused with a reset. Parked
+clients are bounded too: past ``max_pending`` they are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ..connection import Connection
+from ..filters import Filter, LineFilter
+from ..kernel import Handler, Kernel, Session
+from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT
+
+__all__ = ["ServerStatistics", "TCPServer"]
+
+log = logging.getLogger("statemachine_server")
+
+#: Default cap on admitted clients. POE has none by default; a cap that fits common
+#: ``ulimit -n`` settings turns fd exhaustion into waiting instead of failures.
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: Default cap on parked clients, beyond which new ones are closed at once.
+DEFAULT_MAX_PENDING = 1_024
+#: asyncio's own defaults for a transport's write buffer marks.
+DEFAULT_HIGH_WATER = 64 * 1024
+DEFAULT_LOW_WATER = 16 * 1024
+
+
+class ServerStatistics(msgspec.Struct, frozen=True):
+    """Counters of one server (see :meth:`TCPServer.statistics`)."""
+
+    connections: int
+    pending: int
+    accepted: int
+    refused: int
+
+
+class TCPServer(Session):
+    """Listen on a TCP port; each client becomes a :class:`Connection` session.
+
+    Args:
+        kernel: the kernel to run in.
+        port: the port; 0 picks a free one (read it back from :attr:`port`).
+        host: the address to bind. The default, 127.0.0.1, is reachable from this
+            machine only: binding elsewhere is a deliberate choice.
+        on_input: ``on_input(session, record)`` for each record from the client.
+        on_connected: ``on_connected(session)`` once the client is admitted.
+        on_disconnected: ``on_disconnected(session)`` once its socket is gone.
+        on_error: ``on_error(session, exc)`` when a handler raised or the client broke
+            the framing; the connection closes afterwards. By default the error is
+            logged with the session id, state and event.
+        on_flushed: ``on_flushed(session)`` when every reply put so far has left.
+        on_started: ``on_started(server)`` once the port is being served.
+        filter: makes a fresh filter for each connection (default: lines).
+        max_connections: clients served at once; more wait, parked.
+        max_pending: parked clients at most; more are closed.
+        high_water: output bytes buffered before reading pauses (``replying``).
+        low_water: output bytes buffered below which reading resumes.
+        backlog: the listen queue length.
+        alias: a kernel alias for this server's session.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_active",
+        "_parked",
+        "_refused",
+        "_server",
+        "_sock",
+        "filter_factory",
+        "handlers",
+        "high_water",
+        "host",
+        "low_water",
+        "max_connections",
+        "max_pending",
+        "on_started",
+        "port",
+    )
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        on_input: Handler | None = None,
+        on_connected: Handler | None = None,
+        on_disconnected: Handler | None = None,
+        on_error: Handler | None = None,
+        on_flushed: Handler | None = None,
+        on_started: Callable[[TCPServer], Any] | None = None,
+        filter: Callable[[], Filter] = LineFilter,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int = DEFAULT_LOW_WATER,
+        backlog: int = 128,
+        alias: str | None = None,
+    ):
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not 0 <= low_water <= high_water:
+            raise ValueError("need 0 <= low_water <= high_water")
+        handlers = {
+            INPUT: on_input,
+            CONNECTED: on_connected,
+            CLOSED_EVENT: on_disconnected,
+            ERROR: on_error,
+            FLUSHED: on_flushed,
+        }
+        self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
+        self.filter_factory = filter
+        self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.high_water = high_water
+        self.low_water = low_water
+        self.on_started = on_started
+        self._server: asyncio.Server | None = None
+        self._active = 0
+        self._parked: deque[Connection] = deque()
+        self._accepted = 0
+        self._refused = 0
+        self._sock: socket.socket | None = _bind(host, port, backlog)
+        self.host, self.port = self._sock.getsockname()[:2]
+        super().__init__(kernel, {}, alias=alias)
+        kernel._on_serve(self._serve)
+
+    def _start(self) -> None:
+        self._refs += 1  # the listening socket keeps the server alive
+        super()._start()
+
+    async def _serve(self) -> None:
+        if self._sock is None:  # closed before it ever served
+            return
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._connection_factory, sock=self._sock)
+        log.info("listening on %s:%d", self.host, self.port)
+        if self.on_started is not None:
+            self.on_started(self)
+
+    def _connection_factory(self) -> Connection:
+        return Connection(self)
+
+    # -- admission (called by Connection) ---------------------------------------------
+
+    def _arrived(self, conn: Connection) -> None:
+        self._accepted += 1
+        assert conn.transport is not None
+        conn.transport.set_write_buffer_limits(self.high_water, self.low_water)
+        if self._active < self.max_connections:
+            self._active += 1
+            conn._admit()
+        elif len(self._parked) < self.max_pending:
+            conn._park()
+            self._parked.append(conn)
+        else:
+            self._refused += 1
+            log.warning(
+                "session %d: %d clients waiting already; closing", conn.id, self.max_pending
+            )
+            conn.close()
+
+    def _released(self, conn: Connection) -> None:
+        try:
+            self._parked.remove(conn)  # left while still waiting: O(n), but rare
+            return
+        except ValueError:
+            pass
+        self._active -= 1
+        while self._parked and self._active < self.max_connections:
+            nxt = self._parked.popleft()
+            if nxt.transport is not None and not nxt.transport.is_closing():
+                self._active += 1
+                nxt._admit()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting; clients already connected are not affected."""
+        if self._sock is None:
+            return
+        if self._server is not None:
+            self._server.close()  # closes the socket too
+            self._server = None
+        else:
+            self._sock.close()
+        self._sock = None
+        self.kernel._release(self)
+
+    def _shutdown(self) -> None:
+        self.close()
+
+    def statistics(self) -> ServerStatistics:
+        """Counters: clients served now, parked, accepted in all, refused."""
+        return ServerStatistics(
+            connections=self._active,
+            pending=len(self._parked),
+            accepted=self._accepted,
+            refused=self._refused,
+        )
+
+
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,7 @@
+"""Specs: servers declared in YAML, validated at the edge, compiled to handlers."""
+
+from .loader import builtin_spec_path, load_spec, load_spec_text
+from .model import Spec
+from .runtime import ConsoleLog, build_server
+
+__all__ = ["ConsoleLog", "Spec", "build_server", "builtin_spec_path", "load_spec", "load_spec_text"]

@@ -1,0 +1,102 @@
+"""Reply and log templates: ``"client {session.id}: {input}"``.
+
+A template may name only these values, and nothing inside them: no attribute or
+item traversal, no conversions, no format specs, so a template can never reach
+into Python objects:
+
+``{input}``           the record being handled (input handlers only)
+``{session.id}``      the session's id
+``{session.state}``   its lifecycle state
+``{heap.NAME}``       a value from the session's heap (empty if unset)
+``{remote_ip}``       the client's address
+``{remote_port}``     the client's port
+
+Templates are compiled once, at load time, into a ``str.format`` call with
+positional fields and one small getter per field: rendering costs one C-level
+format plus a call per field.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NAMES", "Template", "compile_template"]
+
+Getter = Callable[[Any, Any], Any]
+#: Renders a template for ``(session, input)``.
+Template = Callable[[Any, Any], str]
+
+_FIXED: dict[str, Getter] = {
+    "input": lambda s, i: i,
+    "session.id": lambda s, i: s.id,
+    "session.state": lambda s, i: s.state,
+    "remote_ip": lambda s, i: s.remote_ip,
+    "remote_port": lambda s, i: s.remote_port,
+}
+#: Every name a template may use; ``heap.NAME`` takes any identifier for NAME.
+NAMES = (*_FIXED, "heap.NAME")
+
+
+def _heap_getter(key: str) -> Getter:
+    return lambda s, i: s.heap.get(key, "")
+
+
+def compile_template(text: str, *, has_input: bool = True) -> Template:
+    """Compile ``text`` into a function of ``(session, input)``.
+
+    Args:
+        text: the template.
+        has_input: whether ``{input}`` exists where the template is used.
+
+    Raises:
+        ValueError: a malformed template, or a name it may not use.
+    """
+    literal: list[str] = []
+    getters: list[Getter] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"malformed template {text!r}: {exc}") from None
+    for lit, field, spec, conversion in parsed:
+        literal.append(lit.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        if conversion or spec:
+            raise ValueError(
+                f"template field {{{field}}}: conversions and format specs are not allowed"
+            )
+        getters.append(_getter(field, has_input))
+        literal.append("{}")
+    fmt = "".join(literal)
+    if not getters:
+        constant = text.replace("{{", "{").replace("}}", "}")
+        return lambda s, i: constant
+    if fmt == "{}" and getters[0] is _FIXED["input"]:
+        return _as_text
+    render = fmt.format
+    if len(getters) == 1:
+        (g0,) = getters
+        return lambda s, i: render(g0(s, i))
+    if len(getters) == 2:
+        g0, g1 = getters
+        return lambda s, i: render(g0(s, i), g1(s, i))
+    return lambda s, i: render(*[g(s, i) for g in getters])
+
+
+def _as_text(session: Any, value: Any) -> str:
+    return value if value.__class__ is str else str(value)
+
+
+def _getter(field: str, has_input: bool) -> Getter:
+    if field == "input" and not has_input:
+        raise ValueError("{input} is only available in input handlers")
+    getter = _FIXED.get(field)
+    if getter is not None:
+        return getter
+    head, _, key = field.partition(".")
+    if head == "heap" and key.isidentifier():
+        return _heap_getter(key)
+    hint = ", ".join("{" + n + "}" for n in NAMES)
+    raise ValueError(f"unknown template name {{{field}}}: expected one of {hint}")
