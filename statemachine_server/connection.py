@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ProtocolError, RecordTooLong
 from .kernel import Session
@@ -230,6 +230,9 @@ class Connection(Session, asyncio.Protocol):
         except Exception as again:
             log.error("session %d: error handler raised %r", self.id, again, exc_info=again)
 
+    def _stopped(self) -> None:
+        pass  # a freed connection stays ``closed``; on_disconnected already ran
+
     def _shutdown(self) -> None:
         # Graceful: queued behind the input already received, so it is answered.
         self.kernel._post(self, CLOSE, ())
@@ -330,8 +333,8 @@ class Connection(Session, asyncio.Protocol):
     # -- asyncio.Protocol: socket happenings become queued events -----------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.remote_ip, self.remote_port = peer[0], peer[1]

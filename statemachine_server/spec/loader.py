@@ -105,6 +105,10 @@ def load_spec_text(text: str, file: str = "<string>") -> Spec:
 # -- YAML nodes to plain data, with positions ----------------------------------------------
 
 _constructor = yaml.SafeLoader("")  # only its scalar constructor is used
+# Plain data only: no timestamps, binary, sets, merge keys or application tags.
+_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+)
 
 
 def _plain(node: yaml.Node, path: Path_, src: _Source, seen: set[int]) -> Any:
@@ -113,6 +117,8 @@ def _plain(node: yaml.Node, path: Path_, src: _Source, seen: set[int]) -> Any:
         # An alias to a node already converted: refuse instead of expanding it
         # again ("billion laughs").
         raise src.error("YAML aliases are not supported in specs", path)
+    if node.tag not in _TAGS:
+        raise src.error(f"unsupported YAML tag {node.tag!r}", path)
     if isinstance(node, yaml.ScalarNode):
         return _constructor.construct_object(node)
     seen.add(id(node))

@@ -1,0 +1,242 @@
+"""The connection machine, driven without sockets: a fake transport, ticks by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from statemachine_server import Connection, Kernel, LineFilter
+from statemachine_server.lifecycle import TABLE
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+        self.reading = True
+        self.buffered = 0  # what get_write_buffer_size reports
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 4242) if name == "peername" else None
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class FakeServer:
+    """What a Connection needs from its server."""
+
+    def __init__(self, kernel: Kernel, **handlers: Any) -> None:
+        self.kernel = kernel
+        self.handlers = handlers
+        self.filter_factory = lambda: LineFilter(max_length=16)
+        self.released: list[int] = []
+
+    def _arrived(self, conn: Connection) -> None:
+        conn._admit()
+
+    def _released(self, conn: Connection) -> None:
+        self.released.append(conn.id)
+
+
+def drain(kernel: Kernel) -> None:
+    while kernel._queue or kernel._dirty:
+        kernel._tick()
+
+
+def open_connection(**handlers: Any) -> tuple[Kernel, Connection, FakeTransport]:
+    kernel = Kernel()
+    conn = Connection(FakeServer(kernel, **handlers))  # type: ignore[arg-type]
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    assert conn.state == "accepting"
+    drain(kernel)
+    return kernel, conn, transport
+
+
+def echo(session: Connection, line: str) -> None:
+    session.put(line)
+
+
+def test_echo_and_remote_address() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    assert conn.state == "reading"
+    assert (conn.remote_ip, conn.remote_port) == ("127.0.0.1", 4242)
+    assert conn.client is conn
+    conn.data_received(b"one\ntwo\n")
+    drain(kernel)
+    assert t.written == b"one\ntwo\n"
+
+
+def test_replies_of_one_tick_go_out_in_one_write() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    writes: list[bytes] = []
+    t.write = writes.append  # type: ignore[method-assign]
+    conn.data_received(b"a\nb\nc\n")
+    drain(kernel)
+    assert writes == [b"a\nb\nc\n"]
+
+
+def test_eof_answers_every_line_before_closing() -> None:
+    closed: list[int] = []
+    kernel, conn, t = open_connection(input=echo, closed=lambda s: closed.append(s.id))
+    conn.data_received(b"".join(b"%d\n" % i for i in range(100)))
+    conn.eof_received()
+    drain(kernel)
+    assert t.written == b"".join(b"%d\n" % i for i in range(100))
+    assert t.closed and conn.state == "closing"
+    conn.connection_lost(None)
+    drain(kernel)
+    assert conn.state == "closed" and closed == [conn.id]
+    assert kernel.statistics().sessions == 0
+
+
+def count_to(n: int) -> Generator[int, None, int]:
+    yield from range(n)
+    return n
+
+
+def test_input_during_work_is_postponed_in_order_with_eof() -> None:
+    def on_input(session: Connection, line: str) -> None:
+        if line == "work":
+            session.work(count_to(5), lambda s, result: s.put(f"done {result}"))
+        else:
+            session.put(line)
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.data_received(b"a\nwork\nb\nc\n")
+    conn.eof_received()
+    kernel._tick()  # a, work (starts), b, c, eof: the last three are postponed
+    assert conn.state == "working"
+    assert not t.reading  # postponed input stays bounded: no more reading
+    drain(kernel)
+    assert t.written == b"a\ndone 5\nb\nc\n"
+    assert t.closed
+
+
+def test_work_can_start_again_from_postponed_input() -> None:
+    def on_input(session: Connection, line: str) -> None:
+        session.work(count_to(int(line)), lambda s, r: s.put(f"{line}:{r}"))
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.data_received(b"3\n1\n2\n")
+    drain(kernel)
+    assert t.written == b"3:3\n1:1\n2:2\n"
+    assert conn.state == "reading" and t.reading
+
+
+def test_backpressure_postpones_input_until_low_water() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    conn.pause_writing()  # the transport's buffer passed the high-water mark
+    assert not t.reading
+    conn.data_received(b"x\ny\n")
+    drain(kernel)
+    assert conn.state == "replying" and t.written == b""
+    conn.resume_writing()
+    drain(kernel)
+    assert conn.state == "reading" and t.reading
+    assert t.written == b"x\ny\n"
+
+
+def test_overlong_line_answers_earlier_lines_then_closes() -> None:
+    errors: list[str] = []
+    kernel, conn, t = open_connection(input=echo)
+    conn.data_received(b"short\n" + b"x" * 40 + b"\n")
+    conn.data_received(b"ignored\n")
+    drain(kernel)
+    assert t.written == b"short\n"
+    assert t.closed and not errors
+
+
+def test_handler_error_closes_after_flushing_and_drops_later_input(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def on_input(session: Connection, line: str) -> None:
+        if line == "boom":
+            raise RuntimeError("handler bug")
+        session.put(line)
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.data_received(b"a\nboom\nb\n")
+    drain(kernel)
+    assert t.written == b"a\n" and t.closed
+    assert f"session {conn.id} (state closing, event 'input')" in caplog.text
+    assert "RuntimeError: handler bug" in caplog.text
+
+
+def test_error_handler_can_reply_before_the_close() -> None:
+    def on_input(session: Connection, line: str) -> None:
+        raise KeyError(line)
+
+    def on_error(session: Connection, exc: BaseException) -> None:
+        session.put(f"error: {exc!r}")
+
+    kernel, conn, t = open_connection(input=on_input, error=on_error)
+    conn.data_received(b"k\n")
+    drain(kernel)
+    assert t.written == b"error: KeyError('k')\n" and t.closed
+
+
+def test_close_inside_a_handler_takes_effect_at_once() -> None:
+    def on_input(session: Connection, line: str) -> None:
+        session.put(line)
+        if line == "quit":
+            session.close()
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.data_received(b"a\nquit\nb\n")
+    drain(kernel)
+    assert t.written == b"a\nquit\n" and t.closed
+
+
+def test_put_after_close_is_dropped() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    conn.connection_lost(ConnectionResetError())
+    drain(kernel)
+    conn.put("late")
+    drain(kernel)
+    assert t.written == b""
+
+
+def test_flushed_event() -> None:
+    flushed: list[int] = []
+    kernel, conn, t = open_connection(input=echo, flushed=lambda s: flushed.append(len(t.written)))
+    conn.data_received(b"hi\n")
+    drain(kernel)
+    assert flushed == [3]
+
+
+def test_trace_logs_transitions(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="statemachine_server")
+    kernel = Kernel(trace=True)
+    conn = Connection(FakeServer(kernel, input=echo))  # type: ignore[arg-type]
+    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    drain(kernel)
+    conn.eof_received()
+    drain(kernel)
+    assert f"session {conn.id}: accepting --connected--> reading" in caplog.text
+    assert f"session {conn.id}: reading --eof--> closing" in caplog.text
+
+
+def test_every_state_but_closed_has_a_way_to_closed() -> None:
+    for state, rules in TABLE.items():
+        if state != "closed":
+            assert rules["closed"].dest == "closed"

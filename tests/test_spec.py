@@ -1,0 +1,180 @@
+"""Specs: the built-in echo spec, strict validation with FILE:LINE:COLUMN, templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statemachine_server import SpecError
+from statemachine_server.spec import builtin_spec_path, load_spec, load_spec_text
+from statemachine_server.spec.model import Log, Reply
+from statemachine_server.spec.templates import compile_template
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_builtin_spec_is_the_recipe_and_matches_the_example_spec() -> None:
+    spec = load_spec(builtin_spec_path())
+    assert spec.handlers.input == [Reply("{input}"), Log("client {session.id}: {input}")]
+    assert spec.server.host == "127.0.0.1"
+    assert builtin_spec_path().read_text() == (ROOT / "specs" / "echo.yaml").read_text()
+
+
+def test_every_shipped_spec_is_valid() -> None:
+    for path in (ROOT / "specs").glob("*.yaml"):
+        load_spec(path)
+
+
+def test_defaults_make_a_minimal_spec_valid() -> None:
+    spec = load_spec_text("handlers:\n  input:\n    - reply: '{input}'\n")
+    assert spec.server.filter.max_length == 65536
+    assert spec.server.port == 12345
+
+
+def test_filter_short_form() -> None:
+    assert load_spec_text("server:\n  filter: line\n").server.filter.max_length == 65536
+
+
+def test_long_action_form() -> None:
+    spec = load_spec_text("handlers:\n  connected:\n    - reply: {text: hello}\n")
+    assert spec.handlers.connected == [Reply("hello")]
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "s.yaml")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server:\n  port: 99999\n", "s.yaml:2:9: Expected `int` <= 65535 at $.server.port"),
+        ("server:\n  port: x\n", "s.yaml:2:9: Expected `int`, got `str` at $.server.port"),
+        ("server:\n  fliter: line\n", "s.yaml:2:3: unknown key 'fliter' (did you mean 'filter'?)"),
+        ("sever: {}\n", "s.yaml:1:1: unknown key 'sever' (did you mean 'server'?)"),
+        (
+            "handlers:\n  input:\n    - replay: x\n",
+            "s.yaml:3:7: unknown action 'replay' (did you mean 'reply'?)",
+        ),
+        (
+            "handlers:\n  input:\n    - reply: a\n    - log: [1]\n",
+            "s.yaml:4:12: Expected `str`, got `array`",
+        ),
+        (
+            "handlers:\n  input:\n    - reply: '{sesion.id}'\n",
+            "s.yaml:3:14: unknown template name {sesion.id}",
+        ),
+        (
+            "handlers:\n  connected:\n    - reply: '{input}'\n",
+            "s.yaml:3:14: {input} is only available",
+        ),
+        (
+            "handlers:\n  input:\n    - reply: '{input!r}'\n",
+            "conversions and format specs are not allowed",
+        ),
+        ("handlers:\n  input:\n    - reply: '{input'\n", "malformed template"),
+        (
+            "handlers:\n  input:\n    - {reply: a, log: b}\n",
+            "s.yaml:3:7: an action is a mapping with one key",
+        ),
+        ("server: {port: 1}\nserver: {port: 2}\n", "s.yaml:2:1: duplicate key 'server'"),
+        ("version: 2\n", "s.yaml:1:10: Invalid enum value 2 at $.version"),
+        ("a: [\n", "s.yaml:2:1: invalid YAML"),
+        ("", "s.yaml: spec is empty"),
+        ("- 1\n", "s.yaml:1:1: expected a mapping at the top"),
+        ("x: &a [1]\ny: *a\n", "YAML aliases are not supported"),
+        ("server: !!python/object:os.system {}\n", "s.yaml:1:9: unsupported YAML tag"),
+        ("when: 2024-01-01\n", "s.yaml:1:7: unsupported YAML tag"),
+        (
+            "server:\n  high_water: 10\n  low_water: 20\n",
+            "s.yaml:3:14: low_water must not exceed high_water",
+        ),
+    ],
+)
+def test_errors_say_where_and_what(text: str, expected: str) -> None:
+    message = error_of(text)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read spec: No such file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"server: \xff\n")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec(bad)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(SpecError, match="larger than"):
+        load_spec(big)
+
+
+yaml_values: Any = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["server", "handlers", "version", "x"]), yaml_values, max_size=3
+    )
+)
+def test_random_structures_give_a_spec_or_a_clean_error(data: dict[str, Any]) -> None:
+    import yaml
+
+    try:
+        load_spec_text(yaml.safe_dump(data), "r.yaml")
+    except SpecError as exc:
+        assert str(exc).startswith("r.yaml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_random_text_gives_a_spec_or_a_clean_error(text: str) -> None:
+    try:
+        load_spec_text(text, "r.yaml")
+    except SpecError as exc:
+        assert str(exc).startswith("r.yaml")
+
+
+class FakeSession:
+    id = 7
+    state = "reading"
+    remote_ip = "127.0.0.1"
+    remote_port = 5555
+    heap = {"name": "ada"}  # noqa: RUF012
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{input}", "hi"),
+        ("client {session.id}: {input}", "client 7: hi"),
+        ("{session.state} {remote_ip}:{remote_port}", "reading 127.0.0.1:5555"),
+        ("{heap.name}/{heap.missing}.", "ada/."),
+        ("{{literal}} {input}", "{literal} hi"),
+        ("constant {{x}}", "constant {x}"),
+        ("{input}{input}{input}", "hihihi"),
+    ],
+)
+def test_templates_render(template: str, expected: str) -> None:
+    assert compile_template(template)(FakeSession(), "hi") == expected
+
+
+@pytest.mark.parametrize(
+    "template", ["{input.__class__}", "{session.heap}", "{heap}", "{0}", "{}", "{heap.a.b}"]
+)
+def test_templates_cannot_reach_into_objects(template: str) -> None:
+    with pytest.raises(ValueError):
+        compile_template(template)
