@@ -33,13 +33,15 @@ from .lifecycle import (
     DONE,
     EOF,
     ERROR,
+    FAST,
     FLUSHED,
     INPUT,
     OUTPUT_HIGH,
     OUTPUT_LOW,
+    POSTPONE,
     READING,
+    STAY,
     STEP,
-    TABLE,
     WORK,
     WORKING,
 )
@@ -93,7 +95,7 @@ class Connection(Session, asyncio.Protocol):
         kernel = server.kernel
         self.kernel = kernel
         self.server = server
-        self._handlers = server.handlers
+        self._handlers = server.dispatch
         self.heap: dict[str, Any] = {}
         self._refs = 1
         self._timers = None
@@ -156,31 +158,34 @@ class Connection(Session, asyncio.Protocol):
     # -- the machine ----------------------------------------------------------------
 
     def _deliver(self, event: str, args: tuple[Any, ...]) -> Any:
-        state = self.state
-        step = TABLE[state].get(event)
-        if step is None:
-            if self.kernel.trace:
-                log.debug("session %d: %s ignored in %s", self.id, event, state)
-            return None
-        dest, postpone = step
-        if postpone:
-            if self._postponed is None:
-                self._postponed = deque()
-            self._postponed.append((event, args))
-            return None
-        if dest is not state:
-            self._enter(dest, event)
+        # The per-message path: one table lookup, identity tests, one call.
+        step = FAST[self.state].get(event)
+        if step is not STAY:
+            if step is None:
+                if self.kernel.trace:
+                    log.debug("session %d: %s ignored in %s", self.id, event, self.state)
+                return None
+            if step is POSTPONE:
+                if self._postponed is None:
+                    self._postponed = deque()
+                self._postponed.append((event, args))
+                return None
+            self._enter(step, event)
         elif self.kernel.trace:
-            log.debug("session %d: %s in %s", self.id, event, state)
-        action = _ACTIONS.get(event)
-        if action is not None:
-            result = action(self, *args)
-        else:
-            handler = self._handlers.get(event)
-            result = None if handler is None else handler(self, *args)
+            log.debug("session %d: %s in %s", self.id, event, self.state)
+        # ``_handlers`` is the server's dispatch(): built-in actions and user handlers.
+        action = self._handlers.get(event)
+        result = None if action is None else action(self, *args)
         if self._postponed and self.state is READING:
             self._replay()
         return result
+
+    @staticmethod
+    def dispatch(handlers: dict[str, Any]) -> dict[str, Any]:
+        """The event-to-callable map that connections with these user handlers use:
+        the user's handlers, with the built-in actions in front of them (those call
+        the user's ``error`` and ``closed`` handlers themselves)."""
+        return {**handlers, **_ACTIONS}
 
     def _enter(self, dest: str, event: str) -> None:
         old = self.state
@@ -240,7 +245,7 @@ class Connection(Session, asyncio.Protocol):
     # -- built-in actions (events that do more than call the user's handler) ----------
 
     def _on_error(self, exc: BaseException, event: str = "?") -> None:
-        handler = self._handlers.get(ERROR)
+        handler = self.server.handlers.get(ERROR)
         if handler is not None:
             handler(self, exc)
         elif isinstance(exc, ProtocolError):
@@ -253,7 +258,7 @@ class Connection(Session, asyncio.Protocol):
 
     def _on_closed(self) -> None:
         self.server._released(self)
-        handler = self._handlers.get(CLOSED_EVENT)
+        handler = self.server.handlers.get(CLOSED_EVENT)
         try:
             if handler is not None:
                 handler(self)
@@ -390,8 +395,4 @@ _ACTIONS: dict[str, Callable[..., Any]] = {
     WORK: Connection._on_work,
     STEP: Connection._on_step,
     DONE: Connection._on_done,
-    OUTPUT_HIGH: lambda self: None,
-    OUTPUT_LOW: lambda self: None,
-    EOF: lambda self: None,
-    CLOSE: lambda self: None,
 }

@@ -169,6 +169,8 @@ class Kernel:
         self._timers: dict[int, tuple[asyncio.TimerHandle, Session]] = {}
         # Objects with a ``_flush()`` method, flushed once at the end of the tick.
         self._dirty: list[Any] = []
+        # Called at the end of every tick (e.g. the console log's flush).
+        self._tick_hooks: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._starters: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -321,8 +323,9 @@ class Kernel:
             except Exception as exc:
                 self._errors += 1
                 session._failed(event, exc)
-            session._refs -= 1
-            if session._refs == 0:
+            refs = session._refs - 1
+            session._refs = refs
+            if not refs:
                 self._stop_session(session)
         self.current = None
         self._dispatched += n
@@ -331,6 +334,8 @@ class Kernel:
             self._dirty = []
             for item in dirty:
                 item._flush()
+        for hook in self._tick_hooks:
+            hook()
         if queue and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._tick)

@@ -54,6 +54,9 @@ __all__ = [
     "POSTPONED",
     "STATES",
     "TABLE",
+    "FAST",
+    "STAY",
+    "POSTPONE",
     "TRANSITIONS",
     "Step",
     "draw",
@@ -156,8 +159,21 @@ def _compile(m: Machine) -> dict[str, dict[str, Step]]:
     return table
 
 
-#: ``TABLE[state][event]``: the rule the per-message path follows.
+#: ``TABLE[state][event]``: every rule, compiled.
 TABLE: Final = _compile(machine)
+
+#: ``FAST[state][event]``, the same rules in the form the per-message path reads
+#: with one lookup and identity tests: :data:`STAY` (handle, state unchanged),
+#: :data:`POSTPONE`, or the state to enter. No entry: the event is ignored.
+STAY: Final = "="
+POSTPONE: Final = "<postpone>"
+FAST: Final[dict[str, dict[str, str]]] = {
+    state: {
+        event: POSTPONE if step.postpone else STAY if step.dest == state else step.dest
+        for event, step in rules.items()
+    }
+    for state, rules in TABLE.items()
+}
 
 
 def draw() -> str:

@@ -47,6 +47,7 @@ class FakeServer:
     def __init__(self, kernel: Kernel, **handlers: Any) -> None:
         self.kernel = kernel
         self.handlers = handlers
+        self.dispatch = Connection.dispatch(handlers)
         self.filter_factory = lambda: LineFilter(max_length=16)
         self.released: list[int] = []
 

@@ -83,6 +83,7 @@ class TCPServer(Session):
         "_sock",
         "filter_factory",
         "handlers",
+        "dispatch",
         "high_water",
         "host",
         "low_water",
@@ -124,6 +125,7 @@ class TCPServer(Session):
             FLUSHED: on_flushed,
         }
         self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
+        self.dispatch = Connection.dispatch(self.handlers)
         self.filter_factory = filter
         self.max_connections = max_connections
         self.max_pending = max_pending

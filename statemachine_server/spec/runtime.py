@@ -11,11 +11,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..connection import Connection
 from ..filters import LineFilter
 from ..kernel import Kernel
 from ..net.tcp import TCPServer
 from .model import Action, Log, Reply, Spec
-from .templates import Template, compile_template
+from .templates import Template, compile_template, is_identity
 
 __all__ = ["ConsoleLog", "build_server"]
 
@@ -28,34 +29,39 @@ class ConsoleLog:
     per line, and still prompt when stdout is a pipe).
     """
 
-    __slots__ = ("_kernel", "_lines", "_stream")
+    __slots__ = ("_stream", "lines")
 
     def __init__(self, kernel: Kernel, stream: TextIO | None = None):
-        self._kernel = kernel
         self._stream = stream
-        self._lines: list[str] = []
+        #: Lines of this tick. Appended to directly by compiled ``log`` actions.
+        self.lines: list[str] = []
+        kernel._tick_hooks.append(self._flush)
 
     def write(self, line: str) -> None:
         """Log one line (without its newline)."""
-        if not self._lines:
-            self._kernel._dirty.append(self)
-        self._lines.append(line)
+        self.lines.append(line)
 
     def _flush(self) -> None:
-        lines, self._lines = self._lines, []
-        stream = self._stream or sys.stdout
-        stream.write("\n".join(lines) + "\n")
-        stream.flush()
+        lines = self.lines
+        if lines:
+            stream = self._stream or sys.stdout
+            stream.write("\n".join(lines) + "\n")
+            lines.clear()  # in place: compiled actions hold lines.append
+            stream.flush()
 
 
 def _compile(actions: list[Action], console: ConsoleLog, has_input: bool) -> list[Step]:
     steps: list[Step] = []
     for action in actions:
-        render = compile_template(action.text, has_input=has_input)
         if isinstance(action, Reply):
-            steps.append(_reply(render))
+            if has_input and is_identity(action.text):
+                # Echo the record itself; the filter encodes it. No frame of ours.
+                steps.append(Connection.put)
+            else:
+                steps.append(_reply(compile_template(action.text, has_input=has_input)))
         elif isinstance(action, Log):
-            steps.append(_log(render, console.write))
+            render = compile_template(action.text, has_input=has_input)
+            steps.append(_log(render, console.lines.append))
         else:  # pragma: no cover - the model's union is closed
             raise TypeError(f"unknown action {action!r}")
     return steps

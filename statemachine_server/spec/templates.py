@@ -11,9 +11,12 @@ into Python objects:
 ``{remote_ip}``       the client's address
 ``{remote_port}``     the client's port
 
-Templates are compiled once, at load time, into a ``str.format`` call with
-positional fields and one small getter per field: rendering costs one C-level
-format plus a call per field.
+Templates are compiled once, at load time. When they name only fixed values the
+result is a format string we write ourselves, such as ``"client {0.id}: {1}"``,
+rendered as ``fmt.format(session, input)``: a single C call, no Python frame per
+field. The user's text never becomes a format field itself (its braces are
+escaped), so this adds no way in. ``{heap.NAME}`` needs a default for missing
+keys, so such templates use one small getter per field instead.
 """
 
 from __future__ import annotations
@@ -22,12 +25,20 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NAMES", "Template", "compile_template"]
+__all__ = ["NAMES", "Template", "compile_template", "is_identity"]
 
 Getter = Callable[[Any, Any], Any]
 #: Renders a template for ``(session, input)``.
 Template = Callable[[Any, Any], str]
 
+# Each fixed name as a field of fmt.format(session, input).
+_FIELDS: dict[str, str] = {
+    "input": "{1}",
+    "session.id": "{0.id}",
+    "session.state": "{0.state}",
+    "remote_ip": "{0.remote_ip}",
+    "remote_port": "{0.remote_port}",
+}
 _FIXED: dict[str, Getter] = {
     "input": lambda s, i: i,
     "session.id": lambda s, i: s.id,
@@ -54,13 +65,16 @@ def compile_template(text: str, *, has_input: bool = True) -> Template:
         ValueError: a malformed template, or a name it may not use.
     """
     literal: list[str] = []
+    fast: list[str] = []
     getters: list[Getter] = []
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ValueError(f"malformed template {text!r}: {exc}") from None
     for lit, field, spec, conversion in parsed:
-        literal.append(lit.replace("{", "{{").replace("}", "}}"))
+        escaped = lit.replace("{", "{{").replace("}", "}}")
+        literal.append(escaped)
+        fast.append(escaped)
         if field is None:
             continue
         if conversion or spec:
@@ -69,24 +83,20 @@ def compile_template(text: str, *, has_input: bool = True) -> Template:
             )
         getters.append(_getter(field, has_input))
         literal.append("{}")
-    fmt = "".join(literal)
+        fast.append(_FIELDS.get(field, "\0"))
     if not getters:
         constant = text.replace("{{", "{").replace("}}", "}")
         return lambda s, i: constant
-    if fmt == "{}" and getters[0] is _FIXED["input"]:
-        return _as_text
-    render = fmt.format
-    if len(getters) == 1:
-        (g0,) = getters
-        return lambda s, i: render(g0(s, i))
-    if len(getters) == 2:
-        g0, g1 = getters
-        return lambda s, i: render(g0(s, i), g1(s, i))
+    fast_fmt = "".join(fast)
+    if "\0" not in fast_fmt:
+        return fast_fmt.format
+    render = "".join(literal).format
     return lambda s, i: render(*[g(s, i) for g in getters])
 
 
-def _as_text(session: Any, value: Any) -> str:
-    return value if value.__class__ is str else str(value)
+def is_identity(text: str) -> bool:
+    """Whether the template is exactly the record (``"{input}"``): send it as is."""
+    return text == "{input}"
 
 
 def _getter(field: str, has_input: bool) -> Getter:
