@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.specs)
     if args.command == "graph":
-        print(lifecycle.draw())
+        sys.stdout.write(lifecycle.draw())
         return 0
     return _run(args)
 

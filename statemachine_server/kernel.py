@@ -335,7 +335,11 @@ class Kernel:
             for item in dirty:
                 item._flush()
         for hook in self._tick_hooks:
-            hook()
+            try:
+                hook()
+            except Exception as exc:  # e.g. stdout closed under the console log
+                self._errors += 1
+                log.error("end-of-tick hook %r raised %r", hook, exc)
         if queue and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._tick)

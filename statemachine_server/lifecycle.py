@@ -185,4 +185,10 @@ def draw() -> str:
 
     model = _Model()
     _declare(model, GraphMachine, graph_engine="mermaid", title="connection lifecycle")
-    return str(model.get_graph().draw(None))  # type: ignore[attr-defined]
+    source = str(model.get_graph().draw(None)).rstrip()  # type: ignore[attr-defined]
+    # Postponing is ours, not transitions': add it to the picture as notes.
+    notes = [
+        f"  note right of {state}: postpones {', '.join(sorted(events))}"
+        for state, events in POSTPONED.items()
+    ]
+    return "\n".join([source, *notes]) + "\n"
