@@ -51,12 +51,12 @@ from transitions import Machine
 
 __all__ = [
     "EVENTS",
+    "FAST",
+    "POSTPONE",
     "POSTPONED",
     "STATES",
-    "TABLE",
-    "FAST",
     "STAY",
-    "POSTPONE",
+    "TABLE",
     "TRANSITIONS",
     "Step",
     "draw",
