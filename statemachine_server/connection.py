@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ProtocolError, RecordTooLong
@@ -108,7 +108,7 @@ class Connection(Session, asyncio.Protocol):
         self._dirty = False
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
-        self._job: tuple[Generator[Any, None, Any], Callable[..., Any] | None] | None = None
+        self._job: tuple[Iterator[Any], Callable[..., Any] | None] | None = None
         self._flush_wanted = False
         self.id = kernel._register(self)
 
@@ -144,10 +144,8 @@ class Connection(Session, asyncio.Protocol):
         else:
             self.kernel._post(self, CLOSE, ())
 
-    def work(
-        self, job: Generator[Any, None, Any], on_done: Callable[..., Any] | None = None
-    ) -> None:
-        """Run a generator as chunked work: one ``next()`` per kernel event.
+    def work(self, job: Iterator[Any], on_done: Callable[..., Any] | None = None) -> None:
+        """Run a generator (or any iterator) as chunked work: one ``next()`` per event.
 
         The connection is ``working`` until the generator returns; input that
         arrives meanwhile is postponed. ``on_done(session, result)`` gets the
@@ -238,6 +236,10 @@ class Connection(Session, asyncio.Protocol):
     def _stopped(self) -> None:
         pass  # a freed connection stays ``closed``; on_disconnected already ran
 
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def _shutdown(self) -> None:
         # Graceful: queued behind the input already received, so it is answered.
         self.kernel._post(self, CLOSE, ())
@@ -265,7 +267,7 @@ class Connection(Session, asyncio.Protocol):
         finally:
             self._refs -= 1  # the socket's reference: the tick frees the session
 
-    def _on_work(self, job: Generator[Any, None, Any], on_done: Callable[..., Any] | None) -> None:
+    def _on_work(self, job: Iterator[Any], on_done: Callable[..., Any] | None) -> None:
         self._job = (job, on_done)
         self.kernel._post(self, STEP, ())
 
@@ -285,9 +287,15 @@ class Connection(Session, asyncio.Protocol):
             job[1](self, result)
 
     def _close_job(self) -> None:
+        # Runs the job's ``finally`` blocks; its failure must not stop the close.
         if self._job is not None:
             job, self._job = self._job, None
-            job[0].close()
+            close = getattr(job[0], "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    log.error("session %d: closing its job raised %r", self.id, exc)
 
     # -- output ---------------------------------------------------------------------
 

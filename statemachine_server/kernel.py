@@ -136,6 +136,9 @@ class Session:
         if SHUTDOWN in self._handlers:
             self.kernel._post(self, SHUTDOWN, ())
 
+    def _abort(self) -> None:
+        """Cut off at once (a shutdown past its deadline). Plain sessions just stop."""
+
     def _stopped(self) -> None:
         self.state = "stopped"
         if STOPPED in self._handlers:
@@ -177,6 +180,7 @@ class Kernel:
         self._stopping: list[Callable[[], None]] = []
         self._finished: asyncio.Future[None] | None = None
         self._shutting_down = False
+        self._tasks: set[asyncio.Task[None]] = set()
         #: The session whose handler is running, or None between handlers.
         self.current: Session | None = None
         self._dispatched = 0
@@ -449,6 +453,8 @@ class Kernel:
             log.warning(
                 "shutdown: %d sessions still busy after %.1fs", len(self._sessions), deadline
             )
+            for session in list(self._sessions.values()):
+                session._abort()
             self.stop()
 
     def run(self, *, loop: str = "asyncio", handle_signals: bool = True) -> None:

@@ -206,3 +206,19 @@ async def test_backpressure_from_a_client_that_does_not_read(serve: Any) -> None
             got += len(chunk)
     assert got == 2000 * 10_001
     writer.close()
+
+
+async def test_shutdown_past_its_deadline_cuts_off_busy_clients(serve: Any) -> None:
+    def slow(session: Connection, line: str) -> None:
+        session.work(iter(range(10**9)))  # never finishes on its own
+
+    server = await serve(on_input=slow)
+    reader, writer = await connect(server)
+    writer.write(b"go\n")
+    await writer.drain()
+    async with asyncio.timeout(TIMEOUT):
+        while not any(s.state == "working" for s in server.kernel.sessions()):
+            await asyncio.sleep(0.01)
+        await server.kernel.shutdown(deadline=0.2)
+        assert await reader.read() == b""  # cut off, not left hanging
+    writer.close()
