@@ -7,7 +7,9 @@ exactly the events that were queued when the tick began, oldest first. Events po
 during a tick (by handlers, timers or sockets) wait for the next tick, and between
 two ticks the loop polls sockets once. So a session that keeps posting to itself
 gets one step per tick, and can neither starve the other sessions nor socket I/O.
-This is trio's run-queue rule, and POE's FIFO made explicit.
+This is trio's run-queue rule, and POE's FIFO made explicit. (The records of one
+socket read share one queue entry and are dispatched in order, one ``input`` event
+each: they would sit side by side in the queue anyway.)
 
 At the end of each tick the kernel flushes what the tick produced: every
 connection's replies go to its transport in one write, and log lines in one write.
@@ -299,14 +301,6 @@ class Kernel:
     def _post(self, session: Session, event: str, args: tuple[Any, ...]) -> None:
         session._refs += 1
         self._queue.append((session, event, args))
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._tick)
-
-    def _post_many(self, session: Session, event: str, records: list[Any]) -> None:
-        # The socket layer's fast path: one event per record, in order.
-        session._refs += len(records)
-        self._queue.extend([(session, event, (r,)) for r in records])
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._tick)
