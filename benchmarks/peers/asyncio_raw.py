@@ -1,0 +1,45 @@
+"""Peer ``asyncio-raw``: an asyncio echo server that writes back whole chunks.
+
+It never looks for line boundaries: whatever ``data_received`` gets goes straight
+back. This is the ceiling for an asyncio server on this machine. No logging.
+
+Usage: ``python asyncio_raw.py PORT`` (0 picks a free port). Prints
+``listening on HOST:PORT`` once bound; SIGTERM stops it with exit status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+
+class ChunkEcho(asyncio.Protocol):
+    """Echo every received chunk as it is."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+async def main(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    server = await loop.create_server(ChunkEcho, "127.0.0.1", port)
+    host, bound = server.sockets[0].getsockname()[:2]
+    print(f"listening on {host}:{bound}", flush=True)
+    async with server:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
