@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, lifecycle
+from .console import ConsoleLog
 from .errors import SpecError
 from .kernel import Kernel, loop_factory
 from .net.tcp import TCPServer
@@ -85,13 +86,19 @@ def _run(args: argparse.Namespace) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
     kernel = Kernel(trace=args.trace)
+    console = ConsoleLog(kernel)
     try:
-        build_server(spec, kernel, host=args.host, port=args.port, on_started=_announce)
+        build_server(
+            spec, kernel, host=args.host, port=args.port, console=console, on_started=_announce
+        )
     except OSError as exc:
         host = args.host or spec.server.host
         port = spec.server.port if args.port is None else args.port
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    kernel.run(loop=args.loop)
+    try:
+        kernel.run(loop=args.loop)
+    finally:
+        console.close()
     return 0
 
 

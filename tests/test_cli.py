@@ -155,3 +155,21 @@ def test_check_and_graph() -> None:
     assert (status, out) == (0, "specs/echo.yaml: ok\n")
     status, out, _ = run_cli("graph")
     assert status == 0 and "stateDiagram-v2" in out and "reading --> working" in out
+
+
+async def test_a_log_nobody_reads_does_not_stall_clients() -> None:
+    # stdout is a pipe that is not read while 200 clients x 200 lines are served
+    # (about 1 MB of log, far more than a pipe holds); every line is there at the end.
+    async with server_process(*SPEC_SERVER) as (proc, port):
+
+        async def client(n: int) -> None:
+            payload = b"".join(b"c%d l%d\n" % (n, i) for i in range(200))
+            assert await exchange(port, payload) == payload
+
+        async with asyncio.timeout(TIMEOUT * 3):
+            await asyncio.gather(*(client(n) for n in range(200)))
+        status, out, err = await stop(proc)
+    assert status == 0, err
+    log = out.splitlines()
+    assert len(log) == 200 * 200
+    assert all(line.startswith("client ") for line in log)

@@ -110,7 +110,7 @@ class TCPServer(Session):
         max_pending: int = DEFAULT_MAX_PENDING,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
-        backlog: int = 128,
+        backlog: int = 1024,
         alias: str | None = None,
     ):
         if max_connections < 1:

@@ -2,6 +2,6 @@
 
 from .loader import builtin_spec_path, load_spec, load_spec_text
 from .model import Spec
-from .runtime import ConsoleLog, build_server
+from .runtime import build_server
 
-__all__ = ["ConsoleLog", "Spec", "build_server", "builtin_spec_path", "load_spec", "load_spec_text"]
+__all__ = ["Spec", "build_server", "builtin_spec_path", "load_spec", "load_spec_text"]

@@ -7,47 +7,20 @@ template parsing, no ``transitions`` trigger per message.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from ..connection import Connection
+from ..console import ConsoleLog
 from ..filters import LineFilter
 from ..kernel import Kernel
 from ..net.tcp import TCPServer
 from .model import Action, Log, Reply, Spec
 from .templates import Template, compile_template, is_identity
 
-__all__ = ["ConsoleLog", "build_server"]
+__all__ = ["build_server"]
 
 Step = Callable[[Any, Any], None]
-
-
-class ConsoleLog:
-    """Where ``log`` actions write: lines gathered during a kernel tick, then one
-    write and one flush at its end (the recipe's ``print``, without a system call
-    per line, and still prompt when stdout is a pipe).
-    """
-
-    __slots__ = ("_stream", "lines")
-
-    def __init__(self, kernel: Kernel, stream: TextIO | None = None):
-        self._stream = stream
-        #: Lines of this tick. Appended to directly by compiled ``log`` actions.
-        self.lines: list[str] = []
-        kernel._tick_hooks.append(self._flush)
-
-    def write(self, line: str) -> None:
-        """Log one line (without its newline)."""
-        self.lines.append(line)
-
-    def _flush(self) -> None:
-        lines = self.lines
-        if lines:
-            stream = self._stream or sys.stdout
-            stream.write("\n".join(lines) + "\n")
-            lines.clear()  # in place: compiled actions hold lines.append
-            stream.flush()
 
 
 def _compile(actions: list[Action], console: ConsoleLog, has_input: bool) -> list[Step]:

@@ -1,0 +1,143 @@
+"""The console log: where ``log`` actions write (the recipe's ``print``).
+
+Lines gathered during a kernel tick go out in one write at its end: no system
+call per line, and still prompt when stdout is a pipe.
+
+A server must not stall because nobody reads its log. A blocking write to a full
+pipe would freeze every client, so when stdout is a pipe or a socket it is made
+non-blocking: what the reader has not taken yet waits in a buffer that the event
+loop drains as the pipe empties. The buffer is bounded (``max_backlog``, 16 MiB
+by default); past it, lines are dropped and counted, and the count is reported
+once the reader catches up. :meth:`ConsoleLog.close` writes out whatever is left,
+blocking, when the server stops: a reader that is still there gets every line.
+Terminals and regular files are written as usual (they do not fill up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import sys
+from typing import TextIO
+
+from .kernel import Kernel
+
+__all__ = ["DEFAULT_MAX_BACKLOG", "ConsoleLog"]
+
+log = logging.getLogger("statemachine_server")
+
+DEFAULT_MAX_BACKLOG = 16 << 20
+
+
+class ConsoleLog:
+    """A line sink flushed at the end of each kernel tick.
+
+    Args:
+        kernel: whose ticks flush it.
+        stream: where to write (stdout by default).
+        max_backlog: bytes kept for a pipe reader that lags; more are dropped.
+    """
+
+    __slots__ = ("_dropped", "_fd", "_loop", "_max_backlog", "_pending", "_stream", "lines")
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        stream: TextIO | None = None,
+        *,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ):
+        self._stream = stream
+        self._fd: int | None = None  # set while writing a pipe without blocking
+        self._pending = bytearray()
+        self._dropped = 0
+        self._max_backlog = max_backlog
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Lines of this tick. Compiled ``log`` actions append to it directly.
+        self.lines: list[str] = []
+        kernel._tick_hooks.append(self._flush)
+
+    def write(self, line: str) -> None:
+        """Log one line (without its newline)."""
+        self.lines.append(line)
+
+    def _flush(self) -> None:
+        lines = self.lines
+        if not lines:
+            return
+        text = "\n".join(lines) + "\n"
+        lines.clear()  # in place: compiled actions hold lines.append
+        if self._fd is None and not self._start_nonblocking():
+            stream = self._stream or sys.stdout
+            stream.write(text)
+            stream.flush()
+            return
+        data = text.encode("utf-8", "surrogateescape")
+        if self._pending:
+            self._keep(data)
+            return
+        written = self._write(data)
+        if written < len(data):
+            self._keep(data[written:])
+            assert self._loop is not None and self._fd is not None
+            self._loop.add_writer(self._fd, self._drain)
+
+    def _start_nonblocking(self) -> bool:
+        stream = self._stream or sys.stdout
+        try:
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+            loop = asyncio.get_running_loop()
+        except (OSError, ValueError, AttributeError, RuntimeError):
+            return False
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return False
+        stream.flush()  # what was printed before goes first
+        os.set_blocking(fd, False)
+        self._fd, self._loop = fd, loop
+        return True
+
+    def _write(self, data: bytes | bytearray) -> int:
+        assert self._fd is not None
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:  # the reader is gone: logging must not stop serving
+            self._dropped += len(data)
+            log.debug("console log: %s", exc)
+            return len(data)
+
+    def _keep(self, data: bytes) -> None:
+        if len(self._pending) + len(data) > self._max_backlog:
+            self._dropped += data.count(b"\n")
+        else:
+            self._pending += data
+
+    def _drain(self) -> None:
+        written = self._write(self._pending)
+        del self._pending[:written]
+        if not self._pending:
+            assert self._loop is not None and self._fd is not None
+            self._loop.remove_writer(self._fd)
+            if self._dropped:
+                log.warning("console log: %d lines dropped: stdout was not read", self._dropped)
+                self._dropped = 0
+
+    def close(self) -> None:
+        """Write out what is left, blocking, and give stdout back its blocking mode."""
+        self._flush()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_writer(fd)
+        try:
+            os.set_blocking(fd, True)
+            if self._pending:
+                os.write(fd, self._pending)
+        except OSError:
+            pass
+        self._pending.clear()
