@@ -42,6 +42,7 @@ from .lifecycle import (
     READING,
     STAY,
     STEP,
+    TIMEOUT,
     WORK,
     WORKING,
 )
@@ -62,6 +63,8 @@ _STOPPED = 8  # closing, or the framing broke: nothing more will be read
 
 #: The queue entry that carries the records of one read (see _deliver_records).
 _RECORDS = "<records>"
+#: The connection's timeout timer fired (see _check_timeouts).
+_WATCH = "<watch>"
 # _deliver_records calls the input handler directly in ``reading``: only right if
 # that is what the table says.
 if FAST[READING][INPUT] is not STAY:  # pragma: no cover
@@ -86,10 +89,13 @@ class Connection(Session, asyncio.Protocol):
         "_dirty",
         "_filter",
         "_flush_wanted",
+        "_heard",
         "_job",
         "_out",
         "_paused",
         "_postponed",
+        "_seen",
+        "_watch",
         "remote_ip",
         "remote_port",
         "server",
@@ -117,6 +123,9 @@ class Connection(Session, asyncio.Protocol):
         self._paused = 0
         self._job: tuple[Iterator[Any], Callable[..., Any] | None] | None = None
         self._flush_wanted = False
+        self._seen = 0.0  # loop time of admission, then of the last bytes received
+        self._heard = False  # any byte received yet (first-byte vs idle timeout)
+        self._watch = 0  # the timeout timer's id, 0 when none
         self.id = kernel._register(self)
 
     @property
@@ -166,6 +175,9 @@ class Connection(Session, asyncio.Protocol):
         # The per-message path: one table lookup, identity tests, one call.
         if event is _RECORDS:
             self._deliver_records(args[0])
+            return None
+        if event is _WATCH:
+            self._check_timeouts()
             return None
         step = FAST[self.state].get(event)
         if step is not STAY:
@@ -229,9 +241,11 @@ class Connection(Session, asyncio.Protocol):
         if dest is WORKING:
             self._pause(_WORKING)
         elif dest is CLOSING:
-            # Nothing more is read or handled; what was put is flushed, then closed.
+            # Nothing more is read or handled; what was put is flushed, then closed,
+            # within drain_timeout (a client that does not read cannot hold it open).
             self._postponed = None
             self._pause(_STOPPED)
+            self._rewatch(self.server.limits.drain_timeout)
             if not self._dirty:
                 self._dirty = True
                 self.kernel._dirty.append(self)
@@ -239,6 +253,7 @@ class Connection(Session, asyncio.Protocol):
             self._postponed = None
             self._out = []
             self._close_job()
+            self._watch = 0  # cancelled with the other timers just below
             if self._timers:
                 for tid in list(self._timers):
                     self.kernel.cancel(tid)
@@ -281,16 +296,70 @@ class Connection(Session, asyncio.Protocol):
     # -- built-in actions (events that do more than call the user's handler) ----------
 
     def _on_error(self, exc: BaseException, event: str = "?") -> None:
+        protocol = isinstance(exc, ProtocolError)
+        self.server._counts["protocol_errors" if protocol else "handler_errors"] += 1
         handler = self.server.handlers.get(ERROR)
         if handler is not None:
             handler(self, exc)
-        elif isinstance(exc, ProtocolError):
+        elif protocol:
             log.warning("session %d: %s; closing", self.id, exc)
         else:
             log.error(
                 "session %d (state %s, event %r): handler raised %s: %s; closing",
                 self.id, self.state, event, type(exc).__name__, exc, exc_info=exc,
             )  # fmt: skip
+
+    def _on_connected(self) -> None:
+        self._seen = self.kernel.time()
+        limits = self.server.limits
+        first = limits.first_byte_timeout or limits.idle_timeout
+        if first is not None:
+            self._rewatch(first)
+        handler = self.server.handlers.get(CONNECTED)
+        if handler is not None:
+            handler(self)
+
+    def _on_timeout(self, reason: str) -> None:
+        self.server._counts["timeouts"] += 1
+        log.info("session %d: %s; closing", self.id, reason)
+        handler = self.server.handlers.get(TIMEOUT)
+        if handler is not None:
+            handler(self, reason)
+
+    def _rewatch(self, delay: float) -> None:
+        # One timer per connection, re-armed lazily: input only records its time,
+        # and the timer, when it fires, works out whether a timeout really happened.
+        if self._watch:
+            self.kernel.cancel(self._watch)
+        self._watch = self.kernel.delay(delay, _WATCH, session=self)
+
+    def _check_timeouts(self) -> None:
+        self._watch = 0
+        state = self.state
+        if state is CLOSED:
+            return
+        limits = self.server.limits
+        if state is CLOSING:
+            # The replies did not leave within drain_timeout: the client is not
+            # reading. Cut it off rather than hold the socket forever.
+            self.server._counts["aborted"] += 1
+            log.warning(
+                "session %d: close not finished in %.1f s; aborting", self.id, limits.drain_timeout
+            )
+            self._abort()
+            return
+        now = self.kernel.time()
+        if self._heard or limits.first_byte_timeout is None:
+            timeout, reason = limits.idle_timeout, "idle for {:g} s"
+        else:
+            timeout, reason = limits.first_byte_timeout, "no data within {:g} s"
+        if timeout is None:
+            return
+        left = self._seen + timeout - now
+        if state is WORKING or left > 0:
+            self._rewatch(max(left, 0.001) if state is not WORKING else timeout)
+            return
+        self._deliver(TIMEOUT, (reason.format(timeout),))
 
     def _on_closed(self) -> None:
         self.server._released(self)
@@ -343,10 +412,25 @@ class Connection(Session, asyncio.Protocol):
             out, self._out = self._out, []
             if not transport.is_closing():
                 transport.write(self._filter.put(out))
+                if transport.get_write_buffer_size() > self.server.limits.max_output:
+                    self._overflow()
+                    return
                 if FLUSHED in self._handlers:
                     self._want_flushed()
         if self.state is CLOSING:
             transport.close()
+
+    def _overflow(self) -> None:
+        # The client does not read and its replies passed max_output: drop them
+        # (abort, not close: a close would wait for a reader that never comes).
+        limit = self.server.limits.max_output
+        self.server._counts["overflows"] += 1
+        log.warning("session %d: over %d bytes of replies unread; aborting", self.id, limit)
+        self._abort()
+        self._pause(_STOPPED)
+        if self.state is not CLOSING:
+            self.state = CLOSING  # the transport is gone: nothing to flush
+            self._postponed = None
 
     def _want_flushed(self) -> None:
         assert self.transport is not None
@@ -432,6 +516,8 @@ class Connection(Session, asyncio.Protocol):
 
 #: Events whose effect is built in; the rest just call the user's handler.
 _ACTIONS: dict[str, Callable[..., Any]] = {
+    CONNECTED: Connection._on_connected,
+    TIMEOUT: Connection._on_timeout,
     ERROR: Connection._on_error,
     CLOSED_EVENT: Connection._on_closed,
     WORK: Connection._on_work,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import asyncio
+from collections import Counter
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 
 from statemachine_server import Connection, Kernel, LineFilter
 from statemachine_server.lifecycle import TABLE
+from statemachine_server.limits import Limits
 
 
 class FakeTransport:
@@ -50,6 +53,8 @@ class FakeServer:
         self.dispatch = Connection.dispatch(handlers)
         self.filter_factory = lambda: LineFilter(max_length=16)
         self.released: list[int] = []
+        self.limits = Limits()
+        self._counts: Counter[str] = Counter()
 
     def _arrived(self, conn: Connection) -> None:
         conn._admit()
@@ -63,8 +68,27 @@ def drain(kernel: Kernel) -> None:
         kernel._tick()
 
 
+def new_kernel(**kwargs: Any) -> Kernel:
+    # A loop that never runs: it only keeps time and holds timers, so the tests
+    # drive every tick themselves.
+    kernel = Kernel(**kwargs)
+    kernel._loop = asyncio.new_event_loop()
+    LOOPS.append(kernel._loop)
+    return kernel
+
+
+LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_loops() -> Iterator[None]:
+    yield
+    while LOOPS:
+        LOOPS.pop().close()
+
+
 def open_connection(**handlers: Any) -> tuple[Kernel, Connection, FakeTransport]:
-    kernel = Kernel()
+    kernel = new_kernel()
     conn = Connection(FakeServer(kernel, **handlers))  # type: ignore[arg-type]
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -227,7 +251,7 @@ def test_flushed_event() -> None:
 
 def test_trace_logs_transitions(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="statemachine_server")
-    kernel = Kernel(trace=True)
+    kernel = new_kernel(trace=True)
     conn = Connection(FakeServer(kernel, input=echo))  # type: ignore[arg-type]
     conn.connection_made(FakeTransport())  # type: ignore[arg-type]
     drain(kernel)

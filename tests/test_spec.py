@@ -91,9 +91,15 @@ def error_of(text: str) -> str:
         ("server: !!python/object:os.system {}\n", "s.yaml:1:9: unsupported YAML tag"),
         ("when: 2024-01-01\n", "s.yaml:1:7: unsupported YAML tag"),
         (
-            "server:\n  high_water: 10\n  low_water: 20\n",
-            "s.yaml:3:14: low_water must not exceed high_water",
+            "server:\n  limits:\n    high_water: 10\n    low_water: 20\n",
+            "s.yaml:3:5: need low_water <= high_water <= max_output",
         ),
+        (
+            "server:\n  high_water: 10\n",
+            "s.yaml:2:3: unknown key 'high_water' (it belongs under server.limits)",
+        ),
+        ("server:\n  limits: {idle_timeout: 0}\n", "s.yaml:2:26: Expected `float` > 0.0"),
+        ("server:\n  limits: {max_conections: 5}\n", "(did you mean 'max_connections'?)"),
     ],
 )
 def test_errors_say_where_and_what(text: str, expected: str) -> None:

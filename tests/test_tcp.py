@@ -9,6 +9,7 @@ from typing import Any
 from conftest import TIMEOUT, connect, read_all
 
 from statemachine_server import Connection, Kernel, TCPServer
+from statemachine_server.limits import Limits
 
 
 def echo(session: Connection, line: str) -> None:
@@ -142,7 +143,7 @@ async def test_client_reset_mid_stream_leaves_the_server_serving(serve: Any) -> 
 
 
 async def test_concurrency_limit_parks_instead_of_refusing(serve: Any) -> None:
-    server = await serve(on_input=echo, max_connections=1)
+    server = await serve(on_input=echo, limits=Limits(max_connections=1))
     r1, w1 = await connect(server)
     w1.write(b"first\n")
     async with asyncio.timeout(TIMEOUT):
@@ -188,7 +189,8 @@ async def test_graceful_shutdown_answers_received_input(serve: Any) -> None:
 
 async def test_backpressure_from_a_client_that_does_not_read(serve: Any) -> None:
     server = await serve(
-        on_input=lambda s, line: s.put("y" * 10_000), high_water=32_768, low_water=8192
+        on_input=lambda s, line: s.put("y" * 10_000),
+        limits=Limits(high_water=32_768, low_water=8192),
     )
     reader, writer = await connect(server)
     states: set[str] = set()

@@ -7,7 +7,13 @@ It binds the listening socket at once (so the real port is known even with port
 Concurrency limit: at ``max_connections`` admitted clients, a new one is accepted
 but *parked* in ``accepting`` with reading paused, and admitted in arrival order as
 others leave (POE's ``Concurrency``), instead of being refused with a reset. Parked
-clients are bounded too: past ``max_pending`` they are closed.
+clients are bounded too: past ``max_pending`` they are closed. Every limit is in
+:class:`~statemachine_server.limits.Limits`.
+
+When accepting fails for want of file descriptors or memory (EMFILE, ENFILE,
+ENOBUFS, ENOMEM), asyncio's accept loop (and uvloop's) logs it, stops accepting
+for a second and tries again, rather than spinning: the server recovers by itself
+once clients leave (tested in ``tests/test_hostile.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -24,29 +30,40 @@ import msgspec
 from ..connection import Connection
 from ..filters import Filter, LineFilter
 from ..kernel import Handler, Kernel, Session
-from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT
+from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, TIMEOUT
+from ..limits import Limits
 
 __all__ = ["ServerStatistics", "TCPServer"]
 
-log = logging.getLogger("statemachine_server")
+DEFAULT_LIMITS = Limits()
 
-#: Default cap on admitted clients. POE has none by default; a cap that fits common
-#: ``ulimit -n`` settings turns fd exhaustion into waiting instead of failures.
-DEFAULT_MAX_CONNECTIONS = 10_000
-#: Default cap on parked clients, beyond which new ones are closed at once.
-DEFAULT_MAX_PENDING = 1_024
-#: asyncio's own defaults for a transport's write buffer marks.
-DEFAULT_HIGH_WATER = 64 * 1024
-DEFAULT_LOW_WATER = 16 * 1024
+log = logging.getLogger("statemachine_server")
 
 
 class ServerStatistics(msgspec.Struct, frozen=True):
-    """Counters of one server (see :meth:`TCPServer.statistics`)."""
+    """Counters of one server (see :meth:`TCPServer.statistics`).
+
+    Attributes:
+        connections: clients served now.
+        pending: clients parked, waiting for a slot.
+        accepted: clients accepted since the start.
+        refused: clients closed at once because too many were parked.
+        handler_errors: connections closed because a handler raised.
+        protocol_errors: connections closed because the client broke the framing.
+        timeouts: connections closed by the first-byte or idle timeout.
+        overflows: connections aborted for not reading past ``max_output``.
+        aborted: connections whose close did not finish within ``drain_timeout``.
+    """
 
     connections: int
     pending: int
     accepted: int
     refused: int
+    handler_errors: int
+    protocol_errors: int
+    timeouts: int
+    overflows: int
+    aborted: int
 
 
 class TCPServer(Session):
@@ -65,18 +82,17 @@ class TCPServer(Session):
             logged with the session id, state and event.
         on_flushed: ``on_flushed(session)`` when every reply put so far has left.
         on_started: ``on_started(server)`` once the port is being served.
+        on_timeout: ``on_timeout(session, reason)`` when the first-byte or idle timeout
+            closes the client (it may still ``put`` a last reply).
         filter: makes a fresh filter for each connection (default: lines).
-        max_connections: clients served at once; more wait, parked.
-        max_pending: parked clients at most; more are closed.
-        high_water: output bytes buffered before reading pauses (``replying``).
-        low_water: output bytes buffered below which reading resumes.
-        backlog: the listen queue length.
+        limits: connection counts, buffer marks and timeouts (:class:`Limits`).
         alias: a kernel alias for this server's session.
     """
 
     __slots__ = (
         "_accepted",
         "_active",
+        "_counts",
         "_parked",
         "_refused",
         "_server",
@@ -84,11 +100,8 @@ class TCPServer(Session):
         "dispatch",
         "filter_factory",
         "handlers",
-        "high_water",
         "host",
-        "low_water",
-        "max_connections",
-        "max_pending",
+        "limits",
         "on_started",
         "port",
     )
@@ -104,40 +117,32 @@ class TCPServer(Session):
         on_disconnected: Handler | None = None,
         on_error: Handler | None = None,
         on_flushed: Handler | None = None,
+        on_timeout: Handler | None = None,
         on_started: Callable[[TCPServer], Any] | None = None,
         filter: Callable[[], Filter] = LineFilter,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        high_water: int = DEFAULT_HIGH_WATER,
-        low_water: int = DEFAULT_LOW_WATER,
-        backlog: int = 1024,
+        limits: Limits = DEFAULT_LIMITS,
         alias: str | None = None,
     ):
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        if not 0 <= low_water <= high_water:
-            raise ValueError("need 0 <= low_water <= high_water")
         handlers = {
             INPUT: on_input,
             CONNECTED: on_connected,
             CLOSED_EVENT: on_disconnected,
             ERROR: on_error,
             FLUSHED: on_flushed,
+            TIMEOUT: on_timeout,
         }
         self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
         self.dispatch = Connection.dispatch(self.handlers)
         self.filter_factory = filter
-        self.max_connections = max_connections
-        self.max_pending = max_pending
-        self.high_water = high_water
-        self.low_water = low_water
+        self.limits = limits
         self.on_started = on_started
+        self._counts: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._active = 0
         self._parked: deque[Connection] = deque()
         self._accepted = 0
         self._refused = 0
-        self._sock: socket.socket | None = _bind(host, port, backlog)
+        self._sock: socket.socket | None = _bind(host, port, limits.backlog)
         self.host, self.port = self._sock.getsockname()[:2]
         super().__init__(kernel, {}, alias=alias)
         kernel._on_serve(self._serve)
@@ -156,24 +161,30 @@ class TCPServer(Session):
             self.on_started(self)
 
     def _connection_factory(self) -> Connection:
-        return Connection(self)
+        # asyncio reports a failure here only in debug mode: say it ourselves.
+        try:
+            return Connection(self)
+        except Exception:
+            log.exception("cannot create a connection session")
+            raise
 
     # -- admission (called by Connection) ---------------------------------------------
 
     def _arrived(self, conn: Connection) -> None:
         self._accepted += 1
         assert conn.transport is not None
-        conn.transport.set_write_buffer_limits(self.high_water, self.low_water)
-        if self._active < self.max_connections:
+        limits = self.limits
+        conn.transport.set_write_buffer_limits(limits.high_water, limits.low_water)
+        if self._active < limits.max_connections:
             self._active += 1
             conn._admit()
-        elif len(self._parked) < self.max_pending:
+        elif len(self._parked) < limits.max_pending:
             conn._park()
             self._parked.append(conn)
         else:
             self._refused += 1
             log.warning(
-                "session %d: %d clients waiting already; closing", conn.id, self.max_pending
+                "session %d: %d clients waiting already; closing", conn.id, limits.max_pending
             )
             conn.close()
 
@@ -184,7 +195,7 @@ class TCPServer(Session):
         except ValueError:
             pass
         self._active -= 1
-        while self._parked and self._active < self.max_connections:
+        while self._parked and self._active < self.limits.max_connections:
             nxt = self._parked.popleft()
             if nxt.transport is not None and not nxt.transport.is_closing():
                 self._active += 1
@@ -208,12 +219,18 @@ class TCPServer(Session):
         self.close()
 
     def statistics(self) -> ServerStatistics:
-        """Counters: clients served now, parked, accepted in all, refused."""
+        """Counters of clients and of the ways connections ended badly."""
+        counts = self._counts
         return ServerStatistics(
             connections=self._active,
             pending=len(self._parked),
             accepted=self._accepted,
             refused=self._refused,
+            handler_errors=counts["handler_errors"],
+            protocol_errors=counts["protocol_errors"],
+            timeouts=counts["timeouts"],
+            overflows=counts["overflows"],
+            aborted=counts["aborted"],
         )
 
 

@@ -20,7 +20,15 @@ import msgspec
 import yaml
 
 from ..errors import SpecError
-from .model import ACTION_MAIN_FIELD, Handlers, LineFilterSettings, ServerSettings, Spec
+from ..limits import Limits
+from .model import (
+    ACTION_MAIN_FIELD,
+    Handlers,
+    LineFilterSettings,
+    LogSettings,
+    ServerSettings,
+    Spec,
+)
 from .templates import compile_template
 
 __all__ = ["MAX_SPEC_BYTES", "builtin_spec_path", "load_spec", "load_spec_text"]
@@ -180,11 +188,32 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 
 
-def _field_names() -> list[str]:
-    names: set[str] = set()
-    for struct in (Spec, ServerSettings, LineFilterSettings, Handlers):
-        names.update(f.name for f in msgspec.structs.fields(struct))
-    return sorted(names)
+#: Where each mapping of a spec lives, and the Struct that says its keys.
+_PLACES: dict[Path_, type[msgspec.Struct]] = {
+    (): Spec,
+    ("server",): ServerSettings,
+    ("server", "filter"): LineFilterSettings,
+    ("server", "limits"): Limits,
+    ("server", "log"): LogSettings,
+    ("handlers",): Handlers,
+}
+
+
+def _keys(struct: type[msgspec.Struct]) -> list[str]:
+    return [f.name for f in msgspec.structs.fields(struct)]
+
+
+def _unknown_key_hint(word: str, path: Path_) -> str:
+    struct = _PLACES.get(path)
+    if struct is not None:
+        hint = _hint(word, _keys(struct))
+        if hint:
+            return hint
+    for place, other in _PLACES.items():
+        if other is not struct and word in _keys(other):
+            where = ".".join(map(str, place)) or "the top level"
+            return f" (it belongs under {where})"
+    return "" if struct is not None else _hint(word, {k for t in _PLACES.values() for k in _keys(t)})
 
 
 def _hint(word: str, choices: Any) -> str:
@@ -201,7 +230,7 @@ def _translate(message: str, src: _Source) -> SpecError:
     if unknown:
         field = unknown.group(1)
         return src.error(
-            f"unknown key {field!r}{_hint(field, _field_names())}", (*path, field, _KEY)
+            f"unknown key {field!r}{_unknown_key_hint(field, path)}", (*path, field, _KEY)
         )
     where = f" at ${raw_path}" if raw_path else ""
     return src.error(f"{msg}{where}", path)
@@ -214,5 +243,3 @@ def _check(spec: Spec, src: _Source) -> None:
                 compile_template(action.text, has_input=event == "input")
             except ValueError as exc:
                 raise src.error(str(exc), ("handlers", event, i, "text")) from None
-    if spec.server.low_water > spec.server.high_water:
-        raise src.error("low_water must not exceed high_water", ("server", "low_water"))

@@ -26,12 +26,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from ..filters.line import DEFAULT_MAX_LINE
-from ..net.tcp import (
-    DEFAULT_HIGH_WATER,
-    DEFAULT_LOW_WATER,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PENDING,
-)
+from ..limits import Limits
 
 __all__ = [
     "ACTION_MAIN_FIELD",
@@ -45,8 +40,6 @@ __all__ = [
 ]
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
-Positive = Annotated[int, Meta(ge=1)]
-Bytes = Annotated[int, Meta(ge=0)]
 # 1 GiB: a line filter may be told to accept large records, not unbounded ones.
 LineLimit = Annotated[int, Meta(ge=1, le=1 << 30)]
 
@@ -64,6 +57,15 @@ class LineFilterSettings(_Strict, tag="line", tag_field="type", frozen=True):
 FilterSettings = LineFilterSettings
 
 
+class LogSettings(_Strict, frozen=True):
+    """What ``log`` actions may write: client input is untrusted and may be private."""
+
+    #: False turns every ``log`` action off (no client data in the console at all).
+    enabled: bool = True
+    #: Longer log lines are cut to this many characters and marked with "...".
+    max_length: Annotated[int, Meta(ge=16)] = 1024
+
+
 class ServerSettings(_Strict, frozen=True):
     """Where and how to listen."""
 
@@ -71,10 +73,8 @@ class ServerSettings(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 12345
     filter: FilterSettings = msgspec.field(default_factory=LineFilterSettings)
-    max_connections: Positive = DEFAULT_MAX_CONNECTIONS
-    max_pending: Bytes = DEFAULT_MAX_PENDING
-    high_water: Bytes = DEFAULT_HIGH_WATER
-    low_water: Bytes = DEFAULT_LOW_WATER
+    limits: Limits = msgspec.field(default_factory=Limits)
+    log: LogSettings = msgspec.field(default_factory=lambda: LogSettings())
 
 
 class Reply(_Strict, tag="reply", tag_field="action", frozen=True):

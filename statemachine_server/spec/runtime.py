@@ -114,8 +114,5 @@ def build_server(
         on_disconnected=_event_handler(_compile(handlers.disconnected, console, False)),
         on_started=on_started,
         filter=lambda: LineFilter(max_length),
-        max_connections=settings.max_connections,
-        max_pending=settings.max_pending,
-        high_water=settings.high_water,
-        low_water=settings.low_water,
+        limits=settings.limits,
     )

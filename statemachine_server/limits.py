@@ -1,0 +1,64 @@
+"""Every per-server limit, its safe default, and why that default.
+
+One frozen record, used as is by the Python API (``TCPServer(limits=Limits(...))``)
+and by specs (the ``server.limits`` mapping decodes straight into it), and
+documented field by field in ``docs/limits.md`` (a test keeps the two in step).
+
+The record size limit belongs to the filter (``LineFilter(max_length=...)``,
+``filter: {max_length: ...}`` in a spec), since what a record is depends on it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["Limits"]
+
+_Count = Annotated[int, Meta(ge=1)]
+_Bytes = Annotated[int, Meta(ge=0)]
+_Seconds = Annotated[float, Meta(gt=0)]
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Bounds on what one server, and each of its clients, may use.
+
+    Attributes:
+        max_connections: clients served at once. More are accepted but parked in
+            ``accepting`` (reading paused) and admitted in order as others leave:
+            POE's ``Concurrency``, Erlang ranch's ``max_connections``.
+        max_pending: parked clients at most; a client arriving past it is closed
+            at once and counted as refused.
+        backlog: the listen queue length passed to ``listen()`` (the kernel caps it
+            at ``net.core.somaxconn``).
+        high_water: bytes of replies waiting in the transport above which the
+            connection stops reading (state ``replying``): asyncio's own default.
+        low_water: bytes below which it reads again: asyncio's own default.
+        max_output: bytes of replies waiting for a client that does not read, past
+            which the connection is aborted (Redis's ``client-output-buffer-limit``).
+        first_byte_timeout: seconds a new client may stay silent before it is
+            closed (nginx's ``client_header_timeout`` is 60 s); None: no limit.
+        idle_timeout: seconds without a byte from the client before it is closed
+            (nginx's ``keepalive_timeout`` is 75 s; a line protocol's clients sit
+            idle longer); None: no limit. It does not run while the connection is
+            ``working`` on the client's behalf.
+        drain_timeout: seconds a graceful shutdown waits for clients to be answered,
+            and a closing connection waits for its replies to leave, before cutting
+            them off.
+    """
+
+    max_connections: _Count = 10_000
+    max_pending: _Bytes = 1_024
+    backlog: _Count = 1_024
+    high_water: _Bytes = 64 * 1024
+    low_water: _Bytes = 16 * 1024
+    max_output: _Bytes = 16 * 1024 * 1024
+    first_byte_timeout: _Seconds | None = 60.0
+    idle_timeout: _Seconds | None = 300.0
+    drain_timeout: _Seconds = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.low_water <= self.high_water <= self.max_output:
+            raise ValueError("need low_water <= high_water <= max_output")
