@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
     kernel = Kernel(trace=args.trace)
-    console = ConsoleLog(kernel)
+    console = ConsoleLog(kernel, max_line=spec.server.log.max_length)
     try:
         build_server(
             spec, kernel, host=args.host, port=args.port, console=console, on_started=_announce
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         port = spec.server.port if args.port is None else args.port
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     try:
-        kernel.run(loop=args.loop)
+        kernel.run(loop=args.loop, drain_timeout=spec.server.limits.drain_timeout)
     finally:
         console.close()
     return 0

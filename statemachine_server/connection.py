@@ -58,8 +58,11 @@ log = logging.getLogger("statemachine_server")
 # Why reading is paused; reading resumes when no reason is left.
 _PARKED = 1  # waiting for a free slot (accepting)
 _BACKLOG = 2  # output above the high-water mark
-_WORKING = 4  # postponed input must stay bounded: read no more until work ends
-_STOPPED = 8  # closing, or the framing broke: nothing more will be read
+_POSTPONED = 4  # max_postponed events wait already: read no more until they are handled
+# Not a pause: input is still read, but thrown away (closing, or broken framing).
+# Reading on while closing is Apache's "lingering close": a socket closed with
+# unread input sends RST, and an RST can destroy replies the client has not read.
+_DISCARD = 8
 
 #: The queue entry that carries the records of one read (see _deliver_records).
 _RECORDS = "<records>"
@@ -87,12 +90,15 @@ class Connection(Session, asyncio.Protocol):
 
     __slots__ = (
         "_dirty",
+        "_eof_sent",
         "_filter",
         "_flush_wanted",
         "_heard",
         "_job",
+        "_linger",
         "_out",
         "_paused",
+        "_peer_eof",
         "_postponed",
         "_seen",
         "_watch",
@@ -119,6 +125,9 @@ class Connection(Session, asyncio.Protocol):
         self._filter: Filter = server.filter_factory()
         self._out: list[Any] = []
         self._dirty = False
+        self._eof_sent = False  # our side is shut (lingering close under way)
+        self._peer_eof = False  # the client's side is shut
+        self._linger = False  # the client broke the framing: it may still be sending
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
         self._job: tuple[Iterator[Any], Callable[..., Any] | None] | None = None
@@ -189,6 +198,8 @@ class Connection(Session, asyncio.Protocol):
                 if self._postponed is None:
                     self._postponed = deque()
                 self._postponed.append((event, args))
+                if len(self._postponed) >= self.server.limits.max_postponed:
+                    self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
                 return None
             self._enter(step, event)
         elif self.kernel.trace:
@@ -236,15 +247,17 @@ class Connection(Session, asyncio.Protocol):
         self.state = dest
         if self.kernel.trace:
             log.info("session %d: %s --%s--> %s", self.id, old, event, dest)
-        if old is WORKING:
-            self._resume(_WORKING)
-        if dest is WORKING:
-            self._pause(_WORKING)
-        elif dest is CLOSING:
-            # Nothing more is read or handled; what was put is flushed, then closed,
-            # within drain_timeout (a client that does not read cannot hold it open).
+        if dest is CLOSING:
+            # Nothing more is handled; input is read and dropped; what was put is
+            # flushed, then the socket closed. After a framing error the client may
+            # still be sending, so only the output side is shut (FIN) and we linger
+            # until the client closes too. All within drain_timeout: a client that
+            # does not read, or does not close, cannot hold the socket.
             self._postponed = None
-            self._pause(_STOPPED)
+            paused = self._paused & ~_DISCARD
+            self._paused = _DISCARD
+            if paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
             self._rewatch(self.server.limits.drain_timeout)
             if not self._dirty:
                 self._dirty = True
@@ -269,6 +282,8 @@ class Connection(Session, asyncio.Protocol):
             except Exception as exc:
                 self.kernel._errors += 1
                 self._failed(event, exc)
+        if not queue or len(queue) < self.server.limits.max_postponed:
+            self._resume(_POSTPONED)
 
     def _failed(self, event: str, exc: BaseException) -> None:
         if self.state is CLOSED:
@@ -312,9 +327,9 @@ class Connection(Session, asyncio.Protocol):
     def _on_connected(self) -> None:
         self._seen = self.kernel.time()
         limits = self.server.limits
-        first = limits.first_byte_timeout or limits.idle_timeout
-        if first is not None:
-            self._rewatch(first)
+        timeouts = [t for t in (limits.first_byte_timeout, limits.idle_timeout) if t is not None]
+        if timeouts:
+            self._rewatch(min(timeouts))
         handler = self.server.handlers.get(CONNECTED)
         if handler is not None:
             handler(self)
@@ -357,7 +372,12 @@ class Connection(Session, asyncio.Protocol):
             return
         left = self._seen + timeout - now
         if state is WORKING or left > 0:
-            self._rewatch(max(left, 0.001) if state is not WORKING else timeout)
+            # Never sleep past one idle period: bytes arriving meanwhile would
+            # set an idle deadline earlier than the one we are waiting for.
+            wait = timeout if state is WORKING else max(left, 0.001)
+            if limits.idle_timeout is not None:
+                wait = min(wait, limits.idle_timeout)
+            self._rewatch(wait)
             return
         self._deliver(TIMEOUT, (reason.format(timeout),))
 
@@ -410,15 +430,19 @@ class Connection(Session, asyncio.Protocol):
             return
         if self._out:
             out, self._out = self._out, []
-            if not transport.is_closing():
+            if not transport.is_closing() and not self._eof_sent:
                 transport.write(self._filter.put(out))
                 if transport.get_write_buffer_size() > self.server.limits.max_output:
                     self._overflow()
                     return
                 if FLUSHED in self._handlers:
                     self._want_flushed()
-        if self.state is CLOSING:
-            transport.close()
+        if self.state is CLOSING and not self._eof_sent:
+            self._eof_sent = True
+            if self._linger and transport.can_write_eof() and not self._peer_eof:
+                transport.write_eof()  # after the buffered replies; then linger
+            else:
+                transport.close()  # after the buffered replies
 
     def _overflow(self) -> None:
         # The client does not read and its replies passed max_output: drop them
@@ -427,7 +451,7 @@ class Connection(Session, asyncio.Protocol):
         self.server._counts["overflows"] += 1
         log.warning("session %d: over %d bytes of replies unread; aborting", self.id, limit)
         self._abort()
-        self._pause(_STOPPED)
+        self._pause(_DISCARD)
         if self.state is not CLOSING:
             self.state = CLOSING  # the transport is gone: nothing to flush
             self._postponed = None
@@ -450,16 +474,20 @@ class Connection(Session, asyncio.Protocol):
     # -- reading flow control ---------------------------------------------------------
 
     def _pause(self, reason: int) -> None:
-        if not self._paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        was = self._paused & ~_DISCARD
         self._paused |= reason
+        if reason != _DISCARD and not was and self._transport_open():
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     def _resume(self, reason: int) -> None:
         if not self._paused & reason:
             return
         self._paused &= ~reason
-        if not self._paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if not self._paused & ~_DISCARD and self._transport_open():
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _transport_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     # -- asyncio.Protocol: socket happenings become queued events -----------------------
 
@@ -479,24 +507,32 @@ class Connection(Session, asyncio.Protocol):
         self._pause(_PARKED)
 
     def data_received(self, data: bytes) -> None:
-        if self._paused & _STOPPED:
+        if self._paused & _DISCARD:
             return
+        self._seen = self.kernel._loop.time()  # type: ignore[union-attr]  # data means a loop
+        self._heard = True
         try:
             records = self._filter.get(data)
         except RecordTooLong as exc:
-            self._pause(_STOPPED)
+            self._linger = True
+            self._pause(_DISCARD)
             if exc.records:
                 self.kernel._post(self, _RECORDS, (exc.records,))
             self.kernel._post(self, ERROR, (exc, INPUT))
             return
         except ProtocolError as exc:
-            self._pause(_STOPPED)
+            self._linger = True
+            self._pause(_DISCARD)
             self.kernel._post(self, ERROR, (exc, INPUT))
             return
         if records:
             self.kernel._post(self, _RECORDS, (records,))
 
     def eof_received(self) -> bool:
+        self._peer_eof = True
+        if self.state is CLOSING and self._eof_sent and self.transport is not None:
+            self.transport.close()  # the lingering close is over: both sides are done
+            return True
         self.kernel._post(self, EOF, ())
         return True  # keep the socket open for the replies still to come
 

@@ -11,6 +11,11 @@ by default); past it, lines are dropped and counted, and the count is reported
 once the reader catches up. :meth:`ConsoleLog.close` writes out whatever is left,
 blocking, when the server stops: a reader that is still there gets every line.
 Terminals and regular files are written as usual (they do not fill up).
+
+Client input is untrusted, and a log line may carry it: lines are cut to
+``max_line`` characters, and characters that are not printable (control codes such
+as ESC, which could drive the operator's terminal, and undecodable bytes) are
+written as escapes like ``\x1b``, so a log line is always one line of clean UTF-8.
 """
 
 from __future__ import annotations
@@ -24,11 +29,28 @@ from typing import TextIO
 
 from .kernel import Kernel
 
-__all__ = ["DEFAULT_MAX_BACKLOG", "ConsoleLog"]
+__all__ = ["DEFAULT_MAX_BACKLOG", "DEFAULT_MAX_LINE", "ConsoleLog", "clean"]
 
 log = logging.getLogger("statemachine_server")
 
 DEFAULT_MAX_BACKLOG = 16 << 20
+DEFAULT_MAX_LINE = 1024
+
+
+def clean(line: str, limit: int) -> str:
+    """``line`` as one printable line of at most ``limit`` characters (see above)."""
+    if not line.isprintable():
+        line = "".join(c if c.isprintable() else _escape(c) for c in line)
+    if len(line) > limit:
+        line = line[: max(limit - 3, 0)] + "..."
+    return line
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as surrogateescape keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class ConsoleLog:
@@ -38,9 +60,19 @@ class ConsoleLog:
         kernel: whose ticks flush it.
         stream: where to write (stdout by default).
         max_backlog: bytes kept for a pipe reader that lags; more are dropped.
+        max_line: characters per log line at most; longer ones are cut, marked "...".
     """
 
-    __slots__ = ("_dropped", "_fd", "_loop", "_max_backlog", "_pending", "_stream", "lines")
+    __slots__ = (
+        "_dropped",
+        "_fd",
+        "_loop",
+        "_max_backlog",
+        "_pending",
+        "_stream",
+        "lines",
+        "max_line",
+    )
 
     def __init__(
         self,
@@ -48,7 +80,9 @@ class ConsoleLog:
         stream: TextIO | None = None,
         *,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_line: int = DEFAULT_MAX_LINE,
     ):
+        self.max_line = max_line
         self._stream = stream
         self._fd: int | None = None  # set while writing a pipe without blocking
         self._pending = bytearray()
@@ -67,6 +101,10 @@ class ConsoleLog:
         lines = self.lines
         if not lines:
             return
+        limit = self.max_line
+        for i, line in enumerate(lines):
+            if len(line) > limit or not line.isprintable():
+                lines[i] = clean(line, limit)
         text = "\n".join(lines) + "\n"
         lines.clear()  # in place: compiled actions hold lines.append
         if self._fd is None and not self._start_nonblocking():

@@ -451,7 +451,9 @@ class Kernel:
                 session._abort()
             self.stop()
 
-    def run(self, *, loop: str = "asyncio", handle_signals: bool = True) -> None:
+    def run(
+        self, *, loop: str = "asyncio", handle_signals: bool = True, drain_timeout: float = 5.0
+    ) -> None:
         """Run until no session is left: the entry point for scripts.
 
         Args:
@@ -459,17 +461,18 @@ class Kernel:
                 ``fast`` extra).
             handle_signals: the first SIGINT/SIGTERM shuts down gracefully, a
                 second one stops at once.
+            drain_timeout: how long that graceful shutdown may take.
         """
         factory = loop_factory(loop)
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(self._run_main(handle_signals))
+            runner.run(self._run_main(handle_signals, drain_timeout))
 
-    async def _run_main(self, handle_signals: bool) -> None:
+    async def _run_main(self, handle_signals: bool, drain_timeout: float) -> None:
         if handle_signals:
-            self.install_signal_handlers()
+            self.install_signal_handlers(drain_timeout)
         await self.serve()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, drain_timeout: float = 5.0) -> None:
         """First SIGINT/SIGTERM: graceful :meth:`shutdown`; the second: :meth:`stop`."""
         loop = self._running_loop()
         tasks: set[asyncio.Task[None]] = set()
@@ -480,7 +483,7 @@ class Kernel:
                 self.stop()
                 return
             log.info("%s: shutting down", signal.Signals(signum).name)
-            task = loop.create_task(self.shutdown())
+            task = loop.create_task(self.shutdown(drain_timeout))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 

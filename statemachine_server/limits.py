@@ -44,6 +44,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             (nginx's ``keepalive_timeout`` is 75 s; a line protocol's clients sit
             idle longer); None: no limit. It does not run while the connection is
             ``working`` on the client's behalf.
+        max_postponed: events a ``working`` or ``replying`` connection keeps for
+            later (gen_statem postpones without a bound); at this many, reading
+            pauses until they are handled, so the client waits and nothing is lost.
+            Reading goes on below it, so a client that disconnects is noticed.
         drain_timeout: seconds a graceful shutdown waits for clients to be answered,
             and a closing connection waits for its replies to leave, before cutting
             them off.
@@ -57,6 +61,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_output: _Bytes = 16 * 1024 * 1024
     first_byte_timeout: _Seconds | None = 60.0
     idle_timeout: _Seconds | None = 300.0
+    max_postponed: _Count = 1_000
     drain_timeout: _Seconds = 5.0
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.written = b""
         self.closed = False
+        self.eof = False
         self.reading = True
         self.buffered = 0  # what get_write_buffer_size reports
 
@@ -27,6 +28,17 @@ class FakeTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    @property
+    def shut(self) -> bool:
+        """Our side is done: output shut (lingering close) or socket closed."""
+        return self.closed or self.eof
 
     def is_closing(self) -> bool:
         return self.closed
@@ -127,7 +139,7 @@ def test_eof_answers_every_line_before_closing() -> None:
     conn.eof_received()
     drain(kernel)
     assert t.written == b"".join(b"%d\n" % i for i in range(100))
-    assert t.closed and conn.state == "closing"
+    assert t.shut and conn.state == "closing"
     conn.connection_lost(None)
     drain(kernel)
     assert conn.state == "closed" and closed == [conn.id]
@@ -151,10 +163,10 @@ def test_input_during_work_is_postponed_in_order_with_eof() -> None:
     conn.eof_received()
     kernel._tick()  # a, work (starts), b, c, eof: the last three are postponed
     assert conn.state == "working"
-    assert not t.reading  # postponed input stays bounded: no more reading
+    assert t.reading  # still reading: a client that leaves is noticed
     drain(kernel)
     assert t.written == b"a\ndone 5\nb\nc\n"
-    assert t.closed
+    assert t.shut
 
 
 def test_work_can_start_again_from_postponed_input() -> None:
@@ -188,7 +200,7 @@ def test_overlong_line_answers_earlier_lines_then_closes() -> None:
     conn.data_received(b"ignored\n")
     drain(kernel)
     assert t.written == b"short\n"
-    assert t.closed and not errors
+    assert t.shut and not errors
 
 
 def test_handler_error_closes_after_flushing_and_drops_later_input(
@@ -202,7 +214,7 @@ def test_handler_error_closes_after_flushing_and_drops_later_input(
     kernel, conn, t = open_connection(input=on_input)
     conn.data_received(b"a\nboom\nb\n")
     drain(kernel)
-    assert t.written == b"a\n" and t.closed
+    assert t.written == b"a\n" and t.shut
     assert f"session {conn.id} (state closing, event 'input')" in caplog.text
     assert "RuntimeError: handler bug" in caplog.text
 
@@ -217,7 +229,7 @@ def test_error_handler_can_reply_before_the_close() -> None:
     kernel, conn, t = open_connection(input=on_input, error=on_error)
     conn.data_received(b"k\n")
     drain(kernel)
-    assert t.written == b"error: KeyError('k')\n" and t.closed
+    assert t.written == b"error: KeyError('k')\n" and t.shut
 
 
 def test_close_inside_a_handler_takes_effect_at_once() -> None:
@@ -229,7 +241,7 @@ def test_close_inside_a_handler_takes_effect_at_once() -> None:
     kernel, conn, t = open_connection(input=on_input)
     conn.data_received(b"a\nquit\nb\n")
     drain(kernel)
-    assert t.written == b"a\nquit\n" and t.closed
+    assert t.written == b"a\nquit\n" and t.shut
 
 
 def test_put_after_close_is_dropped() -> None:
@@ -265,3 +277,21 @@ def test_every_state_but_closed_has_a_way_to_closed() -> None:
     for state, rules in TABLE.items():
         if state != "closed":
             assert rules["closed"].dest == "closed"
+
+
+def test_postponed_input_is_bounded_by_pausing_reading() -> None:
+    def on_input(session: Connection, line: str) -> None:
+        if line == "work":
+            session.work(count_to(3))
+        session.put(line)
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.server.limits = Limits(max_postponed=3)  # type: ignore[misc]
+    conn.data_received(b"work\n1\n2\n")
+    kernel._tick()
+    assert conn.state == "working" and t.reading
+    conn.data_received(b"3\n")
+    kernel._tick()
+    assert not t.reading  # 3 postponed: the client waits, nothing is dropped
+    drain(kernel)
+    assert t.reading and t.written == b"work\n1\n2\n3\n"

@@ -11,16 +11,22 @@ clients are bounded too: past ``max_pending`` they are closed. Every limit is in
 :class:`~statemachine_server.limits.Limits`.
 
 When accepting fails for want of file descriptors or memory (EMFILE, ENFILE,
-ENOBUFS, ENOMEM), asyncio's accept loop (and uvloop's) logs it, stops accepting
-for a second and tries again, rather than spinning: the server recovers by itself
-once clients leave (tested in ``tests/test_hostile.py``).
+ENOBUFS, ENOMEM), the server logs it, stops accepting for a second and tries
+again, rather than spinning (trio's rule), and so recovers by itself once clients
+leave (``tests/test_hostile.py``). asyncio's accept loop nearly does this, but on
+such an error it goes on calling ``accept()`` up to ``backlog`` times, logging a
+traceback and scheduling a retry each time: :class:`_Listener` makes the calls
+after the first one in a burst report "nothing to accept" instead. (uvloop
+accepts in C and handles this itself.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -155,7 +161,11 @@ class TCPServer(Session):
         if self._sock is None:  # closed before it ever served
             return
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection_factory, sock=self._sock)
+        # asyncio calls listen() again, with its own default backlog of 100 unless
+        # told: pass ours, or bursts of connects overflow and wait for SYN retries.
+        self._server = await loop.create_server(
+            self._connection_factory, sock=self._sock, backlog=self.limits.backlog
+        )
         log.info("listening on %s:%d", self.host, self.port)
         if self.on_started is not None:
             self.on_started(self)
@@ -234,12 +244,34 @@ class TCPServer(Session):
         )
 
 
+_OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _Listener(socket.socket):
+    """A listening socket that reports an overload once per burst (see above)."""
+
+    __slots__ = ("_quiet_until",)
+    _quiet_until: float
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if time.monotonic() < self._quiet_until:
+            raise BlockingIOError(errno.EAGAIN, "accepting paused after an overload")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in _OVERLOAD:
+                # asyncio retries after a second; stay quiet for half of that.
+                self._quiet_until = time.monotonic() + 0.5
+            raise
+
+
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _Listener(family, socket.SOCK_STREAM)
+    sock._quiet_until = 0.0
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

@@ -213,7 +213,9 @@ def _unknown_key_hint(word: str, path: Path_) -> str:
         if other is not struct and word in _keys(other):
             where = ".".join(map(str, place)) or "the top level"
             return f" (it belongs under {where})"
-    return "" if struct is not None else _hint(word, {k for t in _PLACES.values() for k in _keys(t)})
+    if struct is not None:
+        return ""
+    return _hint(word, {key for known in _PLACES.values() for key in _keys(known)})
 
 
 def _hint(word: str, choices: Any) -> str:

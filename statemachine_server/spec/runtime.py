@@ -23,7 +23,9 @@ __all__ = ["build_server"]
 Step = Callable[[Any, Any], None]
 
 
-def _compile(actions: list[Action], console: ConsoleLog, has_input: bool) -> list[Step]:
+def _compile(
+    actions: list[Action], console: ConsoleLog, has_input: bool, log_enabled: bool = True
+) -> list[Step]:
     steps: list[Step] = []
     for action in actions:
         if isinstance(action, Reply):
@@ -33,6 +35,8 @@ def _compile(actions: list[Action], console: ConsoleLog, has_input: bool) -> lis
             else:
                 steps.append(_reply(compile_template(action.text, has_input=has_input)))
         elif isinstance(action, Log):
+            if not log_enabled:
+                continue  # server.log.enabled: false - no client data in the console
             render = compile_template(action.text, has_input=has_input)
             steps.append(_log(render, console.lines.append))
         else:  # pragma: no cover - the model's union is closed
@@ -105,13 +109,18 @@ def build_server(
     settings = spec.server
     max_length = settings.filter.max_length
     handlers = spec.handlers
+    logs = settings.log.enabled
+
+    def compiled(actions: list[Action], has_input: bool) -> list[Step]:
+        return _compile(actions, console, has_input, logs)
+
     return TCPServer(
         kernel,
         host=settings.host if host is None else host,
         port=settings.port if port is None else port,
-        on_input=_input_handler(_compile(handlers.input, console, True)),
-        on_connected=_event_handler(_compile(handlers.connected, console, False)),
-        on_disconnected=_event_handler(_compile(handlers.disconnected, console, False)),
+        on_input=_input_handler(compiled(handlers.input, True)),
+        on_connected=_event_handler(compiled(handlers.connected, False)),
+        on_disconnected=_event_handler(compiled(handlers.disconnected, False)),
         on_started=on_started,
         filter=lambda: LineFilter(max_length),
         limits=settings.limits,
