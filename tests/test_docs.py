@@ -36,3 +36,18 @@ def test_lifecycle_diagram_is_drawn_from_the_rules() -> None:
 def test_quick_start_test_command_is_what_ci_runs() -> None:
     test_command = fenced(README, "sh")[1].strip()
     assert test_command.split("&& ", 1)[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_limit_is_documented_with_its_default() -> None:
+    import msgspec
+
+    from statemachine_server.limits import Limits
+
+    doc = (ROOT / "docs" / "limits.md").read_text()
+    for field in msgspec.structs.fields(Limits):
+        default = field.default
+        shown = (
+            f"{default} bytes" if "water" in field.name or field.name == "max_output" else default
+        )
+        row = f"| `{field.name}` | {shown}"
+        assert row in doc, row

@@ -184,3 +184,35 @@ def test_templates_render(template: str, expected: str) -> None:
 def test_templates_cannot_reach_into_objects(template: str) -> None:
     with pytest.raises(ValueError):
         compile_template(template)
+
+
+def test_log_lines_are_cut_and_escaped() -> None:
+    from statemachine_server.console import clean
+
+    assert clean("plain", 100) == "plain"
+    assert clean("\x1b[31mred\udcff\x00", 100) == "\\x1b[31mred\\xff\\x00"
+    assert clean("x" * 50, 10) == "xxxxxxx..."
+
+
+async def test_log_settings_reach_the_console() -> None:
+    import io
+
+    from statemachine_server import Kernel
+    from statemachine_server.console import ConsoleLog
+    from statemachine_server.spec import build_server
+
+    for enabled, expected in ((True, "client 2: \\x1b]0;pwne...\n"), (False, "")):
+        kernel = Kernel()
+        out = io.StringIO()
+        spec = load_spec_text(
+            f"server:\n  log: {{enabled: {str(enabled).lower()}, max_length: 24}}\n"
+            "handlers:\n  input:\n    - log: 'client {session.id}: {input}'\n    - reply: ok\n"
+        )
+        server = build_server(spec, kernel, port=0, console=ConsoleLog(kernel, out, max_line=24))
+        replies: list[str] = []
+        session = type("S", (), {"id": 2, "put": lambda self, r, out=replies: out.append(r)})()
+        server.handlers["input"](session, "\x1b]0;pwned\x07 and more text")
+        assert replies == ["ok"]
+        kernel._tick()
+        assert out.getvalue() == expected
+        server.close()
