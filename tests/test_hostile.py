@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import resource
+import signal
 import socket
 import sys
 import weakref
@@ -366,3 +368,69 @@ async def test_out_of_file_descriptors_then_recovers() -> None:
             _, err = await proc.communicate()
     assert proc.returncode == 0
     assert b"Too many open files" in err or b"out of system resource" in err
+
+
+SOFT, HARD = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+@pytest.mark.skipif(HARD != resource.RLIM_INFINITY and HARD < 10_300, reason="fd limit too low")
+async def test_10000_concurrent_connections() -> None:
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (HARD if HARD != resource.RLIM_INFINITY else 65536, HARD)
+    )
+    try:
+        async with server_process("11000") as (proc, port):
+            conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+            async with asyncio.timeout(TIMEOUT * 6):
+                for _ in range(20):  # 20 x 500 = 10,000 held open at once
+                    conns += await asyncio.gather(
+                        *(asyncio.open_connection("127.0.0.1", port) for _ in range(500))
+                    )
+
+                async def talk(i: int) -> None:
+                    reader, writer = conns[i]
+                    writer.write(b"c%d\n" % i)
+                    assert await reader.readline() == b"c%d\n" % i
+
+                for start in range(0, 10_000, 1000):
+                    await asyncio.gather(*(talk(i) for i in range(start, start + 1000)))
+                assert rss(proc.pid) < 1 << 30
+                for _, writer in conns:
+                    writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"after\n")
+                assert await reader.readline() == b"after\n"
+                writer.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT, HARD))
+
+
+async def test_second_signal_stops_at_once() -> None:
+    script = (
+        "from statemachine_server import Kernel, TCPServer\n"
+        "kernel = Kernel()\n"
+        "server = TCPServer(kernel, on_input=lambda s, l: s.work(iter(int, 1)))\n"
+        "print(f'listening on {server.host}:{server.port}', flush=True)\n"
+        "kernel.run(drain_timeout=60)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(TIMEOUT):
+            port = int((await proc.stdout.readline()).decode().rsplit(":", 1)[1])
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"busy forever\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)  # graceful: would wait up to 60 s
+            await asyncio.sleep(0.2)
+            assert proc.returncode is None
+            proc.send_signal(signal.SIGTERM)  # the second one: now
+            assert await proc.wait() == 0
+        writer.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
