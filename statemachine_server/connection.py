@@ -155,7 +155,10 @@ class Connection(Session, asyncio.Protocol):
         self._out.extend(records)
         if not self._dirty:
             self._dirty = True
-            self.kernel._dirty.append(self)
+            kernel = self.kernel
+            kernel._dirty.append(self)
+            if kernel.current is None:  # not from a handler: no tick will flush it
+                kernel._wake()
 
     def close(self) -> None:
         """Close gracefully: replies already put are sent, further input is dropped.

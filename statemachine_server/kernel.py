@@ -305,6 +305,12 @@ class Kernel:
             self._scheduled = True
             self._loop.call_soon(self._tick)
 
+    def _wake(self) -> None:
+        """Make sure a tick runs soon (for output put from outside any handler)."""
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._tick)
+
     def _tick(self) -> None:
         # Dispatch the snapshot: len() is taken once, so what handlers post now
         # lands behind it and waits for the next tick (see the fairness rule).

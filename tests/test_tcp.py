@@ -224,3 +224,15 @@ async def test_shutdown_past_its_deadline_cuts_off_busy_clients(serve: Any) -> N
         await server.kernel.shutdown(deadline=0.2)
         assert await reader.read() == b""  # cut off, not left hanging
     writer.close()
+
+
+async def test_put_from_outside_a_handler_is_sent(serve: Any) -> None:
+    sessions: list[Connection] = []
+    server = await serve(on_connected=sessions.append)
+    reader, writer = await connect(server)
+    async with asyncio.timeout(TIMEOUT):
+        while not sessions:
+            await asyncio.sleep(0.01)
+        sessions[0].put("pushed by a task")  # no kernel event involved
+        assert await reader.readline() == b"pushed by a task\n"
+    writer.close()
