@@ -19,7 +19,7 @@ from . import loadgen, report
 from .machine import REPO_ROOT, machine_info, pin_harness, plan_pinning
 from .results import Context, Options
 from .scenarios import SCENARIOS
-from .servers import PEERS
+from .servers import EXTRA_PEERS, PEERS
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 DEFAULTS = {"seconds": 5.0, "warmup": 1.5, "repeat": 5}
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--peers", metavar="NAME,...",
-        help=f"peers to run (default: all): {','.join(PEERS)}",
+        help=f"peers to run (default: {','.join(PEERS)}; also: {','.join(EXTRA_PEERS)})",
     )  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT,
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seconds", type=float,
         help=f"measured seconds per run (default {DEFAULTS['seconds']:g}, "
-        f"quick {QUICK['seconds']:g})",
+        f"quick {QUICK['seconds']:g}); the soak's duration (default 60, quick 5)",
     )  # fmt: skip
     parser.add_argument(
         "--warmup", type=float,
@@ -79,7 +79,10 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
         parser.error("--warmup must be in [0, 600]")
     if not 1 <= repeat <= 100:
         parser.error("--repeat must be 1 to 100")
-    return Options(seconds=seconds, warmup=warmup, repeat=repeat, quick=args.quick)
+    return Options(
+        seconds=seconds, warmup=warmup, repeat=repeat, quick=args.quick,
+        seconds_given=args.seconds,
+    )  # fmt: skip
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -94,10 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    known = PEERS | EXTRA_PEERS
     names = [n.strip() for n in args.peers.split(",") if n.strip()] if args.peers else list(PEERS)
-    bad = [n for n in names if n not in PEERS]
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        parser.error(f"unknown peer {', '.join(bad) or '(none)'}; known: {', '.join(PEERS)}")
+        parser.error(f"unknown peer {', '.join(bad) or '(none)'}; known: {', '.join(known)}")
     options = _options(args, parser)
     signal.signal(signal.SIGTERM, _terminate)
 
@@ -122,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=progress,
     )
     progress(f"load generator: {gen.kind} ({gen.note}); pinning: {pinning.note}")
-    peers = [PEERS[n] for n in names]
+    peers = [known[n] for n in names]
     status = 0
     for name in args.scenarios or list(SCENARIOS):
         result = SCENARIOS[name].run(ctx, peers, options)

@@ -1,18 +1,21 @@
 """The load generator: the C client (preferred) or its pure-Python fallback.
 
-Both take the same arguments and print the same one-line JSON result::
+Both take the same arguments and print the same one-line JSON result (see
+``loadgen.c`` for the protocol of each mode)::
 
-    loadgen HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S
+    loadgen throughput HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S
+    loadgen latency HOST PORT CONNECTIONS LINE_BYTES WARMUP_S MEASURE_S [--tolerant] [--samples F]
+    loadgen churn HOST PORT CONCURRENCY LINE_BYTES WARMUP_S MEASURE_S [--tolerant]
 
-See ``loadgen.c`` for the protocol. The C client is compiled on first use with
-``cc -O2`` into a cache directory, under a name derived from the source's hash.
-Without a working C compiler the fallback runs as ``python -m benchmarks.loadgen``;
-it is far slower and may well be the bottleneck, which the report says.
+The C client is compiled on first use with ``cc -O2`` into a cache directory, under
+a name derived from the source's hash. Without a working C compiler the fallback
+runs as ``python -m benchmarks.pyloadgen``; it is far slower and may well be the
+bottleneck, which the report says.
 
-:func:`run` starts the client as a subprocess (so it can sit on its own CPU) and
-measures its CPU share: user + system CPU seconds over wall seconds of the whole
-process, from ``wait4``. A share close to 100% means the client, not the server,
-may be what limits the figure.
+:func:`start` runs the client as a subprocess (so it can sit on its own CPU);
+:meth:`Client.finish` waits for it and measures its CPU share: user + system CPU
+seconds over wall seconds of the whole process, from ``wait4``. A share close to
+100% means the client, not the server, may be what limits the figure.
 """
 
 from __future__ import annotations
@@ -24,18 +27,18 @@ import os
 import resource
 import selectors
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from .machine import REPO_ROOT
 
-__all__ = ["LoadResult", "Loadgen", "main", "prepare", "run"]
+__all__ = ["Client", "LoadResult", "Loadgen", "prepare", "run", "start"]
 
 SOURCE = Path(__file__).resolve().parent / "loadgen.c"
 #: Above this CPU share the report warns that the client may be the bottleneck.
@@ -44,6 +47,7 @@ CPU_SHARE_WARNING = 0.90
 RUN_SLACK = 30.0
 
 Kind = Literal["c", "python"]
+Mode = Literal["throughput", "latency", "churn"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Loadgen:
     """A ready-to-run load generator."""
 
     kind: Kind
-    argv: tuple[str, ...]  # the command, before the scenario's arguments
+    argv: tuple[str, ...]  # the command, before the mode and its arguments
     note: str  # how it was built, or why the fallback runs
 
     def describe(self) -> dict[str, Any]:
@@ -62,17 +66,18 @@ class Loadgen:
 class LoadResult:
     """What one load generator run measured."""
 
-    lines: int  # lines echoed inside the measuring window
+    lines: int  # units completed inside the window: lines echoed, or connections
     window_s: float  # the measuring window's length, by the client's clock
     error: str | None  # why the run failed, or None
     cpu_s: float  # user + system CPU seconds of the whole client process
     wall_s: float  # wall seconds of the whole client process
     window_cpu_s: float  # the client's CPU seconds inside the window (its own count)
     raw: dict[str, Any]  # the client's JSON, as printed
+    failures: dict[str, int] = field(default_factory=dict)  # per-connection failures
 
     @property
     def rate(self) -> float:
-        """Echoed lines per second."""
+        """Units (lines, connections) per second."""
         return self.lines / self.window_s if self.window_s > 0 else 0.0
 
     @property
@@ -82,6 +87,10 @@ class LoadResult:
     @property
     def window_cpu_share(self) -> float:
         return self.window_cpu_s / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def failure_count(self) -> int:
+        return sum(self.failures.values())
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,7 +104,7 @@ class LoadResult:
 
 
 def _python_fallback(note: str) -> Loadgen:
-    return Loadgen("python", (sys.executable, "-m", "benchmarks.loadgen"), note)
+    return Loadgen("python", (sys.executable, "-m", "benchmarks.pyloadgen"), note)
 
 
 def prepare(cache_dir: Path, prefer: str = "auto") -> Loadgen:
@@ -159,6 +168,113 @@ def _compile(compiler: str, binary: Path) -> str:
 # -- running -------------------------------------------------------------------------
 
 
+class Client:
+    """A running load generator. Use as a context manager: it is always reaped.
+
+    :meth:`end_window` ends the measuring window early (SIGUSR1); :meth:`finish`
+    waits for the result. Leaving the ``with`` block without :meth:`finish`
+    kills the client, by PID.
+    """
+
+    def __init__(self, argv: list[str], budget: float):
+        self.argv = argv
+        self.deadline = time.monotonic() + budget
+        # Closed by finish() or __exit__ (the object is the context manager).
+        self._err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
+            cwd=REPO_ROOT, bufsize=0,
+        )  # fmt: skip
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        self._err.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def end_window(self) -> None:
+        """Ask the client to end its measuring window now (then it drains and exits)."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+
+    def finish(self) -> LoadResult:
+        """Wait (bounded by the budget) for the client's result."""
+        try:
+            out = _read_until_eof(self.proc, self.deadline)
+            status, usage = _reap(self.proc, self.deadline)
+        finally:
+            self.close()
+        wall = time.monotonic() - self.started
+        self._err.seek(0)
+        stderr = self._err.read().decode(errors="replace").strip()
+        self._err.close()
+        cpu = usage.ru_utime + usage.ru_stime
+        try:
+            raw: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raw = {}
+        error = raw.get("error") if raw else f"no result (exit status {status}): {stderr[:300]}"
+        if error is None and status != 0:
+            error = f"exit status {status}"
+        return LoadResult(
+            lines=int(raw.get("lines", 0)),
+            window_s=float(raw.get("window_s", 0.0)),
+            error=error,
+            cpu_s=cpu,
+            wall_s=wall,
+            window_cpu_s=float(raw.get("window_cpu_s", 0.0)),
+            raw=raw,
+            failures={k: int(v) for k, v in (raw.get("failures") or {}).items()},
+        )
+
+    def close(self) -> None:
+        """Kill the client if it still runs (by PID) and close its stdout. Idempotent."""
+        proc = self.proc
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.stdout.close()
+
+
+def start(
+    loadgen: Loadgen,
+    mode: Mode,
+    host: str,
+    port: int,
+    *,
+    connections: int,
+    line_bytes: int,
+    warmup: float,
+    seconds: float,
+    lines: int = 1,
+    tolerant: bool = False,
+    samples: Path | None = None,
+) -> Client:
+    """Start the client in ``mode`` against ``host:port``; see ``loadgen.c``.
+
+    The client is killed if it has not finished within
+    ``warmup + seconds + RUN_SLACK`` seconds.
+    """
+    argv = [*loadgen.argv, mode, host, str(port), str(connections)]
+    if mode == "throughput":
+        argv.append(str(lines))
+    argv += [str(line_bytes), f"{warmup:g}", f"{seconds:g}"]
+    if tolerant:
+        argv.append("--tolerant")
+    if samples is not None:
+        argv += ["--samples", str(samples)]
+    return Client(argv, warmup + seconds + RUN_SLACK)
+
+
 def run(
     loadgen: Loadgen,
     host: str,
@@ -169,51 +285,14 @@ def run(
     line_bytes: int,
     warmup: float,
     seconds: float,
+    mode: Mode = "throughput",
 ) -> LoadResult:
-    """Run the client once against ``host:port`` and return what it measured.
-
-    Bounded: the client is killed (by PID) if it has not finished within
-    ``warmup + seconds + RUN_SLACK`` seconds.
-    """
-    args = [host, str(port), str(connections), str(lines), str(line_bytes)]
-    argv = [*loadgen.argv, *args, f"{warmup:g}", f"{seconds:g}"]
-    deadline = time.monotonic() + warmup + seconds + RUN_SLACK
-    with tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-            cwd=REPO_ROOT, bufsize=0,
-        )  # fmt: skip
-        try:
-            out = _read_until_eof(proc, deadline)
-            status, usage = _reap(proc, deadline)
-        finally:
-            if proc.returncode is None:  # timed out or interrupted: kill it, by PID
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        wall = time.monotonic() - started
-        err.seek(0)
-        stderr = err.read().decode(errors="replace").strip()
-    cpu = usage.ru_utime + usage.ru_stime
-    try:
-        raw: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raw = {}
-    error = raw.get("error") if raw else f"no result (exit status {status}): {stderr[:300]}"
-    if error is None and status != 0:
-        error = f"exit status {status}"
-    return LoadResult(
-        lines=int(raw.get("lines", 0)),
-        window_s=float(raw.get("window_s", 0.0)),
-        error=error,
-        cpu_s=cpu,
-        wall_s=wall,
-        window_cpu_s=float(raw.get("window_cpu_s", 0.0)),
-        raw=raw,
-    )
+    """Run the client once, to the end of its window, and return what it measured."""
+    with start(
+        loadgen, mode, host, port, connections=connections, lines=lines,
+        line_bytes=line_bytes, warmup=warmup, seconds=seconds,
+    ) as client:  # fmt: skip
+        return client.finish()
 
 
 def _read_until_eof(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
@@ -245,151 +324,3 @@ def _reap(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, resource
         if time.monotonic() > deadline:
             raise TimeoutError("the load generator did not exit in time")
         time.sleep(0.01)
-
-
-# -- the pure-Python fallback --------------------------------------------------------
-
-STALL_S = 5.0
-DRAIN_S = 2.0
-HARD_EXTRA_S = 15.0
-
-
-def make_batch(lines: int, line_bytes: int) -> bytes:
-    """The batch every connection sends: the same bytes as loadgen.c's ``make_batch``."""
-    return b"".join(
-        bytes(97 + (i + j) % 26 for j in range(line_bytes - 1)) + b"\n" for i in range(lines)
-    )
-
-
-def _match(batch: bytes, rx: int, data: bytes) -> int:
-    """Match ``data`` against ``batch`` from offset ``rx``; returns the new offset.
-
-    A ``\\r`` before an expected ``\\n`` is accepted. Raises ValueError on a mismatch.
-    """
-    if batch.startswith(data, rx):  # fast path: exactly what comes next
-        return rx + len(data)
-    for byte in data:
-        if rx == len(batch):
-            raise ValueError("received bytes that were never sent")
-        if byte == batch[rx]:
-            rx += 1
-        elif not (byte == 13 and batch[rx] == 10):
-            raise ValueError("echo differs from what was sent")
-    return rx
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _generate(
-    host: str, port: int, nconn: int, lines: int, line_bytes: int, warmup: float, measure: float
-) -> dict[str, Any]:
-    batch = make_batch(lines, line_bytes)
-    socks: list[socket.socket] = []
-    tx = [0] * nconn  # bytes of the batch written, per connection
-    rx = [0] * nconn  # bytes of the batch echoed, per connection
-    error: str | None = None
-    counted = 0
-    window_start = window_end = cpu_start = cpu_end = 0.0
-    sel = selectors.DefaultSelector()
-
-    def send_rest(i: int) -> None:
-        sock = socks[i]
-        try:
-            while tx[i] < len(batch):
-                tx[i] += sock.send(batch[tx[i] :])
-        except BlockingIOError:
-            pass
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if tx[i] < len(batch) else 0)
-        sel.modify(sock, want, i)
-
-    try:
-        for i in range(nconn):
-            sock = socket.create_connection((host, port), timeout=5.0)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(False)
-            socks.append(sock)
-            sel.register(sock, selectors.EVENT_READ, i)
-        t0 = time.monotonic()
-        warm_end, measure_end = t0 + warmup, t0 + warmup + measure
-        hard_deadline = measure_end + HARD_EXTRA_S
-        last_progress = t0
-        drain_deadline = 0.0
-        phase = 0  # 0 warm-up, 1 measuring, 2 draining
-        for i in range(nconn):
-            send_rest(i)
-        in_flight = nconn
-        while True:
-            now = time.monotonic()
-            if phase == 0 and now >= warm_end:
-                phase, window_start, cpu_start = 1, now, _cpu()
-            if phase == 1 and now >= measure_end:
-                phase, window_end, cpu_end = 2, now, _cpu()
-                drain_deadline = now + DRAIN_S
-            if phase == 2 and (in_flight == 0 or now >= drain_deadline):
-                break
-            if now - last_progress > STALL_S:
-                raise TimeoutError(f"{in_flight} connections: no echo for 5 s")
-            if now >= hard_deadline:
-                raise TimeoutError("hard deadline passed")
-            for key, events in sel.select(0.1):
-                i = key.data
-                if events & selectors.EVENT_WRITE:
-                    send_rest(i)
-                if not events & selectors.EVENT_READ:
-                    continue
-                try:
-                    data = socks[i].recv(65536)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    raise ConnectionError(f"connection {i}: closed by the server")
-                last_progress = now
-                rx[i] = _match(batch, rx[i], data)
-                if rx[i] == len(batch):
-                    in_flight -= 1
-                    if phase == 1:
-                        counted += 1
-                    if phase < 2:
-                        tx[i] = rx[i] = 0
-                        send_rest(i)
-                        in_flight += 1
-    except (OSError, ValueError, TimeoutError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        if window_end == 0.0:
-            window_end, cpu_end = time.monotonic(), _cpu()
-            window_start = window_start or window_end
-    finally:
-        for sock in socks:
-            sock.close()
-        sel.close()
-    return {
-        "impl": "python",
-        "connections": nconn,
-        "opened": len(socks),
-        "lines_per_batch": lines,
-        "line_bytes": line_bytes,
-        "warmup_s": warmup,
-        "window_s": window_end - window_start,
-        "lines": counted * lines,
-        "window_cpu_s": cpu_end - cpu_start,
-        "error": error,
-    }
-
-
-def main(argv: list[str]) -> int:
-    """``python -m benchmarks.loadgen HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S``"""
-    if len(argv) != 7:
-        print(main.__doc__, file=sys.stderr)
-        return 2
-    host, port, nconn, lines, line_bytes = argv[0], *map(int, argv[1:5])
-    warmup, measure = float(argv[5]), float(argv[6])
-    result = _generate(host, port, nconn, lines, line_bytes, warmup, measure)
-    print(json.dumps(result), flush=True)
-    return 0 if result["error"] is None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

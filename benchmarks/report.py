@@ -8,6 +8,7 @@ against ``twisted``; a ratio above 1 means faster than that reference.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from .loadgen import CPU_SHARE_WARNING
 from .results import Context, PeerResult, ScenarioResult
 from .servers import BASELINE, SECOND_REFERENCE
 
-__all__ = ["to_json", "to_markdown", "warnings", "write"]
+__all__ = ["loadavg", "stem", "to_json", "to_markdown", "warnings", "write"]
 
 #: Below this CPU share for both server and client, a peer is waiting, not working.
 IDLE_SHARE = 0.5
@@ -39,14 +40,16 @@ def to_json(result: ScenarioResult, ctx: Context) -> dict[str, Any]:
         "baseline": BASELINE,
         "peers": {p.peer.name: p.as_dict() for p in result.peers},
         "warnings": warnings(result, ctx),
+        "problems": result.problems,
         "notes": result.notes,
+        "results": result.extra,
     }
 
 
 def warnings(result: ScenarioResult, ctx: Context) -> list[str]:
     """What makes the figures doubtful, or what misbehaved."""
-    out: list[str] = []
-    if ctx.loadgen.kind != "c":
+    out: list[str] = list(result.problems)
+    if ctx.loadgen.kind != "c" and result.settings.get("uses_loadgen", True):
         out.append(
             f"The load generator is the pure-Python fallback ({ctx.loadgen.note}); it may "
             "be the bottleneck: check its CPU share before reading anything into ratios."
@@ -70,6 +73,7 @@ def warnings(result: ScenarioResult, ctx: Context) -> list[str]:
         for r in p.runs:
             if r.error is not None:
                 out.append(f"{p.peer.name}, repetition {r.repetition}: {r.error}")
+            out += [f"{p.peer.name}, repetition {r.repetition}: {note}" for note in r.notes]
             if r.server.get("killed_after_grace"):
                 out.append(
                     f"{p.peer.name}, repetition {r.repetition}: did not exit within the "
@@ -82,6 +86,14 @@ def warnings(result: ScenarioResult, ctx: Context) -> list[str]:
                     "SIGTERM (expected 0)."
                 )
     return out
+
+
+#: What the CPU columns mean, under every table that has them.
+CPU_NOTE = (
+    "Server CPU: the server's CPU seconds over the client's wall time (warm-up "
+    "included); near 100% the server is CPU-bound. Loadgen CPU: the client's share "
+    f"of its core; above {CPU_SHARE_WARNING:.0%} the client may be the bottleneck."
+)
 
 
 def _rate(value: float | None) -> str:
@@ -117,6 +129,10 @@ def to_markdown(result: ScenarioResult, ctx: Context) -> str:
     second_median = second.median if second else None
     m = ctx.machine
     s = result.settings
+    method = result.method or (
+        f"fresh server per run, {s['warmup']:g} s warm-up, {s['seconds']:g} s measured, "
+        f"{s['repeat']} repetition(s) round-robin across peers; median, min-max"
+    )
     lines = [
         f"## {result.title}",
         "",
@@ -124,30 +140,24 @@ def to_markdown(result: ScenarioResult, ctx: Context) -> str:
         "",
         f"- date: {result.started} · git {m.get('git') or '?'} · `{ctx.command}`",
         f"- machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['platform']}, "
-        f"Python {m['python']}, load average at start {_loadavg(m)}",
+        f"Python {m['python']}, load average (1/5/15 min) at start "
+        f"{_loadavg(s.get('loadavg_at_start') or m.get('loadavg_at_start'))}, at end "
+        f"{_loadavg(s.get('loadavg_at_end'))}",
         f"- pinning: {ctx.pinning.note}",
-        f"- load generator: {ctx.loadgen.kind} ({ctx.loadgen.note})",
-        f"- method: fresh server per run, {s['warmup']:g} s warm-up, {s['seconds']:g} s "
-        f"measured, {s['repeat']} repetition(s) round-robin across peers; median, min-max",
-        "",
-        f"| peer | {result.unit} (median) | min - max | vs {BASELINE} | vs {SECOND_REFERENCE} "
-        "| server CPU | loadgen CPU (median / max) | runs ok |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [_row(p, base_median, second_median) for p in result.peers]
-    lines += [
-        "",
-        "Server CPU: the server's CPU seconds over the client's wall time (warm-up "
-        "included); near 100% the server is CPU-bound. Loadgen CPU: the client's share "
-        f"of its core; above {CPU_SHARE_WARNING:.0%} the client may be the bottleneck.",
+        f"- load generator: {ctx.loadgen.kind} ({ctx.loadgen.note})"
+        if s.get("uses_loadgen", True)
+        else "- load generator: none (in-process micro-benchmark, in a fresh subprocess)",
+        f"- method: {method}",
         "",
     ]
-    lines.append("Peers:")
-    lines += [
-        f"- **{p.peer.name}**: {p.peer.description}"
-        + (f" — skipped: {p.skipped}" if p.skipped else "")
-        for p in result.peers
-    ]
+    lines += result.table or _figure_table(result, base_median, second_median)
+    if result.peers:
+        lines.append("Peers:")
+        lines += [
+            f"- **{p.peer.name}**: {p.peer.description}"
+            + (f" — skipped: {p.skipped}" if p.skipped else "")
+            for p in result.peers
+        ]
     found = warnings(result, ctx)
     if found:
         lines += ["", "**Warnings:**"]
@@ -159,18 +169,43 @@ def to_markdown(result: ScenarioResult, ctx: Context) -> str:
     return "\n".join(lines)
 
 
-def _loadavg(machine: dict[str, Any]) -> str:
-    load = machine.get("loadavg_at_start") or []
-    return " ".join(f"{x:.2f}" for x in load) or "?"
+def _figure_table(result: ScenarioResult, base: float | None, second: float | None) -> list[str]:
+    """The default table: one figure per peer, its spread, ratios and CPU shares."""
+    lines = [
+        f"| peer | {result.unit} (median) | min - max | vs {BASELINE} | vs {SECOND_REFERENCE} "
+        "| server CPU | loadgen CPU (median / max) | runs ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [_row(p, base, second) for p in result.peers]
+    lines += ["", CPU_NOTE, ""]
+    return lines
+
+
+def _loadavg(load: list[float] | None) -> str:
+    return " ".join(f"{x:.2f}" for x in load or []) or "?"
+
+
+def loadavg() -> list[float]:
+    """The load averages now (empty if unknown): shared machines skew figures."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return []
+
+
+def stem(result: ScenarioResult, ctx: Context) -> Path:
+    """``<out>/<scenario>-<UTC start time>``: the results' path without its suffix."""
+    stamp = result.started.replace(":", "").replace("-", "").replace("+0000", "Z")
+    return ctx.out_dir / f"{result.name}-{stamp}"
 
 
 def write(result: ScenarioResult, ctx: Context) -> tuple[Path, Path, str]:
     """Write the JSON and markdown files; returns their paths and the markdown."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = result.started.replace(":", "").replace("-", "").replace("+0000", "Z")
-    stem = ctx.out_dir / f"{result.name}-{stamp}"
-    json_path = stem.with_suffix(".json")
-    md_path = stem.with_suffix(".md")
+    result.settings.setdefault("loadavg_at_end", loadavg())
+    base = stem(result, ctx)
+    json_path = base.with_suffix(".json")
+    md_path = base.with_suffix(".md")
     json_path.write_text(json.dumps(to_json(result, ctx), indent=2) + "\n")
     markdown = to_markdown(result, ctx)
     md_path.write_text(markdown)

@@ -17,7 +17,7 @@ from .loadgen import Loadgen
 from .machine import Pinning
 from .servers import Peer
 
-__all__ = ["Context", "Options", "PeerResult", "Run", "ScenarioResult"]
+__all__ = ["Context", "Options", "PeerResult", "Run", "ScenarioResult", "Spread", "spread"]
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -30,6 +30,9 @@ class Options:
     warmup: float  # traffic before each window, not counted
     repeat: int  # runs per peer; the figure is their median
     quick: bool
+    #: ``--seconds`` as given on the command line (None: each scenario's default).
+    #: The soak scenario has its own default duration, so it needs to know.
+    seconds_given: float | None = None
 
 
 @dataclass
@@ -54,15 +57,41 @@ class Run:
     error: str | None = None
     load: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
+    #: Secondary figures of the run (e.g. ``p99_us``); the report takes their medians.
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: What the report should flag about this run without failing it.
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "repetition": self.repetition,
             "figure": self.figure,
             "error": self.error,
+            "metrics": self.metrics,
+            "notes": self.notes,
             "loadgen": self.load,
             "server": self.server,
         }
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of some samples, with their min and max."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.min, "max": self.max, "n": self.n}
+
+
+def spread(samples: list[float]) -> Spread | None:
+    """Median, min and max of ``samples``; None if there are none."""
+    if not samples:
+        return None
+    return Spread(statistics.median(samples), min(samples), max(samples), len(samples))
 
 
 @dataclass
@@ -95,6 +124,16 @@ class PeerResult:
     def max(self) -> float | None:
         return max(self.samples) if self.samples else None
 
+    @property
+    def figures(self) -> Spread | None:
+        """Median, min and max of the run figures."""
+        return spread(self.samples)
+
+    def stat(self, metric: str) -> Spread | None:
+        """Median, min and max of ``metric`` over the successful runs that have it."""
+        return spread([r.metrics[metric] for r in self.runs if r.figure is not None
+                       and metric in r.metrics])  # fmt: skip
+
     def loadgen_shares(self) -> list[float]:
         """The load generator's CPU share (whole process) in each run that measured."""
         return [float(r.load["cpu_share"]) for r in self.runs if "cpu_share" in r.load]
@@ -125,6 +164,11 @@ class PeerResult:
                 "median": statistics.median(server) if server else None,
                 "max": max(server) if server else None,
             },
+            "metrics": {
+                name: stat.as_dict()
+                for name in sorted({m for r in self.runs for m in r.metrics})
+                if (stat := self.stat(name)) is not None
+            },
             "runs": [r.as_dict() for r in self.runs],
         }
 
@@ -142,9 +186,18 @@ class ScenarioResult:
     started: str = ""
     finished: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The method line of the report (default: built from the settings).
+    method: str = ""
+    #: The scenario's own markdown table (lines); empty: the default figure table.
+    table: list[str] = field(default_factory=list)
+    #: Scenario-specific results for the JSON file (e.g. micro-benchmark cases).
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Failures outside the peers' runs (e.g. a micro-benchmark that crashed).
+    problems: list[str] = field(default_factory=list)
 
     def peer(self, name: str) -> PeerResult | None:
         return next((p for p in self.peers if p.peer.name == name), None)
 
     def failed_runs(self) -> int:
-        return sum(1 for p in self.peers for r in p.runs if r.figure is None)
+        runs = sum(1 for p in self.peers for r in p.runs if r.figure is None)
+        return runs + len(self.problems)

@@ -32,7 +32,18 @@ from typing import IO, Any
 
 from .machine import REPO_ROOT, pinned
 
-__all__ = ["BASELINE", "PEERS", "Peer", "RunningServer", "ServerError", "peer_names", "serve"]
+__all__ = [
+    "BASELINE",
+    "EXTRA_PEERS",
+    "PEERS",
+    "Peer",
+    "RunningServer",
+    "ServerError",
+    "jobs_peer",
+    "peer_names",
+    "poe_missing",
+    "serve",
+]
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 #: The peer every ratio is computed against.
@@ -85,7 +96,8 @@ def _module_missing(module: str, hint: str) -> Callable[[], str | None]:
     return check
 
 
-def _poe_missing() -> str | None:
+def poe_missing() -> str | None:
+    """None if POE runs here, else why not (perl or POE missing)."""
     perl = shutil.which("perl")
     if perl is None:
         return "perl is not installed (apt-get install perl libpoe-perl)"
@@ -148,7 +160,7 @@ def _peers() -> dict[str, Peer]:
             "Perl POE::Component::Server::TCP (the Cookbook recipe), logs each line",
             ("perl", str(PEERS_DIR / "poe_echo.pl"), "0"),
             logs=True,
-            check=_poe_missing,
+            check=poe_missing,
         ),
     ]
     return {peer.name: peer for peer in peers}
@@ -156,6 +168,32 @@ def _peers() -> dict[str, Peer]:
 
 #: Every peer, in report order.
 PEERS: dict[str, Peer] = _peers()
+
+#: Peers that only some scenarios run (not part of ``--peers``' default list).
+EXTRA_PEERS: dict[str, Peer] = {
+    "ours-python-api": Peer(
+        "ours-python-api",
+        "peers/ours_python_api.py: the echo+log server on the public Python API "
+        "(Kernel, TCPServer, on_input), logging with sys.stdout.write",
+        (sys.executable, str(PEERS_DIR / "ours_python_api.py"), "0"),
+        logs=True,
+        ours=True,
+    ),
+}
+
+
+def jobs_peer(job: str, job_seconds: float, step_ms: float) -> Peer:
+    """``peers/ours_jobs.py``: echo, plus a ``job`` command run ``chunked`` or ``blocking``."""
+    return Peer(
+        f"ours-jobs-{job}",
+        f"peers/ours_jobs.py: echo; `job` runs a {job_seconds:g} s {job} job "
+        f"({step_ms:g} ms steps)",
+        (
+            sys.executable, str(PEERS_DIR / "ours_jobs.py"), "0", "--job", job,
+            "--job-seconds", f"{job_seconds:g}", "--step-ms", f"{step_ms:g}",
+        ),
+        ours=True,
+    )  # fmt: skip
 
 
 def peer_names() -> list[str]:
@@ -194,6 +232,17 @@ class RunningServer:
         # utime and stime (in clock ticks) are fields 14 and 15.
         fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int | None:
+        """The server's resident set size (VmRSS in /proc/PID/status), or None."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+        return None
 
     def stop(self) -> None:
         """SIGTERM by PID; SIGKILL after :data:`STOP_GRACE` seconds. Idempotent."""

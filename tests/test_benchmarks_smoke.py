@@ -1,8 +1,8 @@
-"""Smoke test of the benchmark harness: it runs, measures, writes results.
+"""Smoke test of the benchmark harness: every scenario runs, measures, writes results.
 
-No timing assertions: the figures depend on the machine. This only checks that a
-quick run of the throughput scenario ends well and reports a positive figure for
-the baseline and for our server.
+No timing assertions: the figures depend on the machine. One quick run of every
+scenario (``python -m benchmarks --quick``, about 40 s) must end well, and each
+scenario's JSON must hold positive figures for the baseline and for our server.
 """
 
 from __future__ import annotations
@@ -11,29 +11,84 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = ("asyncio-lines", "ours-spec")
+#: Scenarios that compare the peers chosen with --peers.
+PEER_SCENARIOS = ("throughput", "latency", "churn", "memory")
 
 
-def test_quick_throughput_run(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Run every scenario once with --quick; returns the output directory and stdout."""
+    out = tmp_path_factory.mktemp("benchmarks")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "throughput", "--quick",
-         "--peers", ",".join(PEERS), "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "benchmarks", "--quick", "--peers", ",".join(PEERS),
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
 
-    results = list(tmp_path.glob("throughput-*.json"))
-    assert len(results) == 1, results
-    data = json.loads(results[0].read_text())
-    assert data["scenario"] == "throughput"
+
+def result(out: Path, scenario: str) -> dict[str, Any]:
+    files = list(out.glob(f"{scenario}-2*.json"))
+    assert len(files) == 1, files
+    assert files[0].with_suffix(".md").exists()
+    data: dict[str, Any] = json.loads(files[0].read_text())
+    assert data["scenario"] == scenario
+    assert data["machine"]["cpu_model"]
+    assert not data["problems"], data["problems"]
+    return data
+
+
+@pytest.mark.parametrize("scenario", PEER_SCENARIOS)
+def test_peer_scenarios_measure_baseline_and_ours(
+    quick_run: tuple[Path, str], scenario: str
+) -> None:
+    out, stdout = quick_run
+    data = result(out, scenario)
     for name in PEERS:
         peer = data["peers"][name]
         assert peer["status"] == "ok", peer
         assert peer["median"] > 0
         assert all(sample > 0 for sample in peer["samples"])
+    assert f"| {PEERS[1]} |" in stdout
 
-    # The markdown summary is written and printed too.
-    assert list(tmp_path.glob("throughput-*.md"))
-    assert "| ours-spec |" in done.stdout
+
+def test_latency_reports_percentiles(quick_run: tuple[Path, str]) -> None:
+    metrics = result(quick_run[0], "latency")["peers"]["ours-spec"]["metrics"]
+    assert 0 < metrics["p50_us"]["median"] <= metrics["p99_us"]["median"]
+    assert metrics["p99_us"]["median"] <= metrics["p999_us"]["median"]
+
+
+@pytest.mark.parametrize("scenario", ["kernel", "filters"])
+def test_micro_benchmarks_report_rates(quick_run: tuple[Path, str], scenario: str) -> None:
+    rates = result(quick_run[0], scenario)["results"]["rates"]
+    assert rates
+    assert all(entry["median"] > 0 for entry in rates.values())
+    assert any(key.startswith(("kernel_", "get_")) for key in rates)
+
+
+def test_spec_vs_python_reports_both_and_the_ratio(quick_run: tuple[Path, str]) -> None:
+    data = result(quick_run[0], "spec-vs-python")
+    for name in ("asyncio-lines", "ours-spec", "ours-python-api"):
+        assert data["peers"][name]["status"] == "ok"
+    assert data["results"]["spec_over_python_throughput"] > 0
+
+
+def test_fairness_reports_three_variants(quick_run: tuple[Path, str]) -> None:
+    data = result(quick_run[0], "fairness")
+    assert {p["status"] for p in data["peers"].values()} == {"ok"}
+    assert set(data["results"]["p99_ms"]) == {"no job", "chunked job", "blocking job"}
+
+
+def test_soak_samples_rss_and_checks_the_server(quick_run: tuple[Path, str]) -> None:
+    facts = result(quick_run[0], "soak")["results"]
+    assert facts["samples"]
+    assert facts["rss_start"] > 0
+    assert facts["check"]["error"] is None
+    assert facts["within_bound"] in (True, False)

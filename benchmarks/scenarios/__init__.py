@@ -1,4 +1,8 @@
-"""The scenarios, by name. Each module has ``NAME``, ``TITLE`` and ``run(ctx, peers, options)``."""
+"""The scenarios, by name. Each module has ``NAME``, ``TITLE`` and ``run(ctx, peers, options)``.
+
+``peers`` are the peers chosen with ``--peers``: throughput, latency, churn and
+memory compare them; the other scenarios have fixed subjects (see each module).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 
 from ..results import Context, Options, ScenarioResult
 from ..servers import Peer
-from . import throughput
+from . import churn, fairness, filters, kernel, latency, memory, soak, spec_vs_python, throughput
 
 __all__ = ["SCENARIOS", "Scenario"]
 
@@ -21,5 +25,11 @@ class Scenario:
 
 #: Every scenario, in the order ``python -m benchmarks`` runs them.
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in [Scenario(throughput.NAME, throughput.TITLE, throughput.run)]
-}
+    s.name: s
+    for s in [
+        Scenario(m.NAME, m.TITLE, m.run)
+        for m in (
+            throughput, latency, churn, memory, kernel, filters, spec_vs_python, fairness, soak,
+        )
+    ]
+}  # fmt: skip

@@ -16,11 +16,10 @@ Method, for a noisy shared machine:
 
 from __future__ import annotations
 
-import datetime as _dt
-
 from .. import loadgen
-from ..results import Context, Options, PeerResult, Run, ScenarioResult
-from ..servers import Peer, ServerError, serve
+from ..results import Context, Options, Run, ScenarioResult
+from ..servers import Peer, RunningServer
+from .common import add_peers, new_result, round_robin, with_server
 
 NAME = "throughput"
 TITLE = "Throughput: pipelined lines over 50 connections"
@@ -37,100 +36,67 @@ DESCRIPTION = (
 )
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def run(ctx: Context, peers: list[Peer], options: Options) -> ScenarioResult:
     """Measure every available peer ``options.repeat`` times, round-robin."""
-    result = ScenarioResult(
-        name=NAME,
-        title=TITLE,
-        description=DESCRIPTION,
-        unit=UNIT,
-        settings={
-            "connections": CONNECTIONS,
-            "lines_per_batch": LINES_PER_BATCH,
-            "line_bytes": LINE_BYTES,
-            "seconds": options.seconds,
-            "warmup": options.warmup,
-            "repeat": options.repeat,
-            "quick": options.quick,
-            "order": "round-robin, rotated by one peer each repetition",
-        },
-        peers=[],
-        started=_now(),
-    )
-    runnable: list[PeerResult] = []
-    for peer in peers:
-        entry = PeerResult(peer, skipped=peer.unavailable())
-        result.peers.append(entry)
-        if entry.skipped is None:
-            runnable.append(entry)
-        else:
-            ctx.progress(f"{NAME}: skipping {peer.name}: {entry.skipped}")
+    settings = {
+        "connections": CONNECTIONS,
+        "lines_per_batch": LINES_PER_BATCH,
+        "line_bytes": LINE_BYTES,
+    }
+    result = new_result(NAME, TITLE, DESCRIPTION, UNIT, options, settings)
+    runnable = add_peers(ctx, result, peers)
 
-    for rep in range(options.repeat):
-        # Rotate the order each repetition: no peer is always first (or last).
-        shift = rep % len(runnable) if runnable else 0
-        for entry in runnable[shift:] + runnable[:shift]:
-            one = _measure(ctx, entry.peer, options, rep + 1)
-            entry.runs.append(one)
-            shown = (
-                f"{one.figure:,.0f} {UNIT}" if one.figure is not None else f"FAILED: {one.error}"
-            )
-            shares = [
-                f"{who} CPU {share:.0%}"
-                for who, share in (("server", one.server.get("cpu_share")),
-                                   ("loadgen", one.load.get("cpu_share")))
-                if isinstance(share, float)
-            ]  # fmt: skip
-            cpu = f" ({', '.join(shares)})" if shares else ""
-            ctx.progress(f"{NAME} [{rep + 1}/{options.repeat}] {entry.peer.name}: {shown}{cpu}")
-    result.finished = _now()
+    def measure(peer: Peer, repetition: int) -> Run:
+        return measure_rate(ctx, peer, options, NAME, repetition, connections=CONNECTIONS,
+                            lines=LINES_PER_BATCH)  # fmt: skip
+
+    round_robin(ctx, result, runnable, options, measure, lambda r: show_rate(r, UNIT))
     return result
 
 
-def _measure(ctx: Context, peer: Peer, options: Options, repetition: int) -> Run:
-    """One run: start the server, warm up, measure, stop it. Never raises for a bad peer."""
-    header = f"{NAME} repetition {repetition}"
-    stderr_path = ctx.logs_dir / f"{peer.name}.stderr.log"
-    run = Run(repetition, figure=None)
-    try:
-        with serve(peer, cpu=ctx.pinning.server_cpu, stderr_path=stderr_path, header=header) as srv:
-            cpu_before = srv.cpu_seconds()
-            load = loadgen.run(
-                ctx.loadgen,
-                srv.host,
-                srv.port,
-                connections=CONNECTIONS,
-                lines=LINES_PER_BATCH,
-                line_bytes=LINE_BYTES,
-                warmup=options.warmup,
-                seconds=options.seconds,
-            )
-            cpu_after = srv.cpu_seconds()
-            run.load = load.as_dict()
-            alive = srv.alive()
-            if cpu_before is not None and cpu_after is not None and load.wall_s > 0:
-                # The server's CPU share while the client ran: near 100% means the
-                # server is CPU-bound; far below means it waits (e.g. on the network).
-                server_cpu_share = (cpu_after - cpu_before) / load.wall_s
-            else:
-                server_cpu_share = None
-            if load.error is not None:
-                run.error = f"load generator: {load.error}"
-            elif not alive:
-                run.error = "the server exited during the run"
-            elif load.lines <= 0:
-                run.error = "no line was echoed in the measuring window"
-            else:
-                run.figure = load.rate
-        run.server = srv.describe() | {"cpu_share": server_cpu_share}
-        if srv.died_early and run.error is None:
-            run.error, run.figure = "the server exited during the run", None
-    except (ServerError, OSError, TimeoutError, RuntimeError) as exc:
-        run.error = f"{type(exc).__name__}: {exc}"
-    if run.error is not None:
-        run.error += f" (see {stderr_path})"
-    return run
+def show_rate(run: Run, unit: str) -> str:
+    """A run's figure and CPU shares, for the progress line."""
+    shares = [
+        f"{who} CPU {share:.0%}"
+        for who, share in (("server", run.server.get("cpu_share")),
+                           ("loadgen", run.load.get("cpu_share")))
+        if isinstance(share, float)
+    ]  # fmt: skip
+    cpu = f" ({', '.join(shares)})" if shares else ""
+    return f"{run.figure:,.0f} {unit}{cpu}"
+
+
+def measure_rate(
+    ctx: Context,
+    peer: Peer,
+    options: Options,
+    scenario: str,
+    repetition: int,
+    *,
+    connections: int,
+    lines: int = LINES_PER_BATCH,
+    mode: loadgen.Mode = "throughput",
+) -> Run:
+    """One run of the load generator in ``mode``; the figure is its rate (units/s)."""
+
+    def body(srv: RunningServer, run: Run) -> None:
+        load = loadgen.run(
+            ctx.loadgen,
+            srv.host,
+            srv.port,
+            connections=connections,
+            lines=lines,
+            line_bytes=LINE_BYTES,
+            warmup=options.warmup,
+            seconds=options.seconds,
+            mode=mode,
+        )
+        run.load = load.as_dict()
+        if load.error is not None:
+            run.error = f"load generator: {load.error}"
+        elif load.lines <= 0:
+            run.error = "nothing was echoed in the measuring window"
+        else:
+            run.figure = load.rate
+
+    return with_server(ctx, peer, scenario, repetition, body)
