@@ -352,6 +352,11 @@ class Connection(Session, asyncio.Protocol):
         self._watch = self.kernel.delay(delay, _WATCH, session=self)
 
     def _check_timeouts(self) -> None:
+        if self._watch in self.kernel._timers:
+            # Stale: this check was queued by a timer that fired just before the
+            # timer was re-armed (e.g. for the drain deadline) in the same tick.
+            # The timer now pending makes the real check when it fires.
+            return
         self._watch = 0
         state = self.state
         if state is CLOSED:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from statemachine_server import Connection, Kernel, LineFilter
+from statemachine_server.connection import _WATCH
 from statemachine_server.lifecycle import TABLE
 from statemachine_server.limits import Limits
 
@@ -295,3 +296,25 @@ def test_postponed_input_is_bounded_by_pausing_reading() -> None:
     assert not t.reading  # 3 postponed: the client waits, nothing is dropped
     drain(kernel)
     assert t.reading and t.written == b"work\n1\n2\n3\n"
+
+
+def test_a_timeout_check_already_queued_does_not_abort_a_fresh_close() -> None:
+    # The timeout timer fires (its event is queued) in the same tick as a handler
+    # closes the connection and re-arms the timer for the drain deadline: the
+    # stale check must not mistake itself for that deadline and cut the replies.
+    def bye(session: Connection, line: str) -> None:
+        session.put("bye")
+        session.close()
+
+    kernel, conn, t = open_connection(input=bye)
+    aborted: list[bool] = []
+    t.abort = lambda: aborted.append(True)  # type: ignore[attr-defined]
+    t.buffered = 1 << 20  # the client is slow: the close waits for the drain
+    conn.data_received(b"quit\n")
+    kernel._fire(conn._watch, _WATCH, ())  # the old timer's event, queued behind
+    drain(kernel)
+    assert conn.state == "closing"
+    assert t.written == b"bye\n"
+    assert not aborted
+    assert conn.server._counts["aborted"] == 0
+    assert conn._watch in kernel._timers  # the drain deadline still stands
