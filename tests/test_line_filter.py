@@ -124,3 +124,48 @@ def test_get_of_put_is_identity(records: list[str]) -> None:
     if not records:
         return
     assert f.get(f.put(records)) == records
+
+
+def stream_parts(pieces: list[bytes]) -> st.SearchStrategy[tuple[list[bytes], bytes]]:
+    piece = st.sampled_from(pieces)
+    return st.tuples(
+        st.lists(st.lists(piece, max_size=8).map(b"".join), max_size=40),
+        st.lists(piece, max_size=12).map(b"".join),
+    )
+
+
+@given(
+    parts=stream_parts([b"a", b"\r", b"\x00"]) | stream_parts([b"a", b"\r", b"\xc3\xa9", b"\xff"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=8),
+)
+def test_overlong_lines_are_caught_at_any_split(
+    parts: tuple[list[bytes], bytes], cuts: list[int]
+) -> None:
+    # A small limit, so that reads bigger than it (the slow path) and lines over
+    # it both happen; ASCII and non-ASCII text, with and without "\r".
+    limit = 6
+    lines, tail = parts
+    stream = b"".join(line + b"\n" for line in lines) + tail
+    expected: list[bytes] = []
+    overlong = False
+    for line in lines:
+        line = line[:-1] if line.endswith(b"\r") else line
+        if len(line) > limit:
+            overlong = True
+            break
+        expected.append(line)
+    else:
+        overlong = len(tail) > limit + 1
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    f = LineFilter(max_length=limit)
+    got: list[str] = []
+    failed = False
+    for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+        try:
+            got += f.get(stream[a:b])
+        except RecordTooLong as exc:
+            got += exc.records
+            failed = True
+            break
+    assert failed == overlong
+    assert [s.encode("utf-8", "surrogateescape") for s in got] == expected

@@ -88,8 +88,20 @@ class LineFilter:
         return lines
 
     def _checked(self, chunk: bytes) -> list[str]:
-        good: list[str] = []
         limit = self.max_length
+        text = chunk.decode("utf-8", "surrogateescape")
+        # The usual case: many short lines in one big read. For ASCII text (an O(1)
+        # test in CPython) characters are bytes, so the lengths are checked in C on
+        # the decoded lines; other text takes the per-line path below.
+        if text.isascii():
+            lines = text.split("\n")
+            if max(map(len, lines)) <= limit:
+                if "\r" in text:
+                    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+                if len(self._buf) > limit + 1:
+                    raise RecordTooLong(f"line longer than {limit} bytes", lines)
+                return lines
+        good: list[str] = []
         for raw in chunk.split(b"\n"):
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
