@@ -33,6 +33,7 @@ from .lifecycle import (
     DONE,
     EOF,
     ERROR,
+    EVENTS,
     FAST,
     FLUSHED,
     INPUT,
@@ -41,11 +42,12 @@ from .lifecycle import (
     POSTPONE,
     READING,
     STAY,
-    STEP,
     TIMEOUT,
     WORK,
+    WORK_FAILED,
     WORKING,
 )
+from .work.job import HELD_BACKLOG, Cancelled, Job, Offload
 
 if TYPE_CHECKING:
     from .filters import Filter
@@ -130,7 +132,8 @@ class Connection(Session, asyncio.Protocol):
         self._linger = False  # the client broke the framing: it may still be sending
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
-        self._job: tuple[Iterator[Any], Callable[..., Any] | None] | None = None
+        self._job: Job | None = None
+        self._named = None
         self._flush_wanted = False
         self._seen = 0.0  # loop time of admission, then of the last bytes received
         self._heard = False  # any byte received yet (first-byte vs idle timeout)
@@ -172,18 +175,50 @@ class Connection(Session, asyncio.Protocol):
         else:
             self.kernel._post(self, CLOSE, ())
 
-    def work(self, job: Iterator[Any], on_done: Callable[..., Any] | None = None) -> None:
-        """Run a generator (or any iterator) as chunked work: one ``next()`` per event.
+    def work(
+        self,
+        job: Iterator[Any] | Offload,
+        on_done: Callable[..., Any] | None = None,
+        *,
+        on_progress: Callable[..., Any] | None = None,
+        progress_every: float = 0.5,
+        on_error: Callable[..., Any] | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Run a generator as chunked work (:mod:`statemachine_server.work`).
 
         The connection is ``working`` until the generator returns; input that
-        arrives meanwhile is postponed. ``on_done(session, result)`` gets the
-        generator's return value.
+        arrives meanwhile is postponed and handled afterwards, in order.
+        ``on_done(session, result)`` gets the generator's return value and
+        ``on_progress(session, value)`` what it yields (at most once per
+        ``progress_every`` seconds). ``on_error(session, exc)`` gets an exception
+        raised by a step, :class:`~.work.WorkTimeout` after ``timeout`` seconds,
+        or :class:`~.work.Cancelled` at shutdown, and the connection goes on
+        reading; without ``on_error`` an exception is the connection's error (it
+        is logged and the connection closed, as for a handler). If the client
+        leaves, the generator is closed (its ``finally`` blocks run).
+
+        ``job`` may also be :func:`~.work.in_thread` or :func:`~.work.in_process`
+        ``(fn, *args)``, for a blocking call that cannot be chunked.
+
+        Raises:
+            RuntimeError: the connection is working already.
         """
-        self._deliver(WORK, (job, on_done))
+        if self.state is WORKING:
+            raise RuntimeError(f"session {self.id} is working already: one job at a time")
+        started = Job(
+            self, job, on_done,
+            on_progress=on_progress, progress_every=progress_every, on_error=on_error,
+        )  # fmt: skip
+        if self.state is READING:
+            self._deliver(WORK, (started, timeout))
+        else:  # closing or closed: nothing more is done for this client
+            started.cancel()
+        return started
 
     # -- the machine ----------------------------------------------------------------
 
-    def _deliver(self, event: str, args: tuple[Any, ...]) -> Any:
+    def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
         # The per-message path: one table lookup, identity tests, one call.
         if event is _RECORDS:
             self._deliver_records(args[0])
@@ -194,9 +229,7 @@ class Connection(Session, asyncio.Protocol):
         step = FAST[self.state].get(event)
         if step is not STAY:
             if step is None:
-                if self.kernel.trace:
-                    log.debug("session %d: %s ignored in %s", self.id, event, self.state)
-                return None
+                return self._deliver_other(event, args)
             if step is POSTPONE:
                 if self._postponed is None:
                     self._postponed = deque()
@@ -213,6 +246,25 @@ class Connection(Session, asyncio.Protocol):
         if self._postponed and self.state is READING:
             self._replay()
         return result
+
+    def _deliver_other(self, event: Any, args: tuple[Any, ...]) -> Any:
+        # Not a lifecycle event in this state: a callable queued by a timer or a
+        # job (a wake-up, a work timeout, a child's output), or the user's own
+        # named event (a timer, a post). Both are for a live connection only.
+        state = self.state
+        if state is CLOSED or state is CLOSING:
+            if self.kernel.trace:
+                log.debug("session %d: %s ignored in %s", self.id, event, state)
+            return None
+        if event.__class__ is not str:
+            return event(*args)
+        if event not in _LIFECYCLE_EVENTS:
+            handler = self.server.handlers.get(event)
+            if handler is not None:
+                return handler(self, *args)
+        if self.kernel.trace:
+            log.debug("session %d: %s ignored in %s", self.id, event, state)
+        return None
 
     def _deliver_records(self, records: list[Any]) -> None:
         # The records of one read travel as one queue entry: they would sit side by
@@ -309,6 +361,10 @@ class Connection(Session, asyncio.Protocol):
 
     def _shutdown(self) -> None:
         # Graceful: queued behind the input already received, so it is answered.
+        # A job would hold that input back until it ends: cancel it (its on_error
+        # hears Cancelled and may tell the client) so the drain can finish.
+        if self._job is not None and self.state is WORKING:
+            self.kernel._call_now(self, self._job.cancel, (Cancelled("server shutting down"),))
         self.kernel._post(self, CLOSE, ())
 
     # -- built-in actions (events that do more than call the user's handler) ----------
@@ -398,35 +454,41 @@ class Connection(Session, asyncio.Protocol):
         finally:
             self._refs -= 1  # the socket's reference: the tick frees the session
 
-    def _on_work(self, job: Iterator[Any], on_done: Callable[..., Any] | None) -> None:
-        self._job = (job, on_done)
-        self.kernel._post(self, STEP, ())
-
-    def _on_step(self) -> None:
-        if self._job is None:
-            return
-        try:
-            next(self._job[0])
-        except StopIteration as stop:
-            self._deliver(DONE, (stop.value,))
+    def _on_work(self, job: Job, timeout: float | None) -> None:
+        self._job = job
+        if timeout is not None:
+            job.set_timeout(timeout)
+        if self._paused & _BACKLOG:
+            job.hold(HELD_BACKLOG)
         else:
-            self.kernel._post(self, STEP, ())
+            self.kernel._schedule_work(job)
 
-    def _on_done(self, result: Any) -> None:
-        job, self._job = self._job, None
-        if job is not None and job[1] is not None:
-            job[1](self, result)
+    # The job calls these when it ends (see work.Job).
+    def _work_done(self, job: Job, result: Any) -> None:
+        self._deliver(DONE, (job, result))
+
+    def _work_failed(self, job: Job, exc: BaseException) -> None:
+        if job.on_error is None and not isinstance(exc, Cancelled):
+            self.kernel._errors += 1
+            self._failed(WORK, exc)  # the connection's error: logged, then closed
+        else:
+            self._deliver(WORK_FAILED, (job, exc))
+
+    def _on_done(self, job: Job, result: Any) -> None:
+        self._job = None
+        if job.on_done is not None:
+            job.on_done(self, result)
+
+    def _on_work_failed(self, job: Job, exc: BaseException) -> None:
+        self._job = None
+        if job.on_error is not None:
+            job.on_error(self, exc)
 
     def _close_job(self) -> None:
         # Runs the job's ``finally`` blocks; its failure must not stop the close.
         if self._job is not None:
             job, self._job = self._job, None
-            close = getattr(job[0], "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    log.error("session %d: closing its job raised %r", self.id, exc)
+            job.cancel()
 
     # -- output ---------------------------------------------------------------------
 
@@ -517,7 +579,7 @@ class Connection(Session, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._paused & _DISCARD:
             return
-        self._seen = self.kernel._loop.time()  # type: ignore[union-attr]  # data means a loop
+        self._seen = self.kernel.time()
         self._heard = True
         try:
             records = self._filter.get(data)
@@ -549,14 +611,20 @@ class Connection(Session, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._pause(_BACKLOG)
+        if self._job is not None:
+            self._job.hold(HELD_BACKLOG)  # no more output from it until the client reads
         self.kernel._post(self, OUTPUT_HIGH, ())
 
     def resume_writing(self) -> None:
         self._resume(_BACKLOG)
+        if self._job is not None:
+            self._job.release(HELD_BACKLOG)
         self.kernel._post(self, OUTPUT_LOW, ())
         if self._flush_wanted:
             self._poll_flushed()
 
+
+_LIFECYCLE_EVENTS = frozenset(EVENTS)
 
 #: Events whose effect is built in; the rest just call the user's handler.
 _ACTIONS: dict[str, Callable[..., Any]] = {
@@ -565,6 +633,6 @@ _ACTIONS: dict[str, Callable[..., Any]] = {
     ERROR: Connection._on_error,
     CLOSED_EVENT: Connection._on_closed,
     WORK: Connection._on_work,
-    STEP: Connection._on_step,
     DONE: Connection._on_done,
+    WORK_FAILED: Connection._on_work_failed,
 }

@@ -37,9 +37,14 @@ import signal
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from itertools import count
-from typing import Any
+from time import monotonic, perf_counter
+from typing import Any, Protocol
 
 import msgspec
+
+from .timers import TimerQueue
+from .work.job import Cancelled, Job, Offload
+from .work.pools import Pools
 
 __all__ = ["Handler", "Kernel", "KernelStatistics", "Session"]
 
@@ -49,9 +54,24 @@ log = logging.getLogger("statemachine_server")
 #: :meth:`Kernel.call` returns.
 Handler = Callable[..., Any]
 
+_NEVER = float("inf")
+
+#: The default work slice: short enough that a client waiting behind chunked work
+#: waits about a millisecond, long enough that a tick's fixed cost (a socket poll,
+#: tens of microseconds) stays a few percent of the work.
+DEFAULT_SLICE = 0.001
+
 STARTED = "started"
 STOPPED = "stopped"
 SHUTDOWN = "shutdown"
+
+
+class Clock(Protocol):
+    """A source of time for the kernel's timers (see :class:`~.testing.VirtualClock`)."""
+
+    def time(self) -> float: ...
+
+    def _attach(self, kernel: Kernel) -> None: ...
 
 
 class KernelStatistics(msgspec.Struct, frozen=True):
@@ -63,6 +83,13 @@ class KernelStatistics(msgspec.Struct, frozen=True):
     timers_pending: int
     ticks: int
     handler_errors: int
+    #: Chunked-work jobs alive (running, sleeping, waiting for a pool or a child).
+    jobs: int = 0
+    #: ... of which ready to step at the next tick.
+    jobs_runnable: int = 0
+    #: Calls running in the thread and process pools, and calls waiting for a slot.
+    pool_calls: int = 0
+    pool_waiting: int = 0
 
 
 class Session:
@@ -84,7 +111,9 @@ class Session:
             report their lifecycle state.
     """
 
-    __slots__ = ("__weakref__", "_handlers", "_refs", "_timers", "heap", "id", "kernel", "state")
+    __slots__ = (
+        "__weakref__", "_handlers", "_named", "_refs", "_timers", "heap", "id", "kernel", "state",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -99,6 +128,7 @@ class Session:
         self._handlers = handlers or {}
         self._refs = 0
         self._timers: set[int] | None = None
+        self._named: dict[str, int] | None = None
         self.state = "running"
         self.id = kernel._register(self)
         if alias is not None:
@@ -113,7 +143,9 @@ class Session:
         if self._refs == 0:
             self.kernel._stop_session(self)
 
-    def _deliver(self, event: str, args: tuple[Any, ...]) -> Any:
+    def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
+        if event.__class__ is not str:  # a callable queued by a timer or a job
+            return event(*args)  # type: ignore[operator]
         handler = self._handlers.get(event)
         if handler is None:
             if self.kernel.trace:
@@ -150,6 +182,81 @@ class Session:
         """Queue ``event`` for this session."""
         self.kernel._post(self, event, args)
 
+    def work(
+        self,
+        job: Iterator[Any] | Offload,
+        on_done: Callable[..., Any] | None = None,
+        *,
+        on_progress: Callable[..., Any] | None = None,
+        progress_every: float = 0.5,
+        on_error: Callable[..., Any] | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Run a generator as chunked work (see :mod:`statemachine_server.work`).
+
+        ``on_done(session, result)`` gets its return value; ``on_progress(session,
+        value)`` what it yields (rate-limited); ``on_error(session, exc)`` its
+        exception, a :class:`~.work.WorkTimeout` after ``timeout`` seconds, or a
+        :class:`~.work.Cancelled`; without ``on_error`` those are the session's
+        error event.
+        """
+        started = Job(
+            self, job, on_done,
+            on_progress=on_progress, progress_every=progress_every, on_error=on_error,
+        )  # fmt: skip
+        self._refs += 1  # a job keeps its session alive until it ends
+        if timeout is not None:
+            started.set_timeout(timeout)
+        self.kernel._schedule_work(started)
+        return started
+
+    def _work_done(self, job: Job, result: Any) -> None:
+        try:
+            if job.on_done is not None:
+                self.kernel._call_now(self, job.on_done, (self, result))
+        finally:
+            self.kernel._release(self)
+
+    def _work_failed(self, job: Job, exc: BaseException) -> None:
+        try:
+            if job.on_error is not None:
+                self.kernel._call_now(self, job.on_error, (self, exc))
+            elif not isinstance(exc, Cancelled):
+                self.kernel._errors += 1
+                self._failed("work", exc)
+        finally:
+            self.kernel._release(self)
+
+    def timer(
+        self, event: str, seconds: float | None, *args: Any, every: float | None = None
+    ) -> int | None:
+        """Set this session's timer named ``event``: post ``event`` in ``seconds``.
+
+        A session has at most one timer per name: setting it again replaces it, and
+        ``seconds=None`` clears it (POE's ``delay``). With ``every`` it repeats.
+
+        Returns:
+            The timer id, or None when it was cleared.
+        """
+        kernel = self.kernel
+        named = self._named
+        if named is not None and event in named:
+            kernel.cancel(named[event])
+        if seconds is None:
+            return None
+        if named is None:
+            named = self._named = {}
+        tid = kernel._add_timer(kernel.time() + seconds, self, event, args, every, event)
+        named[event] = tid
+        return tid
+
+    def timers(self) -> dict[str, float]:
+        """This session's named timers: name to due time on the kernel's clock."""
+        if not self._named:
+            return {}
+        found = {name: self.kernel._timers.get(tid) for name, tid in self._named.items()}
+        return {name: timer.when for name, timer in found.items() if timer is not None}
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.state}>"
 
@@ -159,19 +266,35 @@ class Kernel:
 
     Args:
         trace: log every dispatch and every lifecycle transition (``--trace``).
+        clock: where timers get the time; the event loop's clock by default. A
+            :class:`~.testing.VirtualClock` makes time-based tests instant.
 
     A kernel can be driven by :meth:`run` (for scripts: it owns the loop and the
     signals) or awaited with :meth:`serve` inside an existing asyncio program.
     """
 
-    def __init__(self, *, trace: bool = False):
+    def __init__(
+        self, *, trace: bool = False, clock: Clock | None = None, slice: float = DEFAULT_SLICE
+    ):
+        if not slice > 0:
+            raise ValueError("slice must be a positive number of seconds")
         self.trace = trace
+        #: Seconds of chunked work per tick, shared by the runnable jobs.
+        self.slice = slice
+        # Jobs that can run a step now, in turn order (see statemachine_server.work).
+        self._runnable: deque[Job] = deque()
+        self._pool: Pools | None = None
+        self._jobs = 0  # jobs alive
         self._queue: deque[tuple[Session, str, tuple[Any, ...]]] = deque()
         self._sessions: dict[int, Session] = {}
         self._aliases: dict[str, Session] = {}
         self._ids: Iterator[int] = count(1)
-        self._timer_ids: Iterator[int] = count(1)
-        self._timers: dict[int, tuple[asyncio.TimerHandle, Session]] = {}
+        self._clock = clock
+        self._timers = TimerQueue()
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_due = _NEVER  # when the loop wakes us for timers next
+        if clock is not None:
+            clock._attach(self)
         # Objects with a ``_flush()`` method, flushed once at the end of the tick.
         self._dirty: list[Any] = []
         # Called at the end of every tick (e.g. the console log's flush).
@@ -242,9 +365,9 @@ class Kernel:
             del self._aliases[alias]
         if session._timers:
             for tid in session._timers:
-                handle, _ = self._timers.pop(tid)
-                handle.cancel()
+                self._timers.cancel(tid)
             session._timers = None
+        session._named = None
         try:
             session._stopped()
         except Exception as exc:
@@ -287,13 +410,15 @@ class Kernel:
             raise LookupError(f"no session {target!r}")
         return self._call_now(session, event, args)
 
-    def _call_now(self, session: Session, event: str, args: tuple[Any, ...]) -> Any:
+    def _call_now(
+        self, session: Session, event: str | Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
         previous, self.current = self.current, session
         try:
             return session._deliver(event, args)
         except Exception as exc:
             self._errors += 1
-            session._failed(event, exc)
+            session._failed(event if isinstance(event, str) else "work", exc)
             return None
         finally:
             self.current = previous
@@ -333,67 +458,176 @@ class Kernel:
                 self._stop_session(session)
         self.current = None
         self._dispatched += n
-        dirty = self._dirty
-        if dirty:
-            self._dirty = []
-            for item in dirty:
-                item._flush()
+        if self._dirty:
+            self._flush_dirty()
+        if self._runnable:
+            # Work runs last, after the replies of this tick's events are written:
+            # a slice never holds back an answer that is ready.
+            self._run_work()
+            if self._dirty:
+                self._flush_dirty()
         for hook in self._tick_hooks:
             try:
                 hook()
             except Exception as exc:  # e.g. stdout closed under the console log
                 self._errors += 1
                 log.error("end-of-tick hook %r raised %r", hook, exc)
-        if queue and not self._scheduled and self._loop is not None:
+        if (queue or self._runnable) and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._tick)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for item in dirty:
+            item._flush()
+
+    def _busy(self) -> bool:
+        """Anything to do at the next tick: events, runnable work, or output."""
+        return bool(self._queue or self._runnable or self._dirty)
+
+    # -- chunked work -----------------------------------------------------------
+
+    def _schedule_work(self, job: Job) -> None:
+        if not job.queued:
+            job.queued = True
+            self._runnable.append(job)
+            self._wake()
+
+    def _run_work(self) -> None:
+        # Round robin within one slice: the job at the head steps until the slice
+        # is used (then it goes to the back, so the next tick starts with the
+        # next job) or until it ends or waits (then the next job gets the rest).
+        runnable = self._runnable
+        deadline = perf_counter() + self.slice
+        for _ in range(len(runnable)):
+            job = runnable[0]
+            session = self.current = job.session
+            try:
+                more = job.run(deadline)
+            except Exception as exc:  # raised by on_done / on_error: the session's error
+                self._errors += 1
+                session._failed("work", exc)
+                more = False
+            finally:
+                self.current = None
+            if more:
+                runnable.rotate(-1)
+                break
+            job.queued = False
+            runnable.popleft()  # nothing goes in at the front, so it is still there
+            if perf_counter() >= deadline:
+                break
+
+    def _pools(self) -> Pools:
+        if self._pool is None:
+            self._pool = Pools(self)
+        return self._pool
 
     # -- timers ---------------------------------------------------------------
 
     def time(self) -> float:
-        """The kernel's clock (the loop's monotonic clock), for :meth:`alarm`."""
-        return self._running_loop().time()
+        """The kernel's clock, for :meth:`alarm`: the loop's monotonic clock, or the
+        virtual clock the kernel was made with."""
+        if self._clock is not None:
+            return self._clock.time()
+        loop = self._loop or _running_loop_or_none()
+        # Before the loop runs: the same monotonic clock the standard loop reads.
+        return loop.time() if loop is not None else monotonic()
 
-    def delay(self, seconds: float, event: str, *args: Any, session: Session | None = None) -> int:
+    def delay(
+        self,
+        seconds: float,
+        event: str,
+        *args: Any,
+        session: Session | None = None,
+        every: float | None = None,
+    ) -> int:
         """Post ``event`` to a session (the current one by default) after ``seconds``.
+
+        Args:
+            every: make it periodic: after the first firing, once every ``every``
+                seconds until cancelled (periods missed while busy are skipped).
 
         Returns:
             A timer id for :meth:`cancel`.
         """
-        return self.alarm(self.time() + seconds, event, *args, session=session)
+        return self.alarm(self.time() + seconds, event, *args, session=session, every=every)
 
-    def alarm(self, when: float, event: str, *args: Any, session: Session | None = None) -> int:
+    def alarm(
+        self,
+        when: float,
+        event: str,
+        *args: Any,
+        session: Session | None = None,
+        every: float | None = None,
+    ) -> int:
         """Post ``event`` at the absolute time ``when`` on :meth:`time`'s clock."""
-        target = session or self._current()
-        tid = next(self._timer_ids)
-        handle = self._running_loop().call_at(when, self._fire, tid, event, args)
-        self._timers[tid] = (handle, target)
+        return self._add_timer(when, session or self._current(), event, args, every, None)
+
+    def _add_timer(
+        self,
+        when: float,
+        target: Session,
+        event: str | Callable[..., Any],
+        args: tuple[Any, ...],
+        every: float | None,
+        name: str | None,
+    ) -> int:
+        timer = self._timers.add(when, target, event, args, every=every, name=name)
         if target._timers is None:
             target._timers = set()
-        target._timers.add(tid)
-        target._refs += 1
-        return tid
+        target._timers.add(timer.id)
+        target._refs += 1  # a pending timer keeps its session alive (POE's rule)
+        if when < self._timer_due:
+            self._arm()
+        return timer.id
 
     def cancel(self, timer_id: int) -> bool:
         """Cancel a pending timer. Returns False if it already fired or is unknown."""
-        entry = self._timers.pop(timer_id, None)
-        if entry is None:
+        timer = self._timers.cancel(timer_id)
+        if timer is None:
             return False
-        handle, session = entry
-        handle.cancel()
-        assert session._timers is not None
+        session = timer.target
         session._timers.discard(timer_id)
+        if timer.name is not None and session._named is not None:
+            session._named.pop(timer.name, None)
         self._release(session)
         return True
 
-    def _fire(self, tid: int, event: str, args: tuple[Any, ...]) -> None:
-        _, session = self._timers.pop(tid)
-        assert session._timers is not None
-        session._timers.discard(tid)
-        # Timer events go through the queue like any other; post before release
-        # so the session stays alive to receive it.
-        self._post(session, event, args)
-        self._release(session)
+    def _arm(self) -> None:
+        # One loop wake-up, for the earliest timer; re-armed when an earlier one
+        # is added or this one fires. A virtual clock fires timers itself.
+        due = self._timers.next_due()
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        self._timer_due = _NEVER if due is None else due
+        if due is not None and self._clock is None:
+            loop = self._loop or _running_loop_or_none()
+            if loop is not None:  # else serve() arms it when the loop starts
+                self._loop = loop
+                self._timer_handle = loop.call_at(due, self._on_timers)
+
+    def _on_timers(self) -> None:
+        self._timer_handle = None
+        # A loop may wake a little early (uvloop's timers have millisecond grain):
+        # timers due within that grain fire now rather than spin the loop.
+        loop = self._running_loop()
+        self._fire_due(self.time() + getattr(loop, "_clock_resolution", 0.001))
+
+    def _fire_due(self, now: float) -> None:
+        timers = self._timers
+        while (timer := timers.pop_due(now)) is not None:
+            session = timer.target
+            # Timer events go through the queue like any other; post before any
+            # release so the session stays alive to receive it.
+            self._post(session, timer.event, timer.args)  # type: ignore[arg-type]
+            if timer.every is None:
+                session._timers.discard(timer.id)
+                if timer.name is not None and session._named is not None:
+                    session._named.pop(timer.name, None)
+                self._release(session)
+        self._arm()
 
     # -- running --------------------------------------------------------------
 
@@ -419,12 +653,18 @@ class Kernel:
         starters, self._starters = self._starters, []
         for starter in starters:
             await starter()
-        if self._queue and not self._scheduled:
+        if self._busy() and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._tick)
-        if not self._sessions:
-            return
-        await self._finished
+        if self._timers and self._timer_handle is None:
+            self._arm()  # timers set before the loop ran
+        try:
+            if self._sessions:
+                await self._finished
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def stop(self) -> None:
         """Stop serving at once; :meth:`serve` returns. Nothing is drained."""
@@ -505,11 +745,22 @@ class Kernel:
             timers_pending=len(self._timers),
             ticks=self._ticks,
             handler_errors=self._errors,
+            jobs=self._jobs,
+            jobs_runnable=sum(1 for job in self._runnable if not job.held and not job.finished),
+            pool_calls=self._pool.statistics()[0] if self._pool else 0,
+            pool_waiting=self._pool.statistics()[1] if self._pool else 0,
         )
 
     def sessions(self) -> list[Session]:
         """The live sessions, oldest first."""
         return list(self._sessions.values())
+
+
+def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -14,8 +14,10 @@ States:
 ``reading``
     Ready: each ``input`` event goes to the handler at once.
 ``working``
-    Chunked work is in progress (``work`` started it, ``step`` events drive it,
-    ``done`` ends it). Input is postponed.
+    Chunked work is in progress: ``work`` started it, the kernel steps it in
+    slices between ticks (:mod:`statemachine_server.work`), and ``done`` (it
+    returned) or ``work_failed`` (it raised, timed out or was cancelled, and the
+    session asked to hear of that) ends it. Input is postponed.
 ``replying``
     Output is backed up past the high-water mark: the client is not reading its
     replies. Socket reading is paused and input is postponed until the backlog
@@ -76,8 +78,8 @@ STATES: Final = (ACCEPTING, READING, WORKING, REPLYING, CLOSING, CLOSED)
 CONNECTED: Final = "connected"  # admitted: the handler's on_connected runs
 INPUT: Final = "input"  # one record from the filter
 WORK: Final = "work"  # chunked work starts
-STEP: Final = "step"  # one slice of chunked work
-DONE: Final = "done"  # chunked work finished
+DONE: Final = "done"  # chunked work returned
+WORK_FAILED: Final = "work_failed"  # ... raised, timed out or was cancelled
 OUTPUT_HIGH: Final = "output_high"  # transport buffer passed the high-water mark
 OUTPUT_LOW: Final = "output_low"  # ... and drained below the low-water mark
 FLUSHED: Final = "flushed"  # every reply so far has left our buffers
@@ -87,7 +89,7 @@ TIMEOUT: Final = "timeout"  # a connection timer ran out
 ERROR: Final = "error"  # a handler raised, or the peer broke the framing
 CLOSED_EVENT: Final = "closed"  # the socket is gone (connection_lost)
 EVENTS: Final = (
-    CONNECTED, INPUT, WORK, STEP, DONE, OUTPUT_HIGH, OUTPUT_LOW, FLUSHED,
+    CONNECTED, INPUT, WORK, DONE, WORK_FAILED, OUTPUT_HIGH, OUTPUT_LOW, FLUSHED,
     EOF, CLOSE, TIMEOUT, ERROR, CLOSED_EVENT,
 )  # fmt: skip
 
@@ -99,8 +101,8 @@ TRANSITIONS: Final[list[dict[str, object]]] = [
     {"trigger": CONNECTED, "source": ACCEPTING, "dest": READING},
     {"trigger": INPUT, "source": READING, "dest": READING},
     {"trigger": WORK, "source": READING, "dest": WORKING},
-    {"trigger": STEP, "source": WORKING, "dest": WORKING},
     {"trigger": DONE, "source": WORKING, "dest": READING},
+    {"trigger": WORK_FAILED, "source": WORKING, "dest": READING},
     {"trigger": OUTPUT_HIGH, "source": READING, "dest": REPLYING},
     # While working, backpressure pauses reading (and later the job) in place.
     {"trigger": OUTPUT_HIGH, "source": WORKING, "dest": WORKING},

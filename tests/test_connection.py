@@ -3,81 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+from fakes import FakeServer, FakeTransport
 
-from statemachine_server import Connection, Kernel, LineFilter
-from statemachine_server.connection import _WATCH
+from statemachine_server import Connection, Kernel
 from statemachine_server.lifecycle import TABLE
 from statemachine_server.limits import Limits
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-        self.eof = False
-        self.reading = True
-        self.buffered = 0  # what get_write_buffer_size reports
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    @property
-    def shut(self) -> bool:
-        """Our side is done: output shut (lingering close) or socket closed."""
-        return self.closed or self.eof
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 4242) if name == "peername" else None
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-
-class FakeServer:
-    """What a Connection needs from its server."""
-
-    def __init__(self, kernel: Kernel, **handlers: Any) -> None:
-        self.kernel = kernel
-        self.handlers = handlers
-        self.dispatch = Connection.dispatch(handlers)
-        self.filter_factory = lambda: LineFilter(max_length=16)
-        self.released: list[int] = []
-        self.limits = Limits()
-        self._counts: Counter[str] = Counter()
-
-    def _arrived(self, conn: Connection) -> None:
-        conn._admit()
-
-    def _released(self, conn: Connection) -> None:
-        self.released.append(conn.id)
-
-
 def drain(kernel: Kernel) -> None:
-    while kernel._queue or kernel._dirty:
+    while kernel._busy():
         kernel._tick()
 
 
@@ -160,6 +98,7 @@ def test_input_during_work_is_postponed_in_order_with_eof() -> None:
             session.put(line)
 
     kernel, conn, t = open_connection(input=on_input)
+    kernel.slice = 1e-9  # one step per tick
     conn.data_received(b"a\nwork\nb\nc\n")
     conn.eof_received()
     kernel._tick()  # a, work (starts), b, c, eof: the last three are postponed
@@ -287,6 +226,7 @@ def test_postponed_input_is_bounded_by_pausing_reading() -> None:
         session.put(line)
 
     kernel, conn, t = open_connection(input=on_input)
+    kernel.slice = 1e-9  # one step per tick
     conn.server.limits = Limits(max_postponed=3)  # type: ignore[misc]
     conn.data_received(b"work\n1\n2\n")
     kernel._tick()
@@ -311,7 +251,7 @@ def test_a_timeout_check_already_queued_does_not_abort_a_fresh_close() -> None:
     t.abort = lambda: aborted.append(True)  # type: ignore[attr-defined]
     t.buffered = 1 << 20  # the client is slow: the close waits for the drain
     conn.data_received(b"quit\n")
-    kernel._fire(conn._watch, _WATCH, ())  # the old timer's event, queued behind
+    kernel._fire_due(kernel.time() + 3600)  # the old timer fires: its event queued behind
     drain(kernel)
     assert conn.state == "closing"
     assert t.written == b"bye\n"

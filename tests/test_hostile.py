@@ -409,7 +409,8 @@ async def test_second_signal_stops_at_once() -> None:
     script = (
         "from statemachine_server import Kernel, TCPServer\n"
         "kernel = Kernel()\n"
-        "server = TCPServer(kernel, on_input=lambda s, l: s.work(iter(int, 1)))\n"
+        # A reply the client never reads: the graceful close waits for it.
+        "server = TCPServer(kernel, on_input=lambda s, l: s.put('x' * (8 << 20)))\n"
         "print(f'listening on {server.host}:{server.port}', flush=True)\n"
         "kernel.run(drain_timeout=60)\n"
     )

@@ -36,7 +36,7 @@ import msgspec
 from ..connection import Connection
 from ..filters import Filter, LineFilter
 from ..kernel import Handler, Kernel, Session
-from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, TIMEOUT
+from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, EVENTS, FLUSHED, INPUT, TIMEOUT
 from ..limits import Limits
 
 __all__ = ["ServerStatistics", "TCPServer"]
@@ -93,6 +93,11 @@ class TCPServer(Session):
         filter: makes a fresh filter for each connection (default: lines).
         limits: connection counts, buffer marks and timeouts (:class:`Limits`).
         alias: a kernel alias for this server's session.
+        handlers: the connections' own named events (POE's ``InlineStates``):
+            ``{"tick": handler}`` runs ``handler(session, *args)`` when ``tick`` is
+            posted to a connection (``session.post``, ``session.timer``). They run
+            in any live state, ``working`` included, and are dropped once the
+            connection is closing.
     """
 
     __slots__ = (
@@ -128,8 +133,15 @@ class TCPServer(Session):
         filter: Callable[[], Filter] = LineFilter,
         limits: Limits = DEFAULT_LIMITS,
         alias: str | None = None,
+        handlers: dict[str, Handler] | None = None,
     ):
-        handlers = {
+        reserved = set(EVENTS) & set(handlers or ())
+        if reserved:
+            raise ValueError(
+                f"handlers: {sorted(reserved)} are lifecycle events; use the on_* arguments"
+            )
+        given: dict[str, Handler | None] = {
+            **(handlers or {}),
             INPUT: on_input,
             CONNECTED: on_connected,
             CLOSED_EVENT: on_disconnected,
@@ -137,7 +149,7 @@ class TCPServer(Session):
             FLUSHED: on_flushed,
             TIMEOUT: on_timeout,
         }
-        self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
+        self.handlers: dict[str, Handler] = {k: v for k, v in given.items() if v is not None}
         self.dispatch = Connection.dispatch(self.handlers)
         self.filter_factory = filter
         self.limits = limits

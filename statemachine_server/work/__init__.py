@@ -1,0 +1,13 @@
+"""Long tasks that never stall other clients: chunked work, pools, child processes.
+
+* :class:`Job` (``session.work(generator)``): a generator stepped in time slices
+  between the kernel's ticks (:mod:`.job` explains the schedule);
+* :func:`sleep`, :func:`in_thread`, :func:`in_process`: what a step may yield to
+  wait for a timer or for a call in a pool (:mod:`.pools`) without blocking;
+* :class:`Child` (``session.spawn(argv)``): a child process whose output lines
+  and exit status arrive as queued events (:mod:`.child`).
+"""
+
+from .job import Cancelled, Job, WorkTimeout, in_process, in_thread, sleep
+
+__all__ = ["Cancelled", "Job", "WorkTimeout", "in_process", "in_thread", "sleep"]
