@@ -8,9 +8,16 @@ is exactly ``__all__``; everything else may change.
 from __future__ import annotations
 
 from .connection import Connection
-from .errors import ProtocolError, RecordTooLong, SpecError, StateMachineServerError
+from .errors import (
+    LimitReached,
+    ProtocolError,
+    RecordTooLong,
+    SpecError,
+    StateMachineServerError,
+)  # fmt: skip
 from .filters import Filter, LineFilter
 from .kernel import Kernel, KernelStatistics, Session
+from .limits import Limits
 from .net.tcp import ServerStatistics, TCPServer
 
 __version__ = "0.1.0"
@@ -20,6 +27,8 @@ __all__ = [
     "Filter",
     "Kernel",
     "KernelStatistics",
+    "LimitReached",
+    "Limits",
     "LineFilter",
     "ProtocolError",
     "RecordTooLong",

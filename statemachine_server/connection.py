@@ -47,6 +47,7 @@ from .lifecycle import (
     WORK_FAILED,
     WORKING,
 )
+from .work.child import Child
 from .work.job import HELD_BACKLOG, Cancelled, Job, Offload
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class Connection(Session, asyncio.Protocol):
     """
 
     __slots__ = (
+        "_children",
         "_dirty",
         "_eof_sent",
         "_filter",
@@ -133,6 +135,7 @@ class Connection(Session, asyncio.Protocol):
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
         self._job: Job | None = None
+        self._children: set[Child] | None = None  # child processes it started
         self._named = None
         self._flush_wanted = False
         self._seen = 0.0  # loop time of admission, then of the last bytes received
@@ -250,14 +253,16 @@ class Connection(Session, asyncio.Protocol):
     def _deliver_other(self, event: Any, args: tuple[Any, ...]) -> Any:
         # Not a lifecycle event in this state: a callable queued by a timer or a
         # job (a wake-up, a work timeout, a child's output), or the user's own
-        # named event (a timer, a post). Both are for a live connection only.
+        # named event (a timer, a post), which is for a live connection only.
+        if event.__class__ is not str:
+            # Bookkeeping (a job's wake-up, a child's exit) must run even after the
+            # close, to free what it holds; what it would send is dropped by put().
+            return event(*args)
         state = self.state
         if state is CLOSED or state is CLOSING:
             if self.kernel.trace:
                 log.debug("session %d: %s ignored in %s", self.id, event, state)
             return None
-        if event.__class__ is not str:
-            return event(*args)
         if event not in _LIFECYCLE_EVENTS:
             handler = self.server.handlers.get(event)
             if handler is not None:
@@ -321,6 +326,9 @@ class Connection(Session, asyncio.Protocol):
             self._postponed = None
             self._out = []
             self._close_job()
+            if self._children:
+                for child in list(self._children):
+                    child.kill()  # their exit events still come, and free them
             self._watch = 0  # cancelled with the other timers just below
             if self._timers:
                 for tid in list(self._timers):
@@ -613,12 +621,18 @@ class Connection(Session, asyncio.Protocol):
         self._pause(_BACKLOG)
         if self._job is not None:
             self._job.hold(HELD_BACKLOG)  # no more output from it until the client reads
+        if self._children:
+            for child in self._children:
+                child._pause_output(True)
         self.kernel._post(self, OUTPUT_HIGH, ())
 
     def resume_writing(self) -> None:
         self._resume(_BACKLOG)
         if self._job is not None:
             self._job.release(HELD_BACKLOG)
+        if self._children:
+            for child in self._children:
+                child._pause_output(False)
         self.kernel._post(self, OUTPUT_LOW, ())
         if self._flush_wanted:
             self._poll_flushed()

@@ -12,7 +12,9 @@ Three kinds of failure cross layer boundaries, and each is handled differently:
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "RecordTooLong", "SpecError", "StateMachineServerError"]
+__all__ = [
+    "LimitReached", "ProtocolError", "RecordTooLong", "SpecError", "StateMachineServerError",
+]  # fmt: skip
 
 
 class StateMachineServerError(Exception):
@@ -57,3 +59,7 @@ class RecordTooLong(ProtocolError):
     def __init__(self, message: str, records: list[str] | None = None):
         super().__init__(message)
         self.records: list[str] = records if records is not None else []
+
+
+class LimitReached(StateMachineServerError):
+    """Starting something would pass a server's limit (``max_children``, say)."""

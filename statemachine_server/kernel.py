@@ -35,7 +35,7 @@ import asyncio
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from itertools import count
 from time import monotonic, perf_counter
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .timers import TimerQueue
+from .work.child import Child
 from .work.job import Cancelled, Job, Offload
 from .work.pools import Pools
 
@@ -227,6 +228,17 @@ class Session:
         finally:
             self.kernel._release(self)
 
+    def run_process(self, argv: Sequence[str], **options: Any) -> Child:
+        """Start a child process; its output lines and exit come as queued events.
+
+        See :class:`~.work.child.Child` for ``options`` (``stdin``, ``on_stdout``,
+        ``on_stderr``, ``on_exit``, ``on_error``, ``max_line``, ``kill_grace``).
+
+        Raises:
+            LimitReached: the server runs ``max_children`` children already.
+        """
+        return Child(self, argv, **options)
+
     def timer(
         self, event: str, seconds: float | None, *args: Any, every: float | None = None
     ) -> int | None:
@@ -285,7 +297,8 @@ class Kernel:
         self._runnable: deque[Job] = deque()
         self._pool: Pools | None = None
         self._jobs = 0  # jobs alive
-        self._queue: deque[tuple[Session, str, tuple[Any, ...]]] = deque()
+        # (session, event name or a callable, args): see Session._deliver.
+        self._queue: deque[tuple[Session, Any, tuple[Any, ...]]] = deque()
         self._sessions: dict[int, Session] = {}
         self._aliases: dict[str, Session] = {}
         self._ids: Iterator[int] = count(1)
@@ -423,7 +436,9 @@ class Kernel:
         finally:
             self.current = previous
 
-    def _post(self, session: Session, event: str, args: tuple[Any, ...]) -> None:
+    def _post(
+        self, session: Session, event: str | Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
         session._refs += 1
         self._queue.append((session, event, args))
         if not self._scheduled and self._loop is not None:

@@ -51,6 +51,13 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         drain_timeout: seconds a graceful shutdown waits for clients to be answered,
             and a closing connection waits for its replies to leave, before cutting
             them off.
+        max_pool_jobs: calls in the thread and process pools at once for this
+            server's clients (``in_thread``/``in_process``); more wait in order for
+            a slot. The pools' own sizes bound the parallelism; this bounds how much
+            of them one server may hold.
+        max_children: child processes running at once for this server's clients
+            (``run_process``); starting one more raises ``LimitReached``. Each child
+            holds three pipes and a process slot.
     """
 
     max_connections: _Count = 10_000
@@ -63,6 +70,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idle_timeout: _Seconds | None = 300.0
     max_postponed: _Count = 1_000
     drain_timeout: _Seconds = 5.0
+    max_pool_jobs: _Count = 64
+    max_children: _Count = 64
 
     def __post_init__(self) -> None:
         if not self.low_water <= self.high_water <= self.max_output:

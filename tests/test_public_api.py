@@ -10,7 +10,8 @@ import statemachine_server
 PACKAGE = Path(statemachine_server.__file__).parent
 
 EXPECTED = {
-    "Connection", "Filter", "Kernel", "KernelStatistics", "LineFilter", "ProtocolError",
+    "Connection", "Filter", "Kernel", "KernelStatistics", "LimitReached", "Limits", "LineFilter",
+    "ProtocolError",
     "RecordTooLong", "ServerStatistics", "Session", "SpecError", "StateMachineServerError",
     "TCPServer", "__version__",
 }  # fmt: skip
@@ -43,3 +44,7 @@ def test_sans_io_modules_do_not_reach_up() -> None:
     for module in [*PACKAGE.joinpath("filters").glob("*.py"), PACKAGE / "lifecycle.py"]:
         assert not imports_of(module) & {"net", "kernel", "connection", "spec", "cli"}, module
     assert not imports_of(PACKAGE / "kernel.py") & {"net", "connection", "spec", "cli"}
+    # Timers are sans-I/O; work knows the kernel only through the session it serves.
+    assert not imports_of(PACKAGE / "timers.py")
+    for module in PACKAGE.joinpath("work").glob("*.py"):
+        assert not imports_of(module) & {"net", "connection", "spec", "cli"}, module

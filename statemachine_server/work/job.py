@@ -32,6 +32,8 @@ from collections.abc import Callable, Generator, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from .child import Child
+
 if TYPE_CHECKING:
     from ..kernel import Kernel, Session
 
@@ -199,6 +201,13 @@ class Job:
         if kind is Offload:
             self.hold(HELD_POOL)
             self.kernel._pools().submit(self, value)
+            return True
+        if kind is Child:
+            self.hold(HELD_CHILD)
+            if value.status is not None:  # it has exited already: resume next tick
+                self.kernel._post(self.session, self.resume, (value.status,))
+            else:
+                value._waiters.append(self)
             return True
         if self.on_progress is not None:
             now = self.kernel.time()

@@ -1,0 +1,265 @@
+"""Child processes whose output arrives as queued events (POE::Wheel::Run's role).
+
+``session.run_process(argv, on_stdout=..., on_stderr=..., on_exit=...)`` starts a
+program (never through a shell: ``argv`` is a list). Each line it writes to
+stdout or stderr becomes a queued event for the session, in order, and its exit
+becomes one last event with its status (negative: killed by that signal), after
+every line. A job may also ``status = yield child`` to wait for the exit.
+
+Promises:
+
+* no zombies: asyncio's child watcher reaps every child, and the session keeps
+  a reference to it until its exit event is handled;
+* no leaked descriptors: the child gets only stdin, stdout and stderr
+  (``close_fds``), and our ends of the pipes close when it exits;
+* no orphans: when the session's connection closes (or :meth:`Child.kill` is
+  called) the child gets SIGTERM, then SIGKILL after ``kill_grace`` seconds;
+* bounded: a line longer than ``max_line`` bytes kills the child (its output is
+  not what was expected), and each server runs at most ``Limits.max_children``
+  children at once (starting one more raises :class:`~.errors.LimitReached`);
+* backpressure: while the client is not reading its replies, the child's output
+  is not read either (the pipe fills and the child blocks), so a chatty child
+  cannot grow our buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import LimitReached, RecordTooLong
+from ..filters.line import LineFilter
+
+if TYPE_CHECKING:
+    from ..kernel import Session
+    from .job import Job
+
+__all__ = ["DEFAULT_MAX_CHILDREN", "Child"]
+
+log = logging.getLogger("statemachine_server")
+
+#: The cap for sessions that are not part of a server (plain sessions).
+DEFAULT_MAX_CHILDREN = 64
+_running: dict[object, int] = {}  # children alive, per server (or None)
+_GONE = ("closing", "closed", "stopped")  # the session takes no more output
+
+
+class Child:
+    """One child process, owned by one session. Made by ``session.run_process()``.
+
+    Args:
+        argv: the program and its arguments.
+        stdin: bytes (or text, encoded as UTF-8) written to the child's stdin, which
+            is then closed; None: stdin is /dev/null.
+        on_stdout, on_stderr: ``handler(session, line)`` for each output line (a
+            ``str``, decoded as UTF-8 with surrogateescape, without its newline).
+        on_exit: ``handler(session, status)`` once the child has exited and all its
+            output was handled; ``status`` is the exit code, or ``-N`` for signal N.
+        on_error: ``handler(session, exc)`` if the program cannot be started;
+            without it that is the session's error.
+        max_line: the longest output line accepted, in bytes.
+        kill_grace: seconds between SIGTERM and SIGKILL when the child is killed.
+        env, cwd: as for :mod:`subprocess`.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        on_stdout: Callable[..., Any] | None = None,
+        on_stderr: Callable[..., Any] | None = None,
+        on_exit: Callable[..., Any] | None = None,
+        on_error: Callable[..., Any] | None = None,
+        max_line: int = 64 * 1024,
+        kill_grace: float = 2.0,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ):
+        if not argv:
+            raise ValueError("argv is empty: name a program to run")
+        self.session = session
+        self.kernel = session.kernel
+        self.argv = list(argv)
+        self.on_stdout, self.on_stderr = on_stdout, on_stderr
+        self.on_exit, self.on_error = on_exit, on_error
+        self.kill_grace = kill_grace
+        self.pid: int | None = None
+        self.status: int | None = None
+        self._stdin = stdin.encode() if isinstance(stdin, str) else stdin
+        self._filters = {1: LineFilter(max_line), 2: LineFilter(max_line)}
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._killing: asyncio.TimerHandle | None = None
+        self._killed = False
+        self._paused = False
+        self._waiters: list[Job] = []
+        server = getattr(session, "server", None)
+        self._owner = server
+        cap = getattr(getattr(server, "limits", None), "max_children", DEFAULT_MAX_CHILDREN)
+        if _running.get(server, 0) >= cap:
+            raise LimitReached(f"{cap} child processes are running already (max_children)")
+        _running[server] = _running.get(server, 0) + 1
+        session._refs += 1  # released once the exit event is handled
+        if hasattr(session, "_children"):  # a connection: it kills them when it closes
+            if session._children is None:
+                session._children = set()
+            session._children.add(self)
+        task = self.kernel._running_loop().create_task(self._start(env, cwd))
+        self.kernel._tasks.add(task)
+        task.add_done_callback(self.kernel._tasks.discard)
+
+    def __repr__(self) -> str:
+        state = "exited" if self.status is not None else "running"
+        return f"<Child {self.pid} {self.argv[0]!r} {state}>"
+
+    async def _start(self, env: dict[str, str] | None, cwd: Any) -> None:
+        loop = self.kernel._running_loop()
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: _Protocol(self),
+                *self.argv,
+                stdin=subprocess.PIPE if self._stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # its own process group: signals reach only it
+            )
+        except Exception as exc:  # no such program, not executable, out of processes
+            self._post(self._failed_to_start, (exc,))
+            return
+        self._transport = transport
+        self.pid = transport.get_pid()
+        if self._killed:  # the session ended while the program was starting
+            self._killed = False
+            self.kill()
+        elif self._stdin is not None:
+            pipe = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+            pipe.write(self._stdin)
+            pipe.close()  # after the data: the child sees end of input
+        if self._paused:
+            self._pause_output(True)
+
+    # -- control --------------------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGTERM now, SIGKILL after ``kill_grace`` seconds if it is still there."""
+        if self.status is not None:
+            return
+        transport = self._transport
+        if transport is None:
+            self._killed = True  # kill as soon as it has started
+            return
+        if self._killing is None and transport.get_returncode() is None:
+            _signal(transport, signal.SIGTERM)
+            self._killing = self.kernel._running_loop().call_later(
+                self.kill_grace, _signal, transport, signal.SIGKILL
+            )
+
+    def _pause_output(self, paused: bool) -> None:
+        self._paused = paused
+        if self._transport is None:
+            return
+        for fd in (1, 2):
+            pipe = cast(asyncio.ReadTransport | None, self._transport.get_pipe_transport(fd))
+            if pipe is not None and not pipe.is_closing():
+                pipe.pause_reading() if paused else pipe.resume_reading()
+
+    # -- what the pipes and the process report -----------------------------------
+
+    def _post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.kernel._post(self.session, callback, args)
+
+    def _received(self, fd: int, data: bytes) -> None:
+        try:
+            lines = self._filters[fd].get(data)
+        except RecordTooLong as exc:
+            lines = exc.records
+            log.warning("session %d: child %s: %s; killing it", self.session.id, self.pid, exc)
+            self.kill()
+        if lines:
+            self._post(self._lines, (fd, lines))
+
+    def _pipe_closed(self, fd: int) -> None:
+        tail = self._filters[fd].get_pending()
+        if tail:  # a last line without its newline is still a line
+            self._post(self._lines, (fd, LineFilter().get(tail + b"\n")))
+
+    def _exited(self) -> None:
+        assert self._transport is not None
+        status = self._transport.get_returncode()
+        if self._killing is not None:
+            self._killing.cancel()
+        self._transport.close()
+        self._post(self._exit, (-1 if status is None else status,))
+
+    # -- the events, handled in the session -----------------------------------------
+
+    def _lines(self, fd: int, lines: list[str]) -> None:
+        handler = self.on_stdout if fd == 1 else self.on_stderr
+        if handler is not None and self.session.state not in _GONE:
+            for line in lines:
+                handler(self.session, line)
+
+    def _exit(self, status: int) -> None:
+        self.status = status
+        try:
+            for job in self._waiters:
+                job.resume(status)
+            if self.on_exit is not None:
+                self.on_exit(self.session, status)
+        finally:
+            self._release()
+
+    def _failed_to_start(self, exc: BaseException) -> None:
+        self.status = -1
+        try:
+            for job in self._waiters:
+                job.resume(error=exc)
+            if self.on_error is not None:
+                self.on_error(self.session, exc)
+            elif not self._waiters:
+                raise exc
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._waiters = []
+        _running[self._owner] -= 1
+        if not _running[self._owner]:
+            del _running[self._owner]
+        children = getattr(self.session, "_children", None)
+        if children is not None:
+            children.discard(self)
+        self.kernel._release(self.session)
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, child: Child):
+        self.child = child
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.child._received(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in (1, 2):
+            self.child._pipe_closed(fd)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Called once the process has exited and every pipe is closed: all output
+        # was posted before this, so the exit event comes after the last line.
+        self.child._exited()
+
+
+def _signal(transport: asyncio.SubprocessTransport, signum: int) -> None:
+    if transport.get_returncode() is None:
+        with contextlib.suppress(ProcessLookupError):
+            transport.send_signal(signum)
