@@ -17,6 +17,9 @@ this process (the harness runs the process several times and takes medians):
   ``append((fn, args))``, ``popleft()``, ``fn(*args)``, with one / 1,000 chains.
 * ``asyncio_call_soon_1``: a ``loop.call_soon`` chain: the loop's own cost per
   callback, the floor under ``kernel_yield_1``.
+* ``work_direct`` / ``work_chunked``: a CPU job (trial division, one candidate per
+  generator step) run straight through, and run as ``session.work()`` with the
+  default 1 ms slice: steps per CPU second. Their ratio is the cost of chunking.
 
 Event counts come from ``Kernel.statistics().events_dispatched``.
 """
@@ -29,7 +32,7 @@ import json
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from statemachine_server import Kernel, Session
@@ -151,6 +154,37 @@ def asyncio_call_soon(n: int) -> tuple[int, float]:
     return n, asyncio.run(main())
 
 
+def _prime_steps(limit: int) -> Generator[None, None, int]:
+    """A CPU job as a generator: one trial division of one candidate per step."""
+    found = 0
+    for n in range(2, limit):
+        found += all(n % d for d in range(2, int(n**0.5) + 1))
+        yield
+    return found
+
+
+def work_direct(n: int) -> tuple[int, float]:
+    """The job's generator run straight through: the cost of the work alone."""
+    started = time.process_time()
+    for _ in _prime_steps(n):
+        pass
+    return n, time.process_time() - started
+
+
+def work_chunked(n: int) -> tuple[int, float]:
+    """The same generator as ``session.work()`` with the default slice: CPU time of
+    the whole process, so every tick, slice and loop iteration is counted."""
+    kernel = Kernel()
+    kernel.spawn({"started": lambda session: session.work(_prime_steps(n))})
+
+    async def main() -> float:
+        started = time.process_time()
+        await kernel.serve()
+        return time.process_time() - started
+
+    return n, asyncio.run(main())
+
+
 #: Case name -> (function, events at full size).
 CASES: dict[str, tuple[Case, int]] = {
     "kernel_yield_1": (kernel_yield(1), 200_000),
@@ -161,6 +195,8 @@ CASES: dict[str, tuple[Case, int]] = {
     "deque_1": (bare_deque(1), 2_000_000),
     "deque_many": (bare_deque(MANY), 2_000_000),
     "asyncio_call_soon_1": (asyncio_call_soon, 400_000),
+    "work_direct": (work_direct, 200_000),
+    "work_chunked": (work_chunked, 200_000),
 }
 
 

@@ -112,5 +112,12 @@ def _table(samples: Samples) -> list[str]:
         "began, so a lone self-yielding session pays one asyncio loop iteration per "
         "event; with many sessions a tick carries many events.",
         "",
+        "Chunked work (a CPU job of tiny steps, steps per CPU second of the process):",
+        "",
+        "| job | direct /s | as session.work(), 1 ms slices /s | chunked / direct |",
+        "|---|---:|---:|---:|",
+        f"| trial division, one candidate per step | {cell(samples, 'work_direct')} | "
+        f"{cell(samples, 'work_chunked')} | {ratio_cell(samples, 'work_chunked', 'work_direct')} |",
+        "",
     ]
     return lines
