@@ -2,11 +2,14 @@
 
 A job is a plain generator. Each ``next()`` is one *step*. The kernel runs the
 runnable jobs in the last phase of every tick, after the tick's events and after
-their replies are flushed, for at most one *slice* (``Kernel(slice=...)``, 1 ms by
-default) in total: a job steps until the slice is used, then the loop polls
-sockets and the next tick handles whatever arrived. So a job never delays a reply
-that is ready, and an echo client waits at most about one slice for its turn.
-Jobs take turns: the one that used up the slice goes to the back of the line.
+their replies are flushed, for at most one *slice* in total: a job steps until
+the slice is used, then the loop polls sockets and the next tick handles whatever
+arrived. So a job never delays a reply that is ready, and a client waits at most
+about one slice for its turn. The slice is ``Kernel(slice=...)`` (1 ms) when the
+tick had nothing else to do, and a quarter of it when the tick served events:
+while clients are active they come first (an interactive boost, as schedulers
+give), and the job still advances every tick. Jobs take turns: the one that used
+up the slice goes to the back of the line.
 
 Cheap steps do not pay one event each (a slice runs as many as fit) and a step
 that is slow only delays others by its own length: chunk accordingly.
