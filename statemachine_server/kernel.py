@@ -4,10 +4,12 @@ Fairness rule
 -------------
 The kernel runs on an asyncio loop. Each *tick* dispatches a snapshot of the queue:
 exactly the events that were queued when the tick began, oldest first. Events posted
-during a tick (by handlers, timers or sockets) wait for the next tick, and between
-two ticks the loop polls sockets once. So a session that keeps posting to itself
-gets one step per tick, and can neither starve the other sessions nor socket I/O.
-This is trio's run-queue rule, and POE's FIFO made explicit. (The records of one
+during a tick (by handlers, timers or sockets) wait for the next tick. So a session
+that keeps posting to itself gets one step per tick and cannot starve the others.
+This is trio's run-queue rule, and POE's FIFO made explicit. Sockets are polled
+between ticks, at the latest every 0.25 ms: while handlers keep posting, the kernel
+runs tick after tick for up to that long before it lets the loop poll, because a
+loop iteration costs more than a small tick. (The records of one
 socket read share one queue entry and are dispatched in order, one ``input`` event
 each: they would sit side by side in the queue anyway.)
 
@@ -63,6 +65,8 @@ _NEVER = float("inf")
 DEFAULT_SLICE = 0.001
 #: The share of the slice that work gets in a tick that also dispatched events.
 _BUSY_SHARE = 0.25
+#: How long the kernel may run tick after tick before the loop polls sockets.
+_TICKS_BUDGET = 0.00025
 
 STARTED = "started"
 STOPPED = "stopped"
@@ -445,18 +449,36 @@ class Kernel:
         self._queue.append((session, event, args))
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            self._loop.call_soon(self._tick)
+            self._loop.call_soon(self._run_ticks)
 
     def _wake(self) -> None:
         """Make sure a tick runs soon (for output put from outside any handler)."""
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            self._loop.call_soon(self._tick)
+            self._loop.call_soon(self._run_ticks)
+
+    def _run_ticks(self) -> None:
+        # The loop's callback. One tick; then, while handlers keep posting (a
+        # session yielding to itself, say), more ticks for up to _TICKS_BUDGET
+        # before the loop polls sockets again: one loop iteration costs more than
+        # a small tick, and a socket waits at most that long for its poll.
+        self._scheduled = True  # posts during these ticks need no new callback
+        queue = self._queue
+        self._tick()
+        if queue and not self._runnable:
+            deadline = perf_counter() + _TICKS_BUDGET
+            while True:
+                self._tick()
+                if not queue or self._runnable or perf_counter() >= deadline:
+                    break
+        if (queue or self._runnable) and self._loop is not None:
+            self._loop.call_soon(self._run_ticks)
+        else:
+            self._scheduled = False
 
     def _tick(self) -> None:
         # Dispatch the snapshot: len() is taken once, so what handlers post now
         # lands behind it and waits for the next tick (see the fairness rule).
-        self._scheduled = False
         self._ticks += 1
         queue = self._queue
         popleft = queue.popleft
@@ -491,9 +513,6 @@ class Kernel:
             except Exception as exc:  # e.g. stdout closed under the console log
                 self._errors += 1
                 log.error("end-of-tick hook %r raised %r", hook, exc)
-        if (queue or self._runnable) and not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._tick)
 
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -674,7 +693,7 @@ class Kernel:
             await starter()
         if self._busy() and not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._tick)
+            self._loop.call_soon(self._run_ticks)
         if self._timers and self._timer_handle is None:
             self._arm()  # timers set before the loop ran
         try:
