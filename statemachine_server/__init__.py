@@ -9,24 +9,39 @@ from __future__ import annotations
 
 from .connection import Connection
 from .errors import ProtocolError, RecordTooLong, SpecError, StateMachineServerError
-from .filters import Filter, LineFilter
+from .filters import (
+    BlockFilter,
+    Filter,
+    InvalidRecord,
+    JSONFilter,
+    LineFilter,
+    MsgPackFilter,
+    Stack,
+    StreamFilter,
+)
 from .kernel import Kernel, KernelStatistics, Session
 from .net.tcp import ServerStatistics, TCPServer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockFilter",
     "Connection",
     "Filter",
+    "InvalidRecord",
+    "JSONFilter",
     "Kernel",
     "KernelStatistics",
     "LineFilter",
+    "MsgPackFilter",
     "ProtocolError",
     "RecordTooLong",
     "ServerStatistics",
     "Session",
     "SpecError",
+    "Stack",
     "StateMachineServerError",
+    "StreamFilter",
     "TCPServer",
     "__version__",
 ]

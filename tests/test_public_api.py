@@ -10,9 +10,10 @@ import statemachine_server
 PACKAGE = Path(statemachine_server.__file__).parent
 
 EXPECTED = {
-    "Connection", "Filter", "Kernel", "KernelStatistics", "LineFilter", "ProtocolError",
-    "RecordTooLong", "ServerStatistics", "Session", "SpecError", "StateMachineServerError",
-    "TCPServer", "__version__",
+    "BlockFilter", "Connection", "Filter", "InvalidRecord", "JSONFilter", "Kernel",
+    "KernelStatistics", "LineFilter", "MsgPackFilter", "ProtocolError", "RecordTooLong",
+    "ServerStatistics", "Session", "SpecError", "Stack", "StateMachineServerError",
+    "StreamFilter", "TCPServer", "__version__",
 }  # fmt: skip
 
 
