@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ProtocolError, RecordTooLong
+from .errors import ProtocolError
 from .kernel import Session
 from .lifecycle import (
     ACCEPTING,
@@ -180,6 +180,28 @@ class Connection(Session, asyncio.Protocol):
         generator's return value.
         """
         self._deliver(WORK, (job, on_done))
+
+    def switch_filter(self, new_filter: Filter) -> None:
+        """Read and write with ``new_filter`` from now on (POE's ``get_pending`` switch).
+
+        The bytes the old filter holds, not yet a record, are fed to the new one and
+        the records they complete are queued behind the input already queued, so
+        they are handled in order. Replies already put are encoded by the old
+        filter, which is what they were put for.
+
+        Records the old filter had already framed, from bytes read before the
+        switch, are still delivered as they are: a protocol that changes framing
+        should have the client wait for the server's go-ahead (as SMTP's STARTTLS
+        does) before sending in the new one.
+        """
+        old, self._filter = self._filter, new_filter
+        if self._out:
+            out, self._out = self._out, []
+            if self._transport_open() and not self._eof_sent:
+                self.transport.write(old.put(out))  # type: ignore[union-attr]
+        pending = old.get_pending()
+        if pending and not self._paused & _DISCARD:
+            self._feed(pending)
 
     # -- the machine ----------------------------------------------------------------
 
@@ -519,18 +541,16 @@ class Connection(Session, asyncio.Protocol):
             return
         self._seen = self.kernel._loop.time()  # type: ignore[union-attr]  # data means a loop
         self._heard = True
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             records = self._filter.get(data)
-        except RecordTooLong as exc:
+        except ProtocolError as exc:  # RecordTooLong included
             self._linger = True
             self._pause(_DISCARD)
             if exc.records:
                 self.kernel._post(self, _RECORDS, (exc.records,))
-            self.kernel._post(self, ERROR, (exc, INPUT))
-            return
-        except ProtocolError as exc:
-            self._linger = True
-            self._pause(_DISCARD)
             self.kernel._post(self, ERROR, (exc, INPUT))
             return
         if records:
