@@ -20,11 +20,14 @@ from .filters import (
     StreamFilter,
 )
 from .kernel import Kernel, KernelStatistics, Session
+from .net.client import Backoff, TCPClient
 from .net.tcp import ServerStatistics, TCPServer
+from .net.tls import server_ssl_context
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "BlockFilter",
     "Connection",
     "Filter",
@@ -42,6 +45,8 @@ __all__ = [
     "Stack",
     "StateMachineServerError",
     "StreamFilter",
+    "TCPClient",
     "TCPServer",
     "__version__",
+    "server_ssl_context",
 ]

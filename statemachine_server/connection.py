@@ -49,6 +49,7 @@ from .lifecycle import (
 
 if TYPE_CHECKING:
     from .filters import Filter
+    from .net.client import TCPClient
     from .net.tcp import TCPServer
 
 __all__ = ["Connection"]
@@ -108,7 +109,7 @@ class Connection(Session, asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, server: TCPServer):
+    def __init__(self, server: TCPServer | TCPClient):
         # Not Session.__init__: a connection has no ``started`` handler to run and
         # is kept alive by its socket (one reference, released on ``closed``).
         kernel = server.kernel

@@ -10,10 +10,10 @@ import statemachine_server
 PACKAGE = Path(statemachine_server.__file__).parent
 
 EXPECTED = {
-    "BlockFilter", "Connection", "Filter", "InvalidRecord", "JSONFilter", "Kernel",
+    "Backoff", "BlockFilter", "Connection", "Filter", "InvalidRecord", "JSONFilter", "Kernel",
     "KernelStatistics", "LineFilter", "MsgPackFilter", "ProtocolError", "RecordTooLong",
     "ServerStatistics", "Session", "SpecError", "Stack", "StateMachineServerError",
-    "StreamFilter", "TCPServer", "__version__",
+    "StreamFilter", "TCPClient", "TCPServer", "__version__", "server_ssl_context",
 }  # fmt: skip
 
 
