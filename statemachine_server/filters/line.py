@@ -171,7 +171,7 @@ class LineFilter:
 class _SeparatedLineFilter(LineFilter):
     """Lines ended by another literal, or by regex matches (see the module docs)."""
 
-    __slots__ = ("_find", "_out", "_scan", "_width")
+    __slots__ = ("_find", "_out", "_scan", "_split", "_width")
 
     def __init__(
         self,
@@ -183,6 +183,13 @@ class _SeparatedLineFilter(LineFilter):
     ):
         super().__init__(max_length)
         literal = _as_bytes(separator, "separator")
+        # The text to split on when a read's lines can be decoded in one call and
+        # split in C, as the default path does: for an ASCII separator (never part
+        # of a multi-byte character) that cannot overlap itself (so splitting from
+        # the left after finding the last one frames as a left-to-right scan does).
+        self._split: str | None = None
+        if regex is None and literal.isascii() and not _overlaps_itself(literal):
+            self._split = literal.decode()
         if regex is None:
             self._width = len(literal)
             self._find = _literal_finder(literal)
@@ -197,6 +204,8 @@ class _SeparatedLineFilter(LineFilter):
         self._scan = 0
 
     def get(self, data: bytes) -> list[str]:  # type: ignore[override]
+        if self._split is not None:
+            return self._get_split(data, self._split)
         buf = self._buf
         buf += data
         find, limit = self._find, self.max_length
@@ -217,6 +226,44 @@ class _SeparatedLineFilter(LineFilter):
             raise RecordTooLong(f"line longer than {limit} bytes", lines)
         return lines
 
+    def _get_split(self, data: bytes, sep: str) -> list[str]:
+        buf = self._buf
+        width, limit = self._width, self.max_length
+        raw_sep = sep.encode()
+        # Only the new bytes (and a separator cut by the last read) are searched;
+        # when nothing is buffered the read is cut up as it is, without a copy.
+        chunk: bytes | bytearray
+        if buf:
+            buf += data
+            end = buf.rfind(raw_sep, self._scan)
+            if end >= 0:
+                chunk = buf[:end]
+                del buf[: end + width]
+        else:
+            end = data.rfind(raw_sep)
+            if end >= 0:
+                chunk = data[:end]
+                buf += data[end + width :]
+            else:
+                buf += data
+        self._scan = max(0, len(buf) - width + 1)
+        if end < 0:
+            if len(buf) > limit + width - 1:
+                raise RecordTooLong(f"line longer than {limit} bytes")
+            return []
+        text = chunk.decode("utf-8", "surrogateescape")
+        lines = text.split(sep)
+        if len(chunk) > limit and (not text.isascii() or max(map(len, lines)) > limit):
+            # Slow path: some line may be over the limit; find the first one.
+            good: list[str] = []
+            for raw in chunk.split(raw_sep):
+                if len(raw) > limit:
+                    raise RecordTooLong(f"line longer than {limit} bytes", good)
+                good.append(raw.decode("utf-8", "surrogateescape"))
+        if len(buf) > limit + width - 1:
+            raise RecordTooLong(f"line longer than {limit} bytes", lines)
+        return lines
+
     def put(self, records: list[str]) -> bytes:  # type: ignore[override]
         """Encode lines for sending: each ends with the output separator."""
         out = self._out
@@ -228,6 +275,10 @@ def _as_bytes(value: str | bytes, what: str) -> bytes:
     if not raw:
         raise ValueError(f"{what} must not be empty")
     return raw
+
+
+def _overlaps_itself(sep: bytes) -> bool:
+    return any(sep[:k] == sep[-k:] for k in range(1, len(sep)))
 
 
 def _literal_finder(sep: bytes) -> Any:
