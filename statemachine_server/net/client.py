@@ -260,7 +260,9 @@ class TCPClient(Session):
                         ssl=self.ssl,
                         server_hostname=self.server_hostname,
                     )
-        except (OSError, TimeoutError, _ssl.SSLError) as exc:
+        except Exception as exc:  # refused, unreachable, timed out, bad name, TLS...
+            # Whatever ended the attempt, the client must hear of it and retry:
+            # an exception left in this task would only reach asyncio's log.
             self.kernel._post(self, _CONNECT_ERROR, (exc,))
         finally:
             self._task = None
