@@ -231,3 +231,40 @@ async def test_line_proxy_forwards_10000_lines_in_order(serve: Any) -> None:
 def test_client_port_is_checked(port: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         TCPClient(Kernel(), port=port)
+
+
+async def test_connect_timeout_covers_a_handshake_that_never_ends() -> None:
+    # A server that accepts and never answers: the TLS handshake waits forever.
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    events = Events()
+    try:
+        async with running(Kernel()) as kernel:
+            TCPClient(
+                kernel,
+                port=port,
+                ssl=ssl.create_default_context(),
+                connect_timeout=0.2,  # the behaviour under test, not a wait
+                reconnect=None,
+                **events.handlers(),
+            )
+            assert await events.next("connect_error") == "TimeoutError"
+        assert kernel.statistics().sessions == 0
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        async with asyncio.timeout(TIMEOUT):
+            await silent.wait_closed()
+
+
+async def test_client_over_a_unix_socket(serve: Any, tmp_path: Path) -> None:
+    server = await serve(on_input=echo, path=tmp_path / "s.sock")
+    events = Events()
+    async with running(Kernel()) as kernel:
+        client = TCPClient(kernel, path=server.path, **events.handlers())
+        await events.next("connected")
+        client.put("over unix")
+        assert await events.next("input") == "over unix"
+        client.close()
