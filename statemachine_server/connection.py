@@ -559,11 +559,15 @@ class Connection(Session, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._peer_eof = True
+        # Keep the socket open for the replies still to come; but TLS in asyncio
+        # cannot half-close: it closes after the peer's close_notify whatever we
+        # return, and logs a warning if we ask to keep it open.
+        keep_open = self.transport is None or self.transport.can_write_eof()
         if self.state is CLOSING and self._eof_sent and self.transport is not None:
             self.transport.close()  # the lingering close is over: both sides are done
-            return True
+            return keep_open
         self.kernel._post(self, EOF, ())
-        return True  # keep the socket open for the replies still to come
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.kernel._post(self, CLOSED_EVENT, ())

@@ -149,3 +149,18 @@ async def test_tls_client_certificate_can_be_required(
         async with asyncio.timeout(TIMEOUT):
             await reader.readexactly(6)
     writer.close()
+
+
+async def test_tls_client_closing_is_not_a_warning(
+    serve: Any, ca: trustme.CA, server_tls: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = asyncio.Event()
+    server = await serve(on_input=echo, ssl=server_tls, on_disconnected=lambda s: gone.set())
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=client_tls(ca), server_hostname="localhost"
+    )
+    await echo_through(reader, writer)
+    writer.close()  # sends close_notify: the server sees end of input
+    async with asyncio.timeout(TIMEOUT):
+        await gone.wait()
+    assert "WARNING" not in caplog.text
