@@ -14,11 +14,14 @@ handlers see. Two ways of reading them, chosen by what ``inner`` is:
   wherever the block boundaries fall. :meth:`put` gives each record its own outer
   record.
 
-Bounds and errors are the two filters' own. A :class:`ProtocolError` from either
-carries, as its ``records``, every complete record the stack produced before it,
-in order. :meth:`get_pending` returns the outer filter's pending bytes: that is
-what a replacement filter could read. Bytes the inner filter of a streaming stack
-holds are a partial inner record, meaningless to another framing, and are dropped.
+Bounds and errors are the filters' own: the outer filter bounds each outer record
+(and so, for a decoding inner filter, each record: its own ``max_length``, a line
+bound, does not apply), a streaming inner filter bounds its records. A
+:class:`ProtocolError` from either carries, as its ``records``, every complete
+record the stack produced before it, in order. :meth:`get_pending` returns the
+outer filter's pending bytes: that is what a replacement filter could read. Bytes
+the inner filter of a streaming stack holds are a partial inner record,
+meaningless to another framing, and are dropped.
 """
 
 from __future__ import annotations
