@@ -14,28 +14,48 @@ from .errors import (
     RecordTooLong,
     SpecError,
     StateMachineServerError,
-)  # fmt: skip
-from .filters import Filter, LineFilter
+)
+from .filters import (
+    BlockFilter,
+    Filter,
+    InvalidRecord,
+    JSONFilter,
+    LineFilter,
+    MsgPackFilter,
+    Stack,
+    StreamFilter,
+)
 from .kernel import Kernel, KernelStatistics, Session
 from .limits import Limits
+from .net.client import Backoff, TCPClient
 from .net.tcp import ServerStatistics, TCPServer
+from .net.tls import server_ssl_context
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
+    "BlockFilter",
     "Connection",
     "Filter",
+    "InvalidRecord",
+    "JSONFilter",
     "Kernel",
     "KernelStatistics",
     "LimitReached",
     "Limits",
     "LineFilter",
+    "MsgPackFilter",
     "ProtocolError",
     "RecordTooLong",
     "ServerStatistics",
     "Session",
     "SpecError",
+    "Stack",
     "StateMachineServerError",
+    "StreamFilter",
+    "TCPClient",
     "TCPServer",
     "__version__",
+    "server_ssl_context",
 ]

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ProtocolError, RecordTooLong
+from .errors import ProtocolError
 from .kernel import Session
 from .lifecycle import (
     ACCEPTING,
@@ -52,6 +52,7 @@ from .work.job import HELD_BACKLOG, Cancelled, Job, Offload
 
 if TYPE_CHECKING:
     from .filters import Filter
+    from .net.client import TCPClient
     from .net.tcp import TCPServer
 
 __all__ = ["Connection"]
@@ -112,7 +113,7 @@ class Connection(Session, asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, server: TCPServer):
+    def __init__(self, server: TCPServer | TCPClient):
         # Not Session.__init__: a connection has no ``started`` handler to run and
         # is kept alive by its socket (one reference, released on ``closed``).
         kernel = server.kernel
@@ -218,6 +219,28 @@ class Connection(Session, asyncio.Protocol):
         else:  # closing or closed: nothing more is done for this client
             started.cancel()
         return started
+
+    def switch_filter(self, new_filter: Filter) -> None:
+        """Read and write with ``new_filter`` from now on (POE's ``get_pending`` switch).
+
+        The bytes the old filter holds, not yet a record, are fed to the new one and
+        the records they complete are queued behind the input already queued, so
+        they are handled in order. Replies already put are encoded by the old
+        filter, which is what they were put for.
+
+        Records the old filter had already framed, from bytes read before the
+        switch, are still delivered as they are: a protocol that changes framing
+        should have the client wait for the server's go-ahead (as SMTP's STARTTLS
+        does) before sending in the new one.
+        """
+        old, self._filter = self._filter, new_filter
+        if self._out:
+            out, self._out = self._out, []
+            if self._transport_open() and not self._eof_sent:
+                self.transport.write(old.put(out))  # type: ignore[union-attr]
+        pending = old.get_pending()
+        if pending and not self._paused & _DISCARD:
+            self._feed(pending)
 
     # -- the machine ----------------------------------------------------------------
 
@@ -589,18 +612,16 @@ class Connection(Session, asyncio.Protocol):
             return
         self._seen = self.kernel.time()
         self._heard = True
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             records = self._filter.get(data)
-        except RecordTooLong as exc:
+        except ProtocolError as exc:  # RecordTooLong included
             self._linger = True
             self._pause(_DISCARD)
             if exc.records:
                 self.kernel._post(self, _RECORDS, (exc.records,))
-            self.kernel._post(self, ERROR, (exc, INPUT))
-            return
-        except ProtocolError as exc:
-            self._linger = True
-            self._pause(_DISCARD)
             self.kernel._post(self, ERROR, (exc, INPUT))
             return
         if records:
@@ -608,11 +629,15 @@ class Connection(Session, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._peer_eof = True
+        # Keep the socket open for the replies still to come; but TLS in asyncio
+        # cannot half-close: it closes after the peer's close_notify whatever we
+        # return, and logs a warning if we ask to keep it open.
+        keep_open = self.transport is None or self.transport.can_write_eof()
         if self.state is CLOSING and self._eof_sent and self.transport is not None:
             self.transport.close()  # the lingering close is over: both sides are done
-            return True
+            return keep_open
         self.kernel._post(self, EOF, ())
-        return True  # keep the socket open for the replies still to come
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.kernel._post(self, CLOSED_EVENT, ())

@@ -12,6 +12,8 @@ Three kinds of failure cross layer boundaries, and each is handled differently:
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "LimitReached", "ProtocolError", "RecordTooLong", "SpecError", "StateMachineServerError",
 ]  # fmt: skip
@@ -45,20 +47,20 @@ class SpecError(StateMachineServerError):
 
 
 class ProtocolError(StateMachineServerError):
-    """The peer broke the framing or a limit; only its own connection is closed."""
-
-
-class RecordTooLong(ProtocolError):
-    """A record grew past the filter's maximum size.
+    """The peer broke the framing or a limit; only its own connection is closed.
 
     Attributes:
-        records: the complete records that arrived before the breach, in order, so
+        records: the complete records that arrived before the error, in order, so
             that what the client sent correctly is still answered.
     """
 
-    def __init__(self, message: str, records: list[str] | None = None):
+    def __init__(self, message: str, records: list[Any] | None = None):
         super().__init__(message)
-        self.records: list[str] = records if records is not None else []
+        self.records: list[Any] = records if records is not None else []
+
+
+class RecordTooLong(ProtocolError):
+    """A record grew past the filter's maximum size (``records`` as above)."""
 
 
 class LimitReached(StateMachineServerError):

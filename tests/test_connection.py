@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import FakeServer, FakeTransport
 
-from statemachine_server import Connection, Kernel
+from statemachine_server import BlockFilter, Connection, Kernel
 from statemachine_server.lifecycle import TABLE
 from statemachine_server.limits import Limits
 
@@ -258,3 +258,44 @@ def test_a_timeout_check_already_queued_does_not_abort_a_fresh_close() -> None:
     assert not aborted
     assert conn.server._counts["aborted"] == 0
     assert conn._watch in kernel._timers  # the drain deadline still stands
+
+
+def switch_on_binary(session: Connection, record: Any) -> None:
+    # A line protocol that turns to length-prefixed blocks after "BINARY".
+    if record == "BINARY":
+        session.put("OK")
+        session.switch_filter(BlockFilter(codec="u8"))
+    else:
+        session.put(record)
+
+
+def test_switch_filter_hands_pending_bytes_to_the_new_filter() -> None:
+    kernel, conn, t = open_connection(input=switch_on_binary)
+    conn.data_received(b"hello\nBINARY\n\x03ab")  # the block's tail comes later
+    drain(kernel)
+    assert t.written == b"hello\nOK\n"  # "OK" was put for the line filter
+    conn.data_received(b"c\x01z")
+    drain(kernel)
+    assert t.written == b"hello\nOK\n\x03abc\x01z"
+
+
+def test_switch_filter_queues_records_of_pending_bytes_in_order() -> None:
+    kernel, conn, t = open_connection(input=switch_on_binary)
+    conn.data_received(b"BINARY\n\x01x\x02yz\x01")  # whole blocks already pending
+    drain(kernel)
+    assert t.written == b"OK\n\x01x\x02yz"
+    assert conn.state == "reading"
+
+
+def test_switch_filter_with_broken_pending_bytes_closes_after_the_good_records() -> None:
+    def on_input(session: Connection, record: Any) -> None:
+        if record == "NET":
+            session.switch_filter(BlockFilter(codec="netstring"))
+        else:
+            session.put(record)
+
+    kernel, conn, t = open_connection(input=on_input)
+    conn.data_received(b"NET\n1:a,x:")
+    drain(kernel)
+    assert t.written == b"1:a,"
+    assert t.shut and conn.server._counts["protocol_errors"] == 1

@@ -51,3 +51,26 @@ def test_every_limit_is_documented_with_its_default() -> None:
         )
         row = f"| `{field.name}` | {shown}"
         assert row in doc, row
+
+
+def test_every_filter_limit_is_documented_with_its_default() -> None:
+    from statemachine_server import filters
+
+    doc = (ROOT / "docs" / "limits.md").read_text()
+    for name in ["LINE", "BLOCK", "JSON", "MSGPACK"]:
+        assert f"| {getattr(filters, 'DEFAULT_MAX_' + name)} bytes |" in doc, name
+
+
+def test_filter_docs_examples_run() -> None:
+    blocks = fenced((ROOT / "docs" / "filters.md").read_text(), "python")
+    assert len(blocks) >= 7
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/filters.md example {i + 1}", "exec"), {"__name__": "example"})
+
+
+def test_filter_docs_table_lists_every_filter() -> None:
+    from statemachine_server.filters import FILTERS
+
+    doc = (ROOT / "docs" / "filters.md").read_text()
+    for name, cls in FILTERS.items():
+        assert f"| `{name}` | `{cls.__name__}` |" in doc, name

@@ -10,10 +10,11 @@ import statemachine_server
 PACKAGE = Path(statemachine_server.__file__).parent
 
 EXPECTED = {
-    "Connection", "Filter", "Kernel", "KernelStatistics", "LimitReached", "Limits", "LineFilter",
-    "ProtocolError",
-    "RecordTooLong", "ServerStatistics", "Session", "SpecError", "StateMachineServerError",
-    "TCPServer", "__version__",
+    "Backoff", "BlockFilter", "Connection", "Filter", "InvalidRecord", "JSONFilter", "Kernel",
+    "KernelStatistics", "LimitReached", "Limits", "LineFilter", "MsgPackFilter", "ProtocolError",
+    "RecordTooLong",
+    "ServerStatistics", "Session", "SpecError", "Stack", "StateMachineServerError",
+    "StreamFilter", "TCPClient", "TCPServer", "__version__", "server_ssl_context",
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Filter micro-benchmark: records per second through ``LineFilter`` and a naive splitter.
+"""Filter micro-benchmark: records per second through each filter, and a naive splitter.
 
 ``python -m benchmarks.micro.filters [--quick]`` prints one JSON object: for each
 case and implementation, ``{"count": records, "seconds": T, "rate": records / T}``.
@@ -15,6 +15,14 @@ rescans and copies the whole buffer each time: quadratic in the line length.
 
 Each measurement repeats whole passes over its input for at least 0.3 s, so
 every figure rests on enough work to be timed.
+
+The other filters (``"filters"`` in the output) run the same cases, each on
+records of its own kind of about the same size on the wire: text lines for the
+line filter's other separators, ``bytes`` for the stream and block filters, and
+for JSON and MessagePack a record of an integer and a string (a dict, or a
+``msgspec.Struct`` when the filter is typed), at least 24 B small. Every ``get``
+case checks once that the records decoded are the records encoded. The stream
+filter's records are its reads, so its ``get`` rate is reads per second.
 """
 
 from __future__ import annotations
@@ -26,7 +34,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from statemachine_server import LineFilter
+import msgspec
+
+from statemachine_server import (
+    BlockFilter,
+    JSONFilter,
+    LineFilter,
+    MsgPackFilter,
+    Stack,
+    StreamFilter,
+)
 
 SMALL, LARGE = 16, 4096  # record sizes, "\n" included
 PIECE = 7  # bytes per get() call in the chunked cases
@@ -125,6 +142,68 @@ def run_case(size: int, n: int, how: str, min_seconds: float) -> dict[str, Any]:
     return results
 
 
+class Rec(msgspec.Struct):
+    """The typed record of the JSON and MessagePack cases."""
+
+    id: int
+    name: str
+
+
+def payload(kind: str, size: int, n: int) -> list[Any]:
+    """``n`` records of ``kind`` taking about ``size`` bytes each on the wire."""
+    text = records(size, n)
+    if kind == "text":
+        return text
+    if kind == "bytes":
+        return [t.encode() + b"\n" for t in text]  # exactly ``size`` bytes
+    name = [t[: max(1, size - 24)] for t in text]  # '{"id":NNN,"name":""}' and "\n"
+    if kind == "dict":
+        return [{"id": i % 1000, "name": s} for i, s in enumerate(name)]
+    return [Rec(i % 1000, s) for i, s in enumerate(name)]
+
+
+#: Filter name -> (factory taking the record size, kind of records).
+FILTERS: dict[str, tuple[Callable[[int], Any], str]] = {
+    "line_crlf": (lambda size: LineFilter(separator="\r\n"), "text"),
+    "line_regex": (lambda size: LineFilter(regex=rb"\r?\n"), "text"),
+    "stream": (lambda size: StreamFilter(), "bytes"),
+    "block_fixed": (lambda size: BlockFilter(size), "bytes"),
+    "block_u32": (lambda size: BlockFilter(codec="u32"), "bytes"),
+    "block_netstring": (lambda size: BlockFilter(codec="netstring"), "bytes"),
+    "json": (lambda size: JSONFilter(), "dict"),
+    "json_typed": (lambda size: JSONFilter(Rec), "struct"),
+    "msgpack": (lambda size: MsgPackFilter(), "dict"),
+    "msgpack_typed": (lambda size: MsgPackFilter(Rec), "struct"),
+    "stack_u16_json": (lambda size: Stack(BlockFilter(codec="u16"), JSONFilter(Rec)), "struct"),
+}
+
+
+def run_filter_case(name: str, size: int, n: int, how: str, min_seconds: float) -> dict[str, Any]:
+    """Time one filter on one case, for at least ``min_seconds``."""
+    factory, kind = FILTERS[name]
+    recs = payload(kind, size, n)
+    data = factory(size).put(recs)
+    batches = [recs[i : i + PUT_BATCH] for i in range(0, len(recs), PUT_BATCH)]
+    step = len(data) if how == "whole" else PIECE
+    chunks = [data[i : i + step] for i in range(0, len(data), step)]
+    total, seconds, passes = 0, 0.0, 0
+    output: Any = None
+    while passes == 0 or (seconds < min_seconds and passes < 10_000):
+        if how == "put":
+            count, elapsed, output = time_put(lambda: factory(size), batches)
+        else:
+            count, elapsed, output = time_get(lambda: factory(size), chunks)
+        total, seconds, passes = total + count, seconds + elapsed, passes + 1
+    if how == "put":
+        ok = output == data
+    elif name == "stream":
+        ok = b"".join(output) == data
+    else:
+        ok = output == recs
+    return {"count": total, "seconds": seconds, "rate": total / seconds, "passes": passes,
+            "ok": ok}  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.micro.filters")
     parser.add_argument("--quick", action="store_true", help="a tenth of the records")
@@ -138,6 +217,16 @@ def main(argv: list[str]) -> int:
         size, n, how = CASES[name]
         run_case(size, max(26, n // 100), how, 0.0)  # warm-up
         out[name] = run_case(size, max(26, n // scale), how, MIN_SECONDS / scale)
+    others: dict[str, Any] = {}
+    for fname in FILTERS:
+        others[fname] = {}
+        for name in names[shift:] + names[:shift]:
+            size, n, how = CASES[name]
+            run_filter_case(fname, size, max(26, n // 100), how, 0.0)  # warm-up
+            others[fname][name] = run_filter_case(
+                fname, size, max(26, n // scale), how, MIN_SECONDS / scale
+            )
+    out["filters"] = others
     print(json.dumps(out), flush=True)
     return 0
 

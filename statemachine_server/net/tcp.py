@@ -1,8 +1,10 @@
 """The TCP server component (POE::Component::Server::TCP's role): the thin socket layer.
 
-It binds the listening socket at once (so the real port is known even with port
-0, before the kernel runs), serves it when the kernel starts, and makes one
-:class:`~statemachine_server.connection.Connection` session per accepted client.
+It listens on TCP (IPv4 or IPv6) or on a Unix domain socket, with TLS when given
+an :class:`ssl.SSLContext`. It binds the listening socket at once (so the real
+port is known even with port 0, before the kernel runs), serves it when the
+kernel starts, and makes one :class:`~statemachine_server.connection.Connection`
+session per accepted client.
 
 Concurrency limit: at ``max_connections`` admitted clients, a new one is accepted
 but *parked* in ``accepting`` with reading paused, and admitted in arrival order as
@@ -23,9 +25,13 @@ accepts in C and handles this itself.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import socket
+import ssl as _ssl
+import stat
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -98,6 +104,11 @@ class TCPServer(Session):
             posted to a connection (``session.post``, ``session.timer``). They run
             in any live state, ``working`` included, and are dropped once the
             connection is closing.
+        path: listen on this Unix domain socket path instead of TCP (``host`` and
+            ``port`` are then ignored). A stale socket file left there is replaced,
+            as asyncio does; the file is removed when the server closes.
+        ssl: serve TLS with this context (see
+            :func:`~statemachine_server.net.tls.server_ssl_context`).
     """
 
     __slots__ = (
@@ -114,7 +125,9 @@ class TCPServer(Session):
         "host",
         "limits",
         "on_started",
+        "path",
         "port",
+        "ssl",
     )
 
     def __init__(
@@ -134,6 +147,8 @@ class TCPServer(Session):
         limits: Limits = DEFAULT_LIMITS,
         alias: str | None = None,
         handlers: dict[str, Handler] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ):
         reserved = set(EVENTS) & set(handlers or ())
         if reserved:
@@ -160,8 +175,14 @@ class TCPServer(Session):
         self._parked: deque[Connection] = deque()
         self._accepted = 0
         self._refused = 0
-        self._sock: socket.socket | None = _bind(host, port, limits.backlog)
-        self.host, self.port = self._sock.getsockname()[:2]
+        self.ssl = ssl
+        self.path = None if path is None else os.fspath(path)
+        if self.path is None:
+            self._sock: socket.socket | None = _bind(host, port, limits.backlog)
+            self.host, self.port = self._sock.getsockname()[:2]
+        else:
+            self._sock = _bind_unix(self.path, limits.backlog)
+            self.host, self.port = "", 0
         super().__init__(kernel, {}, alias=alias)
         kernel._on_serve(self._serve)
 
@@ -175,10 +196,19 @@ class TCPServer(Session):
         loop = asyncio.get_running_loop()
         # asyncio calls listen() again, with its own default backlog of 100 unless
         # told: pass ours, or bursts of connects overflow and wait for SYN retries.
-        self._server = await loop.create_server(
-            self._connection_factory, sock=self._sock, backlog=self.limits.backlog
-        )
-        log.info("listening on %s:%d", self.host, self.port)
+        factory: Callable[[], asyncio.Protocol] = self._connection_factory
+        if self.ssl is not None:
+            factory = _AfterHandshake.factory(self._connection_factory)
+        if self.path is None:
+            self._server = await loop.create_server(
+                factory, sock=self._sock, backlog=self.limits.backlog, ssl=self.ssl
+            )
+            log.info("listening on %s:%d", self.host, self.port)
+        else:
+            self._server = await loop.create_unix_server(
+                factory, sock=self._sock, backlog=self.limits.backlog, ssl=self.ssl
+            )
+            log.info("listening on %s", self.path)
         if self.on_started is not None:
             self.on_started(self)
 
@@ -235,6 +265,9 @@ class TCPServer(Session):
         else:
             self._sock.close()
         self._sock = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         self.kernel._release(self)
 
     def _shutdown(self) -> None:
@@ -254,6 +287,30 @@ class TCPServer(Session):
             overflows=counts["overflows"],
             aborted=counts["aborted"],
         )
+
+
+class _AfterHandshake(asyncio.Protocol):
+    """Stands in for a connection until its transport is ready, then steps aside.
+
+    With TLS, asyncio makes the protocol before the handshake, and never tells it
+    if the handshake fails: a :class:`Connection` made then would stay registered
+    with the kernel forever. This stand-in makes it only in ``connection_made``,
+    and hands it the transport (``set_protocol``), so data goes to it directly.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], asyncio.Protocol]):
+        self._make = make
+
+    @classmethod
+    def factory(cls, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        return lambda: cls(make)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = self._make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
 
 _OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -289,6 +346,24 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    # A socket file left by a server that died is in the way: replace it (asyncio's
+    # create_unix_server does the same). Any other kind of file is an error.
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    sock = _Listener(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock._quiet_until = 0.0
+    try:
+        sock.bind(path)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
