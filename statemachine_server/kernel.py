@@ -416,7 +416,15 @@ class Kernel:
 
     def yield_(self, event: str, *args: Any) -> None:
         """Queue ``event`` for the current session (POE's ``yield``)."""
-        self._post(self._current(), event, args)
+        session = self.current
+        if session is None:
+            raise RuntimeError("no current session: call this from inside a handler")
+        # _post, inlined: a session yielding to itself is POE's way to chunk work.
+        session._refs += 1
+        self._queue.append((session, event, args))
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._run_ticks)
 
     def call(self, target: Session | int | str, event: str, *args: Any) -> Any:
         """Run the handler for ``event`` now, synchronously, and return its value.

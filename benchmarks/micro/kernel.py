@@ -20,6 +20,8 @@ this process (the harness runs the process several times and takes medians):
 * ``work_direct`` / ``work_chunked``: a CPU job (trial division, one candidate per
   generator step) run straight through, and run as ``session.work()`` with the
   default 1 ms slice: steps per CPU second. Their ratio is the cost of chunking.
+* ``work_twisted``: the same generator under Twisted's ``cooperate`` (10 ms
+  slices), when Twisted is installed: the peer to beat on that cost.
 
 Event counts come from ``Kernel.statistics().events_dispatched``.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import time
@@ -185,6 +188,24 @@ def work_chunked(n: int) -> tuple[int, float]:
     return n, asyncio.run(main())
 
 
+def work_twisted(n: int) -> tuple[int, float]:
+    """The same generator under Twisted's ``cooperate`` (its default 10 ms slices),
+    driven by a bare scheduler rather than a reactor: Twisted's share alone."""
+    from twisted.internet.task import Cooperator
+
+    class _Call:
+        def cancel(self) -> None:
+            pass
+
+    pending: list[Callable[[], None]] = []
+    cooperator = Cooperator(scheduler=lambda f: (pending.append(f), _Call())[1], started=True)
+    cooperator.cooperate(_prime_steps(n))
+    started = time.process_time()
+    while pending:
+        pending.pop()()
+    return n, time.process_time() - started
+
+
 #: Case name -> (function, events at full size).
 CASES: dict[str, tuple[Case, int]] = {
     "kernel_yield_1": (kernel_yield(1), 200_000),
@@ -198,6 +219,8 @@ CASES: dict[str, tuple[Case, int]] = {
     "work_direct": (work_direct, 200_000),
     "work_chunked": (work_chunked, 200_000),
 }
+if importlib.util.find_spec("twisted") is not None:
+    CASES["work_twisted"] = (work_twisted, 200_000)
 
 
 def main(argv: list[str]) -> int:
