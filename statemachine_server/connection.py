@@ -33,9 +33,11 @@ from .lifecycle import (
     DONE,
     EOF,
     ERROR,
+    EVENTS,
     FAST,
     FLUSHED,
     INPUT,
+    NAMED,
     OUTPUT_HIGH,
     OUTPUT_LOW,
     POSTPONE,
@@ -68,6 +70,9 @@ _DISCARD = 8
 _RECORDS = "<records>"
 #: The connection's timeout timer fired (see _check_timeouts).
 _WATCH = "<watch>"
+#: Bytes arrived for a pull filter: cut and handle its records (see _pull).
+_PULL = "<pull>"
+_LIFECYCLE_EVENTS = frozenset(EVENTS)
 # _deliver_records calls the input handler directly in ``reading``: only right if
 # that is what the table says.
 if FAST[READING][INPUT] is not STAY:  # pragma: no cover
@@ -84,8 +89,12 @@ class Connection(Session, asyncio.Protocol):
     Handlers get the connection itself as their first argument. Besides the
     :class:`~.kernel.Session` attributes (``id``, ``state``, ``heap``, ``kernel``)
     it is the client handle of POE's ``$heap->{client}``: :meth:`put`,
-    :meth:`close`, :attr:`remote_ip`, :attr:`remote_port`. ``session.client`` is
-    the same object, for code that reads better that way.
+    :meth:`close`, :meth:`switch_filter`, :attr:`remote_ip`, :attr:`remote_port`.
+    ``session.client`` is the same object, for code that reads better that way.
+
+    Attributes:
+        protocol_state: the spec's protocol state (a phase of ``reading``), or None
+            when the server declares none. The lifecycle state is :attr:`state`.
     """
 
     __slots__ = (
@@ -100,8 +109,10 @@ class Connection(Session, asyncio.Protocol):
         "_paused",
         "_peer_eof",
         "_postponed",
+        "_pull_mode",
         "_seen",
         "_watch",
+        "protocol_state",
         "remote_ip",
         "remote_port",
         "server",
@@ -123,6 +134,8 @@ class Connection(Session, asyncio.Protocol):
         self.remote_ip = ""
         self.remote_port = 0
         self._filter: Filter = server.filter_factory()
+        self._pull_mode = hasattr(self._filter, "get_one")
+        self.protocol_state: str | None = None
         self._out: list[Any] = []
         self._dirty = False
         self._eof_sent = False  # our side is shut (lingering close under way)
@@ -172,6 +185,32 @@ class Connection(Session, asyncio.Protocol):
         else:
             self.kernel._post(self, CLOSE, ())
 
+    def switch_filter(self, new_filter: Filter) -> None:
+        """Frame the following input with ``new_filter`` (POE's ``set_filter``).
+
+        Bytes the old filter holds and has not made into records yet go to the new
+        one (POE's ``get_pending``), so nothing is lost or read twice. Replies are
+        encoded by the new filter from the next write on.
+
+        The switch is exact at any record when the filters cut records one at a
+        time (``get_one_start``/``get_one``, as the spec's line and block filters
+        do): the bytes after the record being handled reach the new filter. A batch
+        filter such as :class:`~.filters.LineFilter` has already cut every record
+        of a read, so with it the switch applies from the next read on.
+        """
+        old, self._filter = self._filter, new_filter
+        self._pull_mode = hasattr(new_filter, "get_one")
+        pending = old.get_pending()
+        if not pending:
+            return
+        if self._pull_mode:
+            new_filter.get_one_start(pending)  # type: ignore[attr-defined]
+            self.kernel._post(self, _PULL, ())  # a no-op if a running pull takes them
+        else:
+            records = new_filter.get(pending)
+            if records:
+                self.kernel._post(self, _RECORDS, (records,))
+
     def work(self, job: Iterator[Any], on_done: Callable[..., Any] | None = None) -> None:
         """Run a generator (or any iterator) as chunked work: one ``next()`` per event.
 
@@ -191,18 +230,21 @@ class Connection(Session, asyncio.Protocol):
         if event is _WATCH:
             self._check_timeouts()
             return None
-        step = FAST[self.state].get(event)
+        if event is _PULL:
+            self._pull(first=False)
+            return None
+        rules = FAST[self.state]
+        step = rules.get(event)
+        if step is None and event not in _LIFECYCLE_EVENTS:
+            # One of the application's own events: the table's rule for those.
+            step = rules.get(NAMED)
         if step is not STAY:
             if step is None:
                 if self.kernel.trace:
                     log.debug("session %d: %s ignored in %s", self.id, event, self.state)
                 return None
             if step is POSTPONE:
-                if self._postponed is None:
-                    self._postponed = deque()
-                self._postponed.append((event, args))
-                if len(self._postponed) >= self.server.limits.max_postponed:
-                    self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
+                self._postpone(event, args)
                 return None
             self._enter(step, event)
         elif self.kernel.trace:
@@ -237,6 +279,51 @@ class Connection(Session, asyncio.Protocol):
                 except Exception as exc:
                     self.kernel._errors += 1
                     self._failed(INPUT, exc)
+
+    def _postpone(self, event: str, args: tuple[Any, ...], first: bool = False) -> None:
+        if self._postponed is None:
+            self._postponed = deque()
+        if first:
+            self._postponed.appendleft((event, args))
+        else:
+            self._postponed.append((event, args))
+        if len(self._postponed) >= self.server.limits.max_postponed:
+            self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
+
+    def _pull(self, first: bool) -> None:
+        # Pull framing (filters with get_one): records are cut one at a time, as
+        # they are handled, so a handler can switch the filter and the bytes after
+        # its record reach the new one (POE::Wheel::ReadWrite's get_one loop).
+        # When the state stops taking input, the cutting stops too and resumes from
+        # the postponed queue: in front of it (``first``) if this pull was already
+        # under way, since everything queued there arrived after these bytes.
+        while True:
+            state = self.state
+            if state is not READING:
+                if FAST[state].get(INPUT) is POSTPONE:
+                    self._postpone(_PULL, (), first)
+                return  # otherwise input is dropped here (closing) as in the table
+            try:
+                records = self._filter.get_one()  # type: ignore[attr-defined]
+            except ProtocolError as exc:
+                self._linger = True
+                self._pause(_DISCARD)
+                self._deliver(ERROR, (exc, INPUT))
+                return
+            if not records:
+                return
+            first = True
+            # Called directly, as in _deliver_records (the table says "handle,
+            # stay" for input in reading): through _deliver, a nested replay of
+            # the postponed queue could run events that came after these bytes.
+            handler = self._handlers.get(INPUT)
+            if handler is None:
+                continue
+            try:
+                handler(self, records[0])
+            except Exception as exc:
+                self.kernel._errors += 1
+                self._failed(INPUT, exc)
 
     @staticmethod
     def dispatch(handlers: dict[str, Any]) -> dict[str, Any]:
@@ -519,6 +606,13 @@ class Connection(Session, asyncio.Protocol):
             return
         self._seen = self.kernel._loop.time()  # type: ignore[union-attr]  # data means a loop
         self._heard = True
+        if self._pull_mode:
+            # Cut when handled (see _pull). Bounded: every read is followed by a
+            # pull, which enforces the filter's record limit, or is postponed and
+            # counts towards max_postponed.
+            self._filter.get_one_start(data)  # type: ignore[attr-defined]
+            self.kernel._post(self, _PULL, ())
+            return
         try:
             records = self._filter.get(data)
         except RecordTooLong as exc:

@@ -91,6 +91,8 @@ class TCPServer(Session):
         on_timeout: ``on_timeout(session, reason)`` when the first-byte or idle timeout
             closes the client (it may still ``put`` a last reply).
         filter: makes a fresh filter for each connection (default: lines).
+        handlers: handlers of the application's own named events, called as
+            ``handler(session, *args)`` for ``session.post(name, *args)``.
         limits: connection counts, buffer marks and timeouts (:class:`Limits`).
         alias: a kernel alias for this server's session.
     """
@@ -126,10 +128,11 @@ class TCPServer(Session):
         on_timeout: Handler | None = None,
         on_started: Callable[[TCPServer], Any] | None = None,
         filter: Callable[[], Filter] = LineFilter,
+        handlers: dict[str, Handler] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         alias: str | None = None,
     ):
-        handlers = {
+        builtin = {
             INPUT: on_input,
             CONNECTED: on_connected,
             CLOSED_EVENT: on_disconnected,
@@ -137,7 +140,10 @@ class TCPServer(Session):
             FLUSHED: on_flushed,
             TIMEOUT: on_timeout,
         }
-        self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
+        self.handlers: dict[str, Handler] = {
+            **(handlers or {}),
+            **{k: v for k, v in builtin.items() if v is not None},
+        }
         self.dispatch = Connection.dispatch(self.handlers)
         self.filter_factory = filter
         self.limits = limits
