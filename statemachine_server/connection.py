@@ -297,7 +297,7 @@ class Connection(Session, asyncio.Protocol):
         # When the state stops taking input, the cutting stops too and resumes from
         # the postponed queue: in front of it (``first``) if this pull was already
         # under way, since everything queued there arrived after these bytes.
-        while True:
+        while self._pull_mode:  # a handler may have switched to a batch filter
             state = self.state
             if state is not READING:
                 if FAST[state].get(INPUT) is POSTPONE:

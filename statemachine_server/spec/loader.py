@@ -72,8 +72,6 @@ class Source:
         for k in range(len(path), 0, -1):
             alias = self.aliases.get(path[:k])
             if alias is not None:
-                if path in self.marks:
-                    return self.marks[path]
                 aliased = (*alias, *path[k:])
                 if aliased in self.marks:
                     return self.marks[aliased]

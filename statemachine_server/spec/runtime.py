@@ -83,6 +83,10 @@ def _always(data: Any) -> dict[str, Any]:
     return {}
 
 
+def _never(data: Any) -> None:
+    return None
+
+
 # -- what compiled steps share at run time -------------------------------------------------
 
 
@@ -315,6 +319,7 @@ class _Compiler:
         self.edges: list[tuple[Scope, str, str]] = []  # (from, to, label)
         self.enter_gotos: dict[str, set[str]] = {}
         self.ways_out: set[Scope] = set()  # scopes with a close or a call
+        self.bad_gotos = False  # then the graph checks would only echo those errors
 
     # -- walking the spec -------------------------------------------------------------
 
@@ -362,7 +367,7 @@ class _Compiler:
                 label = f"after {state.timeout.after:g} s"
                 steps = self._actions(state.timeout.do, (*path, "timeout", "do"), name, label)
                 rt.timeout[name] = (state.timeout.after, steps)
-        if self.has_states:
+        if self.has_states and not self.bad_gotos:
             self._check_graph(initial)
         program.transitions = self._transitions()
         program.filter_factory = self._filter_factory()
@@ -433,6 +438,12 @@ class _Compiler:
                 "a handler is a list of actions or a list of rules (with `do`), not both",
                 path,
             )
+            # Still compiled, each item as what it is, for the errors inside.
+            for item in items:
+                if isinstance(item, Rule):
+                    self._rules([item], path, scope, event)
+                elif item is not None:
+                    self._actions([item], path, scope, event)
             return []
         has_input = event == "input" or event in self.named
         if present and not isinstance(present[0], Rule):
@@ -451,6 +462,8 @@ class _Compiler:
             test, groups = self._condition(rule, where, event, has_input)
             if test is _always:
                 fallback_at = where
+            elif test is None:  # reported; its actions are still checked
+                test = _never
             steps = self._actions(
                 rule.do, (*where, "do"), scope, event, has_input=has_input, groups=groups
             )
@@ -459,13 +472,13 @@ class _Compiler:
 
     def _condition(
         self, rule: Rule, path: Path_, event: str, has_input: bool
-    ) -> tuple[Test, frozenset[str] | None]:
+    ) -> tuple[Test | None, frozenset[str] | None]:
         given = [k for k in ("match", "equals", "prefix") if getattr(rule, k) is not None]
         if len(given) > 1:
             self.report(
                 f"a rule has at most one condition; this one has {' and '.join(given)}", path
             )
-            return _always, None
+            return None, None
         if not given:
             if rule.ignore_case:
                 self.report("ignore_case needs a condition (match, equals or prefix)",
@@ -478,7 +491,7 @@ class _Compiler:
                 "named-event handlers",
                 (*path, kind),
             )
-            return _always, None
+            return None, None
         value: str = getattr(rule, kind)
         fold = rule.ignore_case
         if kind == "match":
@@ -487,7 +500,7 @@ class _Compiler:
             except re.error as exc:
                 at = f" at position {exc.pos}" if exc.pos is not None else ""
                 self.report(f"bad regular expression: {exc.msg}{at}", (*path, "match"))
-                return _always, None
+                return None, None
             search = rx.search
 
             def test_match(data: Any) -> dict[str, Any] | None:
@@ -625,6 +638,7 @@ class _Compiler:
             return None
         if a.state not in self.states:
             self.report(f"goto: no state {a.state!r}{self._hint(a.state)}", (*where, "state"))
+            self.bad_gotos = True
             return None
         if label == "exit":
             self.report("goto is not allowed in exit actions (the state is being left)",

@@ -58,7 +58,7 @@ _FIXED: dict[str, Getter] = {
     "remote_ip": lambda s, i, m: s.remote_ip,
     "remote_port": lambda s, i, m: s.remote_port,
 }
-#: Every name a template may use; NAME is an identifier.
+#: Every name a template may use; NAME is an identifier not starting with "_".
 NAMES = (
     "input", "match.NAME", "session.id", "session.state", "heap.NAME", "server.NAME",
     "remote_ip", "remote_port", "result",
@@ -143,7 +143,10 @@ def _field(
             raise ValueError("{result} is only available after a call action in the same list")
         return (lambda s, i, m: m.get(RESULT, "")), "\0"
     head, dot, key = field.partition(".")
-    if dot and key.isidentifier():
+    # Heap and group names are looked up as keys, never as attributes; names
+    # starting with "_" are refused all the same, so no template even looks like
+    # a way into Python objects.
+    if dot and key.isidentifier() and not key.startswith("_"):
         if head == "heap":
             return (lambda s, i, m: s.heap.get(key, "")), "\0"
         if head == "server":
