@@ -1,9 +1,10 @@
 """The command line: parse arguments, load the spec, start the kernel. Nothing else.
 
 ``statemachine-server run [SPEC]`` serves a spec (the built-in echo server by
-default); ``check SPEC...`` validates specs; ``graph`` prints the connection
-lifecycle as a Mermaid diagram. Exit status: 0 on success and after a graceful
-shutdown, 2 for a bad spec or bad arguments (one line on stderr, no traceback).
+default); ``check SPEC...`` validates specs; ``graph [SPEC]`` prints the machine
+(the connection lifecycle, with the spec's protocol states inside ``reading``) as
+a Mermaid or DOT diagram. Exit status: 0 on success and after a graceful shutdown,
+2 for a bad spec or bad arguments (one line per error on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from .console import ConsoleLog
 from .errors import SpecError
 from .kernel import Kernel, loop_factory
 from .net.tcp import TCPServer
-from .spec import build_server, builtin_spec_path, load_spec
+from .spec import build_server, builtin_spec_path, load_spec, load_spec_text
+from .spec.graph import draw
 
 __all__ = ["main"]
 
@@ -40,11 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     run.add_argument("--trace", action="store_true", help="log every state transition")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a server-wide heap value, {server.NAME} (overrides the spec's server.heap)",
+    )
 
     check = sub.add_parser("check", help="validate specs; exit 2 if any is invalid")
     check.add_argument("specs", nargs="+", metavar="SPEC")
 
-    sub.add_parser("graph", help="print the connection lifecycle as a Mermaid diagram")
+    graph = sub.add_parser(
+        "graph", help="print the machine (lifecycle and the spec's states) as a diagram"
+    )
+    graph.add_argument("spec", nargs="?", help="a YAML spec file (default: the lifecycle only)")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     return parser
 
 
@@ -54,9 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.specs)
     if args.command == "graph":
+        return _graph(args.spec, args.format)
+    return _run(args)
+
+
+def _graph(path: str | None, fmt: str) -> int:
+    if path is None and fmt == "mermaid":
         sys.stdout.write(lifecycle.draw())
         return 0
-    return _run(args)
+    try:
+        spec = load_spec(path) if path is not None else load_spec_text("{}", "<lifecycle>")
+    except SpecError as exc:
+        return _fail(exc)
+    sys.stdout.write(draw(spec, fmt))
+    return 0
 
 
 def _check(paths: list[str]) -> int:
@@ -65,7 +89,7 @@ def _check(paths: list[str]) -> int:
         try:
             load_spec(path)
         except SpecError as exc:
-            print(exc, file=sys.stderr)
+            print(exc, file=sys.stderr)  # one line per error
             status = EXIT_USAGE
         else:
             print(f"{path}: ok")
@@ -77,11 +101,17 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
     if args.port is not None and not 0 <= args.port <= 65535:
         return _fail(f"--port {args.port}: expected 0 to 65535")
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq or not name.isidentifier():
+            return _fail(f"--set {item!r}: expected NAME=VALUE")
+        overrides[name] = value
     try:
         loop_factory(args.loop)
         spec = load_spec(args.spec or builtin_spec_path())
     except (SpecError, ValueError) as exc:
-        return _fail(str(exc))
+        return _fail(exc)
     # Log lines carry client bytes; undecodable ones are written back as they came.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -89,7 +119,13 @@ def _run(args: argparse.Namespace) -> int:
     console = ConsoleLog(kernel, max_line=spec.server.log.max_length)
     try:
         build_server(
-            spec, kernel, host=args.host, port=args.port, console=console, on_started=_announce
+            spec,
+            kernel,
+            host=args.host,
+            port=args.port,
+            console=console,
+            on_started=_announce,
+            heap=overrides,
         )
     except OSError as exc:
         host = args.host or spec.server.host
@@ -106,8 +142,11 @@ def _announce(server: TCPServer) -> None:
     print(f"listening on {server.host}:{server.port}", flush=True)
 
 
-def _fail(message: str) -> int:
-    print(f"statemachine-server: {message}", file=sys.stderr)
+def _fail(problem: str | Exception) -> int:
+    errors = problem.errors if isinstance(problem, SpecError) else [problem]
+    for error in errors:
+        line = error.where_and_what() if isinstance(error, SpecError) else str(error)
+        print(f"statemachine-server: {line}", file=sys.stderr)
     return EXIT_USAGE
 
 

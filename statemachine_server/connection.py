@@ -37,6 +37,7 @@ from .lifecycle import (
     FAST,
     FLUSHED,
     INPUT,
+    NAMED,
     OUTPUT_HIGH,
     OUTPUT_LOW,
     POSTPONE,
@@ -72,6 +73,9 @@ _DISCARD = 8
 _RECORDS = "<records>"
 #: The connection's timeout timer fired (see _check_timeouts).
 _WATCH = "<watch>"
+#: Bytes arrived for a pull filter: cut and handle its records (see _pull).
+_PULL = "<pull>"
+_LIFECYCLE_EVENTS = frozenset(EVENTS)
 # _deliver_records calls the input handler directly in ``reading``: only right if
 # that is what the table says.
 if FAST[READING][INPUT] is not STAY:  # pragma: no cover
@@ -88,8 +92,12 @@ class Connection(Session, asyncio.Protocol):
     Handlers get the connection itself as their first argument. Besides the
     :class:`~.kernel.Session` attributes (``id``, ``state``, ``heap``, ``kernel``)
     it is the client handle of POE's ``$heap->{client}``: :meth:`put`,
-    :meth:`close`, :attr:`remote_ip`, :attr:`remote_port`. ``session.client`` is
-    the same object, for code that reads better that way.
+    :meth:`close`, :meth:`switch_filter`, :attr:`remote_ip`, :attr:`remote_port`.
+    ``session.client`` is the same object, for code that reads better that way.
+
+    Attributes:
+        protocol_state: the spec's protocol state (a phase of ``reading``), or None
+            when the server declares none. The lifecycle state is :attr:`state`.
     """
 
     __slots__ = (
@@ -105,8 +113,10 @@ class Connection(Session, asyncio.Protocol):
         "_paused",
         "_peer_eof",
         "_postponed",
+        "_pull_mode",
         "_seen",
         "_watch",
+        "protocol_state",
         "remote_ip",
         "remote_port",
         "server",
@@ -128,6 +138,8 @@ class Connection(Session, asyncio.Protocol):
         self.remote_ip = ""
         self.remote_port = 0
         self._filter: Filter = server.filter_factory()
+        self._pull_mode = hasattr(self._filter, "get_one")
+        self.protocol_state: str | None = None
         self._out: list[Any] = []
         self._dirty = False
         self._eof_sent = False  # our side is shut (lingering close under way)
@@ -179,6 +191,35 @@ class Connection(Session, asyncio.Protocol):
         else:
             self.kernel._post(self, CLOSE, ())
 
+    def switch_filter(self, new_filter: Filter) -> None:
+        """Frame the following input with ``new_filter`` (POE's ``set_filter``).
+
+        Bytes the old filter holds and has not made into records yet go to the new
+        one (POE's ``get_pending``), so nothing is lost or read twice. Replies are
+        encoded by the new filter from the next write on; those already put are
+        written with the old one first.
+
+        The switch is exact at any record when the filters cut records one at a
+        time (``get_one_start``/``get_one``, as the spec's line and block filters
+        do): the bytes after the record being handled reach the new filter. A batch
+        filter such as :class:`~.filters.LineFilter` has already cut every record
+        of a read, so with it the switch applies from the next read on.
+        """
+        old, self._filter = self._filter, new_filter
+        if self._out:  # replies already put were put for the old framing
+            out, self._out = self._out, []
+            if self._transport_open() and not self._eof_sent:
+                self.transport.write(old.put(out))  # type: ignore[union-attr]
+        self._pull_mode = hasattr(new_filter, "get_one")
+        pending = old.get_pending()
+        if not pending or self._paused & _DISCARD:
+            return
+        if self._pull_mode:
+            new_filter.get_one_start(pending)  # type: ignore[attr-defined]
+            self.kernel._post(self, _PULL, ())  # a no-op if a running pull takes them
+        else:
+            self._feed(pending)
+
     def work(
         self,
         job: Iterator[Any] | Offload,
@@ -220,28 +261,6 @@ class Connection(Session, asyncio.Protocol):
             started.cancel()
         return started
 
-    def switch_filter(self, new_filter: Filter) -> None:
-        """Read and write with ``new_filter`` from now on (POE's ``get_pending`` switch).
-
-        The bytes the old filter holds, not yet a record, are fed to the new one and
-        the records they complete are queued behind the input already queued, so
-        they are handled in order. Replies already put are encoded by the old
-        filter, which is what they were put for.
-
-        Records the old filter had already framed, from bytes read before the
-        switch, are still delivered as they are: a protocol that changes framing
-        should have the client wait for the server's go-ahead (as SMTP's STARTTLS
-        does) before sending in the new one.
-        """
-        old, self._filter = self._filter, new_filter
-        if self._out:
-            out, self._out = self._out, []
-            if self._transport_open() and not self._eof_sent:
-                self.transport.write(old.put(out))  # type: ignore[union-attr]
-        pending = old.get_pending()
-        if pending and not self._paused & _DISCARD:
-            self._feed(pending)
-
     # -- the machine ----------------------------------------------------------------
 
     def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
@@ -252,16 +271,27 @@ class Connection(Session, asyncio.Protocol):
         if event is _WATCH:
             self._check_timeouts()
             return None
-        step = FAST[self.state].get(event)
+        if event is _PULL:
+            self._pull(first=False)
+            return None
+        rules = FAST[self.state]
+        step = rules.get(event)
+        if step is None:
+            if event.__class__ is not str:
+                # Bookkeeping queued by a timer, a job or a child (a wake-up, a
+                # work timeout, an output line): it runs in any state, even after
+                # the close, to free what it holds; what it sends put() drops.
+                return event(*args)
+            if event not in _LIFECYCLE_EVENTS:
+                # One of the application's own events: the table's rule for those.
+                step = rules.get(NAMED)
         if step is not STAY:
             if step is None:
-                return self._deliver_other(event, args)
+                if self.kernel.trace:
+                    log.debug("session %d: %s ignored in %s", self.id, event, self.state)
+                return None
             if step is POSTPONE:
-                if self._postponed is None:
-                    self._postponed = deque()
-                self._postponed.append((event, args))
-                if len(self._postponed) >= self.server.limits.max_postponed:
-                    self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
+                self._postpone(event, args)
                 return None
             self._enter(step, event)
         elif self.kernel.trace:
@@ -272,27 +302,6 @@ class Connection(Session, asyncio.Protocol):
         if self._postponed and self.state is READING:
             self._replay()
         return result
-
-    def _deliver_other(self, event: Any, args: tuple[Any, ...]) -> Any:
-        # Not a lifecycle event in this state: a callable queued by a timer or a
-        # job (a wake-up, a work timeout, a child's output), or the user's own
-        # named event (a timer, a post), which is for a live connection only.
-        if event.__class__ is not str:
-            # Bookkeeping (a job's wake-up, a child's exit) must run even after the
-            # close, to free what it holds; what it would send is dropped by put().
-            return event(*args)
-        state = self.state
-        if state is CLOSED or state is CLOSING:
-            if self.kernel.trace:
-                log.debug("session %d: %s ignored in %s", self.id, event, state)
-            return None
-        if event not in _LIFECYCLE_EVENTS:
-            handler = self.server.handlers.get(event)
-            if handler is not None:
-                return handler(self, *args)
-        if self.kernel.trace:
-            log.debug("session %d: %s ignored in %s", self.id, event, state)
-        return None
 
     def _deliver_records(self, records: list[Any]) -> None:
         # The records of one read travel as one queue entry: they would sit side by
@@ -317,6 +326,51 @@ class Connection(Session, asyncio.Protocol):
                 except Exception as exc:
                     self.kernel._errors += 1
                     self._failed(INPUT, exc)
+
+    def _postpone(self, event: str, args: tuple[Any, ...], first: bool = False) -> None:
+        if self._postponed is None:
+            self._postponed = deque()
+        if first:
+            self._postponed.appendleft((event, args))
+        else:
+            self._postponed.append((event, args))
+        if len(self._postponed) >= self.server.limits.max_postponed:
+            self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
+
+    def _pull(self, first: bool) -> None:
+        # Pull framing (filters with get_one): records are cut one at a time, as
+        # they are handled, so a handler can switch the filter and the bytes after
+        # its record reach the new one (POE::Wheel::ReadWrite's get_one loop).
+        # When the state stops taking input, the cutting stops too and resumes from
+        # the postponed queue: in front of it (``first``) if this pull was already
+        # under way, since everything queued there arrived after these bytes.
+        while self._pull_mode:  # a handler may have switched to a batch filter
+            state = self.state
+            if state is not READING:
+                if FAST[state].get(INPUT) is POSTPONE:
+                    self._postpone(_PULL, (), first)
+                return  # otherwise input is dropped here (closing) as in the table
+            try:
+                records = self._filter.get_one()  # type: ignore[attr-defined]
+            except ProtocolError as exc:
+                self._linger = True
+                self._pause(_DISCARD)
+                self._deliver(ERROR, (exc, INPUT))
+                return
+            if not records:
+                return
+            first = True
+            # Called directly, as in _deliver_records (the table says "handle,
+            # stay" for input in reading): through _deliver, a nested replay of
+            # the postponed queue could run events that came after these bytes.
+            handler = self._handlers.get(INPUT)
+            if handler is None:
+                continue
+            try:
+                handler(self, records[0])
+            except Exception as exc:
+                self.kernel._errors += 1
+                self._failed(INPUT, exc)
 
     @staticmethod
     def dispatch(handlers: dict[str, Any]) -> dict[str, Any]:
@@ -612,6 +666,13 @@ class Connection(Session, asyncio.Protocol):
             return
         self._seen = self.kernel.time()
         self._heard = True
+        if self._pull_mode:
+            # Cut when handled (see _pull). Bounded: every read is followed by a
+            # pull, which enforces the filter's record limit, or is postponed and
+            # counts towards max_postponed.
+            self._filter.get_one_start(data)  # type: ignore[attr-defined]
+            self.kernel._post(self, _PULL, ())
+            return
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:

@@ -3,7 +3,8 @@
 Three kinds of failure cross layer boundaries, and each is handled differently:
 
 * :class:`SpecError`: the spec file (or the arguments) are wrong. Reported as one
-  ``FILE:LINE:COLUMN: message`` line before any port opens; the process exits 2.
+  ``FILE:LINE:COLUMN: message`` line per error, all of them at once, before any
+  port opens; the process exits 2.
 * :class:`ProtocolError`: the peer sent something we will not accept (a line over
   the limit, say). It ends that one connection and nothing else.
 * anything else raised from a handler is the handler's bug. It becomes that
@@ -38,12 +39,27 @@ class SpecError(StateMachineServerError):
         self.file = file
         self.line = line
         self.column = column
-        super().__init__(str(self))
+        #: Every error found in the spec, in file order: this one alone, unless
+        #: raised by :meth:`several`.
+        self.errors: list[SpecError] = [self]
+        super().__init__(self.where_and_what())
 
-    def __str__(self) -> str:
+    @classmethod
+    def several(cls, errors: list[SpecError]) -> SpecError:
+        """One exception for all the errors found at once; ``str()`` gives one line each."""
+        ordered = sorted(errors, key=lambda e: (e.file, e.line, e.column))
+        first = ordered[0]
+        first.errors = ordered
+        return first
+
+    def where_and_what(self) -> str:
+        """This error alone, as ``FILE:LINE:COLUMN: message``."""
         if self.line:
             return f"{self.file}:{self.line}:{self.column}: {self.message}"
         return f"{self.file}: {self.message}"
+
+    def __str__(self) -> str:
+        return "\n".join(e.where_and_what() for e in self.errors)
 
 
 class ProtocolError(StateMachineServerError):

@@ -12,7 +12,9 @@ States:
     The socket is accepted but the session is not admitted yet (the server is at its
     connection limit, POE's ``Concurrency``). Reading is paused.
 ``reading``
-    Ready: each ``input`` event goes to the handler at once.
+    Ready: each ``input`` event goes to the handler at once, and so does each
+    *named* event (one of the application's own, posted by name). A spec's
+    protocol states are phases of ``reading``.
 ``working``
     Chunked work is in progress: ``work`` started it, the kernel steps it in
     slices between ticks (:mod:`statemachine_server.work`), and ``done`` (it
@@ -54,6 +56,7 @@ from transitions import Machine
 __all__ = [
     "EVENTS",
     "FAST",
+    "NAMED",
     "POSTPONE",
     "POSTPONED",
     "STATES",
@@ -88,9 +91,12 @@ CLOSE: Final = "close"  # close, gracefully (handler, shutdown)
 TIMEOUT: Final = "timeout"  # a connection timer ran out
 ERROR: Final = "error"  # a handler raised, or the peer broke the framing
 CLOSED_EVENT: Final = "closed"  # the socket is gone (connection_lost)
+# Stands for every event of the application's own, posted by name (a spec's
+# ``post``, a state timeout, ``session.post("tick")``): any event not listed here.
+NAMED: Final = "named"
 EVENTS: Final = (
     CONNECTED, INPUT, WORK, DONE, WORK_FAILED, OUTPUT_HIGH, OUTPUT_LOW, FLUSHED,
-    EOF, CLOSE, TIMEOUT, ERROR, CLOSED_EVENT,
+    EOF, CLOSE, TIMEOUT, ERROR, CLOSED_EVENT, NAMED,
 )  # fmt: skip
 
 _LIVE = [ACCEPTING, READING, WORKING, REPLYING]
@@ -100,6 +106,7 @@ _OPEN = [*_LIVE, CLOSING]
 TRANSITIONS: Final[list[dict[str, object]]] = [
     {"trigger": CONNECTED, "source": ACCEPTING, "dest": READING},
     {"trigger": INPUT, "source": READING, "dest": READING},
+    {"trigger": NAMED, "source": READING, "dest": READING},
     {"trigger": WORK, "source": READING, "dest": WORKING},
     {"trigger": DONE, "source": WORKING, "dest": READING},
     {"trigger": WORK_FAILED, "source": WORKING, "dest": READING},
@@ -119,8 +126,8 @@ TRANSITIONS: Final[list[dict[str, object]]] = [
 
 #: Events each state defers until the session is back in ``reading``.
 POSTPONED: Final[dict[str, frozenset[str]]] = {
-    WORKING: frozenset({INPUT, EOF, CLOSE}),
-    REPLYING: frozenset({INPUT, EOF, CLOSE}),
+    WORKING: frozenset({INPUT, NAMED, EOF, CLOSE}),
+    REPLYING: frozenset({INPUT, NAMED, EOF, CLOSE}),
 }
 
 

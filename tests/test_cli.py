@@ -173,3 +173,52 @@ async def test_a_log_nobody_reads_does_not_stall_clients() -> None:
     log = out.splitlines()
     assert len(log) == 200 * 200
     assert all(line.startswith("client ") for line in log)
+
+
+def test_check_reports_every_error_of_every_spec_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  prot: 1\nhandlers:\n  input: [reply: '{sesion.id}']\n")
+    status, out, err = run_cli("check", "specs/chat.yaml", str(bad), "specs/smtp-sink.yaml")
+    assert status == 2
+    assert out == "specs/chat.yaml: ok\nspecs/smtp-sink.yaml: ok\n"
+    assert err.splitlines() == [
+        f"{bad}:2:3: unknown key 'prot' (did you mean 'port'?)",
+        f"{bad}:4:18: unknown template name {{sesion.id}}: expected one of {{input}}, "
+        "{match.NAME}, {session.id}, {session.state}, {heap.NAME}, {server.NAME}, "
+        "{remote_ip}, {remote_port}, {result}",
+    ]
+    status, _, err = run_cli("run", str(bad))
+    assert status == 2 and len(err.splitlines()) == 2 and "Traceback" not in err
+
+
+def test_every_shipped_spec_checks_and_graphs() -> None:
+    specs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").glob("*.yaml"))
+    status, out, _ = run_cli("check", *specs)
+    assert status == 0 and out.count(": ok\n") == len(specs) >= 4
+    for spec in specs:
+        status, out, _ = run_cli("graph", spec)
+        assert status == 0 and out.startswith("---\n") and "stateDiagram-v2" in out
+        status, out, _ = run_cli("graph", spec, "--format", "dot")
+        assert status == 0 and out.startswith("digraph ") and out.rstrip().endswith("}")
+    _, out, _ = run_cli("graph", "specs/smtp-sink.yaml")
+    assert "reading_mail --> reading_recipients: input" in out
+
+
+async def test_run_set_overrides_the_server_heap(tmp_path: Path) -> None:
+    import smtplib
+
+    argv = (*SPEC_SERVER, "specs/smtp-sink.yaml", "--set", f"folder={tmp_path}")
+    async with server_process(*argv) as (proc, port):
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+                client.sendmail("a@b", ["c@d"], "Subject: x\r\n\r\nhello\r\n")
+
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.to_thread(send)
+        status, _, err = await stop(proc)
+    assert status == 0, err
+    (message,) = tmp_path.glob("*.eml")
+    assert message.read_bytes().endswith(b"\r\n\r\nhello\r\n")
+    status, _, err = run_cli("run", "--set", "no-equals")
+    assert status == 2 and "--set 'no-equals': expected NAME=VALUE" in err

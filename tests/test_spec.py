@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_builtin_spec_is_the_recipe_and_matches_the_example_spec() -> None:
     spec = load_spec(builtin_spec_path())
-    assert spec.handlers.input == [Reply("{input}"), Log("client {session.id}: {input}")]
+    assert spec.handlers["input"] == [Reply("{input}"), Log("client {session.id}: {input}")]
     assert spec.server.host == "127.0.0.1"
     assert builtin_spec_path().read_text() == (ROOT / "specs" / "echo.yaml").read_text()
 
@@ -41,7 +41,7 @@ def test_filter_short_form() -> None:
 
 def test_long_action_form() -> None:
     spec = load_spec_text("handlers:\n  connected:\n    - reply: {text: hello}\n")
-    assert spec.handlers.connected == [Reply("hello")]
+    assert spec.handlers["connected"] == [Reply("hello")]
 
 
 def error_of(text: str) -> str:

@@ -48,6 +48,7 @@ def test_a_slice_runs_as_many_steps_as_fit(kernel: Kernel) -> None:
     conn, _t = connect(
         kernel, input=lambda s, line: s.work(steps(1000), lambda s, r: done.append(r))
     )
+    kernel.slice = 0.2  # ample even on a slow machine: 1000 steps take ~0.2 ms
     conn.data_received(b"go\n")
     kernel._tick()  # the input starts the job, and its first slice runs in the same tick
     assert done == [1000]  # 1000 tiny steps fit in one slice

@@ -101,9 +101,9 @@ class TCPServer(Session):
         alias: a kernel alias for this server's session.
         handlers: the connections' own named events (POE's ``InlineStates``):
             ``{"tick": handler}`` runs ``handler(session, *args)`` when ``tick`` is
-            posted to a connection (``session.post``, ``session.timer``). They run
-            in any live state, ``working`` included, and are dropped once the
-            connection is closing.
+            posted to a connection (``session.post``, ``session.timer``). Like
+            input, they are handled in ``reading``, postponed (in order) while the
+            connection is ``working`` or ``replying``, and dropped once it closes.
         path: listen on this Unix domain socket path instead of TCP (``host`` and
             ``port`` are then ignored). A stale socket file left there is replaced,
             as asyncio does; the file is removed when the server closes.

@@ -2,6 +2,13 @@
 
 from .loader import builtin_spec_path, load_spec, load_spec_text
 from .model import Spec
-from .runtime import build_server
+from .runtime import build_server, compile_spec
 
-__all__ = ["Spec", "build_server", "builtin_spec_path", "load_spec", "load_spec_text"]
+__all__ = [
+    "Spec",
+    "build_server",
+    "builtin_spec_path",
+    "compile_spec",
+    "load_spec",
+    "load_spec_text",
+]

@@ -1,20 +1,26 @@
 """Load a YAML spec into a :class:`~.model.Spec`, or fail with ``FILE:LINE:COLUMN``.
 
 The file is untrusted. It is read with a size bound, parsed with PyYAML's *safe*
-composer (no Python tags), turned into plain data while each node's position is
-recorded by its path (``$.handlers.input[0]``), and then validated by msgspec.
-msgspec's errors name a ``$.path`` but no line, so the path is mapped back to the
-position of the node it names (or of its nearest ancestor).
+composer (no Python tags), and turned into plain data while each node's position
+is recorded by its path (``$.handlers.input[0]``). Short action forms are
+rewritten to the tagged forms the model decodes. Then every value is checked
+against the msgspec Structs, field by field, so that *every* error is found, not
+only the first (msgspec stops at the first, and names a ``$.path`` but no line):
+each error is placed at the node its path names, or its nearest ancestor.
+Finally the spec is compiled once (:func:`.runtime.compile_spec`: templates,
+regexes, ``goto`` targets, ``call`` imports, reachability), which reports the
+errors of meaning the same way. All errors are raised together, in file order.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 import yaml
@@ -23,33 +29,53 @@ from ..errors import SpecError
 from ..limits import Limits
 from .model import (
     ACTION_MAIN_FIELD,
-    Handlers,
     LineFilterSettings,
     LogSettings,
+    Rule,
     ServerSettings,
     Spec,
+    State,
+    StateTimeout,
 )
-from .templates import compile_template
 
 __all__ = ["MAX_SPEC_BYTES", "builtin_spec_path", "load_spec", "load_spec_text"]
 
 #: A spec is configuration, not data: 1 MiB is far beyond any real one.
 MAX_SPEC_BYTES = 1 << 20
+#: More errors than this are not worth reading: the rest are summed up.
+MAX_ERRORS = 50
 
 Path_ = tuple[str | int, ...]
 _KEY = "<key>"  # marks a mapping key's own position: path + (name, _KEY)
 
 
 @dataclass
-class _Source:
+class Source:
+    """Where each node of a spec file is, and the errors found so far."""
+
     file: str
-    marks: dict[Path_, tuple[int, int]]
+    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    # A long-form action {reply: {text: x}} is rewritten to {action: reply, text: x}:
+    # its fields' positions are still found under the old path.
+    aliases: dict[Path_, Path_] = field(default_factory=dict)
+    errors: list[SpecError] = field(default_factory=list)
 
     def error(self, message: str, path: Path_) -> SpecError:
         line, column = self.where(path)
         return SpecError(message, self.file, line, column)
 
+    def report(self, message: str, path: Path_) -> None:
+        """Note an error and go on looking for more."""
+        self.errors.append(self.error(message, path))
+
     def where(self, path: Path_) -> tuple[int, int]:
+        for k in range(len(path), 0, -1):
+            alias = self.aliases.get(path[:k])
+            if alias is not None:
+                aliased = (*alias, *path[k:])
+                if aliased in self.marks:
+                    return self.marks[aliased]
+                break
         while True:
             if path in self.marks:
                 return self.marks[path]
@@ -64,10 +90,13 @@ def builtin_spec_path(name: str = "echo") -> Path:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read, parse and validate a spec file.
+    """Read, parse, validate and compile-check a spec file.
+
+    ``call`` actions find modules beside the file first.
 
     Raises:
-        SpecError: the file cannot be read, or is not a valid spec.
+        SpecError: the file cannot be read, or is not a valid spec (every error
+            found is in ``.errors``).
     """
     name = str(path)
     try:
@@ -81,12 +110,21 @@ def load_spec(path: str | Path) -> Spec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"spec is not UTF-8 (byte {exc.start})", name) from None
-    return load_spec_text(text, name)
+    return load_spec_text(text, name, base_dir=Path(path).resolve().parent)
 
 
-def load_spec_text(text: str, file: str = "<string>") -> Spec:
-    """Parse and validate a spec given as YAML text."""
-    src = _Source(file, {})
+def load_spec_text(
+    text: str, file: str = "<string>", *, base_dir: str | Path | None = None
+) -> Spec:
+    """Parse, validate and compile-check a spec given as YAML text.
+
+    Args:
+        text: the YAML.
+        file: the name errors give.
+        base_dir: where ``call`` looks for modules first (default: the current
+            directory).
+    """
+    src = Source(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -94,20 +132,33 @@ def load_spec_text(text: str, file: str = "<string>") -> Spec:
         problem = exc.problem or exc.context or "invalid YAML"
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         raise SpecError(f"invalid YAML: {problem}", file, line, column) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", file) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: e.g. an int too long to convert; RecursionError: absurd nesting.
+        raise SpecError(f"invalid YAML: {type(exc).__name__}", file) from None
     if node is None:
         raise SpecError("spec is empty: expected a mapping with 'server' and 'handlers'", file)
     data = _plain(node, (), src, set())
     if not isinstance(data, dict):
         raise src.error("expected a mapping at the top of the spec", ())
     _normalise(data, src)
-    try:
-        spec = msgspec.convert(data, Spec)
-    except msgspec.ValidationError as exc:
-        raise _translate(str(exc), src) from None
-    _check(spec, src)
+    checked = Checker(src).value(data, Spec, ())
+    if isinstance(checked, Spec):
+        spec = msgspec.structs.replace(checked, _base_dir=str(base_dir or Path.cwd()))
+        from .runtime import compile_spec  # the runtime imports this module
+
+        compile_spec(spec, report=src.report)
+    if src.errors:
+        raise _all(src.errors)
     return spec
+
+
+def _all(errors: list[SpecError]) -> SpecError:
+    if len(errors) > MAX_ERRORS:
+        rest = len(errors) - MAX_ERRORS
+        errors = sorted(errors, key=lambda e: (e.line, e.column))[:MAX_ERRORS]
+        last = errors[-1]
+        errors.append(SpecError(f"... and {rest} more errors", last.file, last.line, last.column))
+    return SpecError.several(errors)
 
 
 # -- YAML nodes to plain data, with positions ----------------------------------------------
@@ -119,7 +170,7 @@ _TAGS = frozenset(
 )
 
 
-def _plain(node: yaml.Node, path: Path_, src: _Source, seen: set[int]) -> Any:
+def _plain(node: yaml.Node, path: Path_, src: Source, seen: set[int]) -> Any:
     src.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if id(node) in seen:
         # An alias to a node already converted: refuse instead of expanding it
@@ -128,7 +179,10 @@ def _plain(node: yaml.Node, path: Path_, src: _Source, seen: set[int]) -> Any:
     if node.tag not in _TAGS:
         raise src.error(f"unsupported YAML tag {node.tag!r}", path)
     if isinstance(node, yaml.ScalarNode):
-        return _constructor.construct_object(node)
+        try:
+            return _constructor.construct_object(node)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise src.error(f"invalid YAML value: {exc}", path) from None
     seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         return [_plain(item, (*path, i), src, seen) for i, item in enumerate(node.value)]
@@ -150,98 +204,250 @@ def _plain(node: yaml.Node, path: Path_, src: _Source, seen: set[int]) -> Any:
     raise src.error("unsupported YAML node", path)
 
 
-# -- short forms to the tagged forms msgspec decodes ------------------------------------------
+# -- short forms to the tagged forms the model decodes ----------------------------------------
 
 
-def _normalise(data: dict[str, Any], src: _Source) -> None:
+class _Skip:
+    """An item already reported as wrong: the checker drops it without a second error."""
+
+
+SKIP = _Skip()
+
+
+def _normalise(data: dict[str, Any], src: Source) -> None:
     server = data.get("server")
     if isinstance(server, dict) and isinstance(server.get("filter"), str):
         server["filter"] = {"type": server["filter"]}
     handlers = data.get("handlers")
-    if not isinstance(handlers, dict):
-        return
-    for event, actions in handlers.items():
-        if not isinstance(actions, list):
+    if isinstance(handlers, dict):
+        _handlers(handlers, ("handlers",), src)
+    states = data.get("states")
+    if isinstance(states, dict):
+        for name, state in states.items():
+            if not isinstance(state, dict):
+                continue
+            path: Path_ = ("states", name)
+            for key in ("enter", "exit"):
+                if isinstance(state.get(key), list):
+                    _actions(state[key], (*path, key), src)
+            timeout = state.get("timeout")
+            if isinstance(timeout, dict) and isinstance(timeout.get("do"), list):
+                _actions(timeout["do"], (*path, "timeout", "do"), src)
+            if isinstance(state.get("handlers"), dict):
+                _handlers(state["handlers"], (*path, "handlers"), src)
+
+
+def _handlers(handlers: dict[str, Any], path: Path_, src: Source) -> None:
+    for event, items in handlers.items():
+        if isinstance(items, list):
+            _actions(items, (*path, event), src, rules=True)
+
+
+def _actions(items: list[Any], path: Path_, src: Source, rules: bool = False) -> None:
+    for i, item in enumerate(items):
+        where: Path_ = (*path, i)
+        if rules and isinstance(item, dict) and "do" in item:
+            item["action"] = "rule"
+            if isinstance(item["do"], list):
+                _actions(item["do"], (*where, "do"), src)
             continue
-        for i, action in enumerate(actions):
-            path: Path_ = ("handlers", event, i)
-            if not isinstance(action, dict) or len(action) != 1:
-                raise src.error(
-                    'an action is a mapping with one key, its name, e.g. `reply: "{input}"`',
-                    path,
-                )
-            ((name, value),) = action.items()
-            if name not in ACTION_MAIN_FIELD:
-                raise src.error(
-                    f"unknown action {name!r}{_hint(name, ACTION_MAIN_FIELD)}", (*path, name, _KEY)
-                )
-            if isinstance(value, dict):
-                actions[i] = {"action": name, **value}
-            else:
-                actions[i] = {"action": name, ACTION_MAIN_FIELD[name]: value}
-            # The value's position serves for errors in the rewritten fields.
-            src.marks.setdefault((*path, ACTION_MAIN_FIELD[name]), src.where((*path, name)))
+        items[i] = _action(item, where, src, rules)
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
+    if isinstance(item, str) and item in ACTION_MAIN_FIELD:
+        if ACTION_MAIN_FIELD[item] is None:
+            return {"action": item}
+        src.report(f"action {item!r} needs a value, e.g. `{item}: ...`", path)
+        return SKIP
+    if not isinstance(item, dict) or len(item) != 1:
+        rule = "; a rule is a mapping with `do` and at most one condition" if rules else ""
+        if isinstance(item, str):
+            src.report(f"unknown action {item!r}{hint(item, ACTION_MAIN_FIELD)}", path)
+        else:
+            src.report(
+                "an action is a mapping with one key, its name, e.g. "
+                f'`reply: "{{input}}"`, or a bare name such as `close`{rule}',
+                path,
+            )
+        return SKIP
+    ((name, value),) = item.items()
+    if name not in ACTION_MAIN_FIELD:
+        more = " (a rule needs `do`)" if name in ("match", "equals", "prefix") else ""
+        src.report(
+            f"unknown action {name!r}{hint(name, ACTION_MAIN_FIELD)}{more}", (*path, name, _KEY)
+        )
+        return SKIP
+    main = ACTION_MAIN_FIELD[name]
+    if main is None:
+        if value is None or value == {}:
+            return {"action": name}
+        src.report(f"{name} takes no value: write `- {name}`", (*path, name))
+        return SKIP
+    if isinstance(value, dict) and name != "set":
+        src.aliases[path] = (*path, name)
+        return {**value, "action": name}
+    # The value's position serves for errors in the field it fills.
+    src.marks.setdefault((*path, main), src.where((*path, name)))
+    if isinstance(value, dict):  # set: {NAME: TEMPLATE}: keep the names' positions
+        src.aliases[(*path, main)] = (*path, name)
+    return {"action": name, main: value}
 
 
-#: Where each mapping of a spec lives, and the Struct that says its keys.
-_PLACES: dict[Path_, type[msgspec.Struct]] = {
-    (): Spec,
-    ("server",): ServerSettings,
-    ("server", "filter"): LineFilterSettings,
-    ("server", "limits"): Limits,
-    ("server", "log"): LogSettings,
-    ("handlers",): Handlers,
+# -- checking values against the Structs, every error at once ------------------------------
+
+_BAD: Any = object()  # a value that failed (already reported)
+
+#: Where each mapping of a spec lives, and the Struct that says its keys: for
+#: "it belongs under ..." hints.
+_PLACES: dict[str, type[msgspec.Struct]] = {
+    "the top level": Spec,
+    "server": ServerSettings,
+    "server.filter": LineFilterSettings,
+    "server.limits": Limits,
+    "server.log": LogSettings,
+    "a state": State,
+    "a state's timeout": StateTimeout,
+    "a rule": Rule,
 }
 
 
-def _keys(struct: type[msgspec.Struct]) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(struct)]
+def keys_of(struct: type[msgspec.Struct]) -> list[str]:
+    """The YAML keys a Struct takes (private fields excluded)."""
+    return [f.name for f in msgspec.structs.fields(struct) if not f.name.startswith("_")]
 
 
-def _unknown_key_hint(word: str, path: Path_) -> str:
-    struct = _PLACES.get(path)
-    if struct is not None:
-        hint = _hint(word, _keys(struct))
-        if hint:
-            return hint
-    for place, other in _PLACES.items():
-        if other is not struct and word in _keys(other):
-            where = ".".join(map(str, place)) or "the top level"
-            return f" (it belongs under {where})"
-    if struct is not None:
-        return ""
-    return _hint(word, {key for known in _PLACES.values() for key in _keys(known)})
-
-
-def _hint(word: str, choices: Any) -> str:
+def hint(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _translate(message: str, src: _Source) -> SpecError:
-    m = _AT.match(message)
-    assert m is not None
-    msg, raw_path = m.group("msg"), m.group("path") or ""
-    path: Path_ = tuple(name or int(index) for name, index in _STEP.findall(raw_path))
-    unknown = _UNKNOWN.search(msg)
-    if unknown:
-        field = unknown.group(1)
-        return src.error(
-            f"unknown key {field!r}{_unknown_key_hint(field, path)}", (*path, field, _KEY)
-        )
-    where = f" at ${raw_path}" if raw_path else ""
-    return src.error(f"{msg}{where}", path)
+def _unknown_key_hint(word: str, struct: type[msgspec.Struct]) -> str:
+    near = hint(word, keys_of(struct))
+    if near:
+        return near
+    for place, other in _PLACES.items():
+        if other is not struct and word in keys_of(other):
+            return f" (it belongs under {place})"
+    return ""
 
 
-def _check(spec: Spec, src: _Source) -> None:
-    for event in ("connected", "input", "disconnected"):
-        for i, action in enumerate(getattr(spec.handlers, event)):
-            try:
-                compile_template(action.text, has_input=event == "input")
-            except ValueError as exc:
-                raise src.error(str(exc), ("handlers", event, i, "text")) from None
+def _dotted(path: Path_) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path if p != _KEY)
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNION_TYPES = (Union, types.UnionType)
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _tag(struct: Any) -> tuple[str | None, Any]:
+    config = struct.__struct_config__
+    return config.tag_field, config.tag
+
+
+class Checker:
+    """Checks plain data against a type, reporting every error to ``src``."""
+
+    def __init__(self, src: Source):
+        self.src = src
+
+    def value(self, value: Any, tp: Any, path: Path_) -> Any:
+        """``value`` converted to ``tp``, or ``_BAD`` once its errors are reported."""
+        if value is SKIP:
+            return _BAD
+        if _is_struct(tp):
+            return self.struct(value, tp, path)
+        origin, args = get_origin(tp), get_args(tp)
+        if origin is list:
+            if not isinstance(value, list):
+                return self.leaf(value, tp, path)
+            return [self.item(v, args[0], (*path, i)) for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                return self.leaf(value, tp, path)
+            out = {}
+            for k, v in value.items():
+                key = self.leaf(k, args[0], (*path, k, _KEY))
+                val = self.value(v, args[1], (*path, k))
+                if key is not _BAD and val is not _BAD:
+                    out[key] = val
+            return out
+        if origin in _UNION_TYPES:
+            structs = [a for a in args if _is_struct(a)]
+            if structs:
+                if value is None and type(None) in args:
+                    return None
+                return self.variant(value, structs, path)
+        return self.leaf(value, tp, path)
+
+    def item(self, value: Any, tp: Any, path: Path_) -> Any:
+        # A bad list item stays as None, so the items after it keep their index
+        # (their paths must still find their positions); the spec is never used.
+        checked = self.value(value, tp, path)
+        return None if checked is _BAD else checked
+
+    def leaf(self, value: Any, tp: Any, path: Path_) -> Any:
+        try:
+            return msgspec.convert(value, tp)
+        except msgspec.ValidationError as exc:
+            m = _AT.match(str(exc))
+            assert m is not None
+            msg = m.group("msg")
+            if "matching regex" in msg:  # a Name
+                msg = "expected a name (letters, digits and _, not starting with a digit)"
+            self.src.report(f"{msg} at ${_dotted(path)}{m.group('path') or ''}", path)
+            return _BAD
+
+    def variant(self, value: Any, structs: list[Any], path: Path_) -> Any:
+        if not isinstance(value, dict):
+            return self.leaf(value, structs[0], path)
+        tag_field = _tag(structs[0])[0]
+        tag = value.get(tag_field) if tag_field else None
+        for struct in structs:
+            if _tag(struct)[1] == tag:
+                return self.struct(value, struct, path)
+        self.src.report(f"unknown {tag_field} {tag!r}", path)
+        return _BAD
+
+    def struct(self, value: Any, struct: Any, path: Path_) -> Any:
+        if not isinstance(value, dict):
+            return self.leaf(value, struct, path)
+        tag_field, tag = _tag(struct)
+        fields = {f.name: f for f in msgspec.structs.fields(struct) if not f.name.startswith("_")}
+        kwargs: dict[str, Any] = {}
+        ok = True
+        for key, item in value.items():
+            if key == tag_field and tag_field is not None:
+                if item != tag:
+                    what = "filter type" if tag_field == "type" else tag_field
+                    self.src.report(f"unknown {what} {item!r} (expected {tag!r})", (*path, key))
+                    ok = False
+                continue
+            info = fields.get(key)
+            if info is None:
+                self.src.report(
+                    f"unknown key {key!r}{_unknown_key_hint(key, struct)}", (*path, key, _KEY)
+                )
+                continue  # reported; the rest of the mapping is still checked
+            checked = self.value(item, info.type, (*path, key))
+            if checked is _BAD:
+                if info.required:
+                    ok = False
+            else:
+                kwargs[key] = checked
+        for name, info in fields.items():
+            if info.required and name not in value:
+                self.src.report(f"missing required key {name!r}", path)
+                ok = False
+        if not ok:
+            return _BAD
+        try:
+            return struct(**kwargs)
+        except (ValueError, TypeError) as exc:  # __post_init__ checks, e.g. Limits
+            self.src.report(str(exc), path)
+            return _BAD

@@ -12,10 +12,26 @@ A spec in YAML::
         - reply: "{input}"
         - log: "client {session.id}: {input}"
 
+and, with protocol states (phases of the connection's ``reading`` state)::
+
+    initial: login
+    states:
+      login:
+        enter: [reply: "Your nick?"]
+        timeout: {after: 30, do: [reply: "Too slow.", close]}
+        handlers:
+          input:
+            - match: '^(?P<nick>\\w+)$'
+              do: [set: {nick: "{match.nick}"}, goto: chatting]
+            - do: [reply: "Letters and digits only. Your nick?"]
+      chatting: ...
+
 Every Struct forbids unknown fields and is frozen. An action is written in YAML as
-a one-key mapping (``reply: TEXT``); the loader rewrites it to the tagged form
-(``{action: reply, text: TEXT}``) that these Structs decode, so the YAML stays
-short and the model stays a plain msgspec tagged union.
+a one-key mapping (``reply: TEXT``) or, without arguments, a bare name
+(``- close``); the loader rewrites it to the tagged form (``{action: reply,
+text: TEXT}``) that these Structs decode, so the YAML stays short and the model
+stays a plain msgspec tagged union. ``docs/spec-reference.md`` documents every
+field here with its default, and a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -29,19 +45,43 @@ from ..filters.line import DEFAULT_MAX_LINE
 from ..limits import Limits
 
 __all__ = [
+    "ACTIONS",
     "ACTION_MAIN_FIELD",
+    "BUILTIN_EVENTS",
     "Action",
-    "Handlers",
+    "Broadcast",
+    "Call",
+    "Close",
+    "Goto",
+    "Handler",
+    "Join",
+    "Leave",
     "LineFilterSettings",
     "Log",
+    "LogSettings",
+    "Post",
     "Reply",
+    "Rule",
     "ServerSettings",
+    "Set",
     "Spec",
+    "State",
+    "StateTimeout",
+    "SwitchFilter",
+    "Work",
 ]
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 # 1 GiB: a line filter may be told to accept large records, not unbounded ones.
 LineLimit = Annotated[int, Meta(ge=1, le=1 << 30)]
+# Names of events, states, groups' heap keys: identifiers, so that they can be
+# written in templates ({heap.NAME}) and in diagrams without quoting.
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Seconds = Annotated[float, Meta(gt=0, le=86400 * 366)]
+# memcached's default item size limit (-I) is 1 MiB; a block is bounded the same.
+BlockLimit = Annotated[int, Meta(ge=1, le=1 << 30)]
+#: An initial value of the server-wide heap.
+HeapValue = str | int | float | bool
 
 
 class _Strict(Struct, forbid_unknown_fields=True, frozen=True):
@@ -49,9 +89,12 @@ class _Strict(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class LineFilterSettings(_Strict, tag="line", tag_field="type", frozen=True):
-    """Newline-delimited UTF-8 text (``\\n`` or ``\\r\\n``)."""
+    """Newline-delimited UTF-8 text (``\\n`` or ``\\r\\n`` accepted on input)."""
 
+    #: The longest line accepted, in bytes; a longer one closes that client.
     max_length: LineLimit = DEFAULT_MAX_LINE
+    #: What ends each line the server sends: SMTP and memcached want ``"\\r\\n"``.
+    newline: Literal["\n", "\r\n"] = "\n"
 
 
 FilterSettings = LineFilterSettings
@@ -69,12 +112,23 @@ class LogSettings(_Strict, frozen=True):
 class ServerSettings(_Strict, frozen=True):
     """Where and how to listen."""
 
+    #: Shown as ``{server.name}``.
     name: str = "server"
+    #: The address to listen on: this machine only by default.
     host: str = "127.0.0.1"
+    #: The port; 0 picks a free one.
     port: Port = 12345
+    #: How bytes become records (lines).
     filter: FilterSettings = msgspec.field(default_factory=LineFilterSettings)
+    #: Connection limits and timeouts (``docs/limits.md``).
     limits: Limits = msgspec.field(default_factory=Limits)
+    #: What ``log`` actions may write.
     log: LogSettings = msgspec.field(default_factory=lambda: LogSettings())
+    #: Initial values of the server-wide heap, shared by every session: ``{server.NAME}``.
+    heap: dict[Name, HeapValue] = msgspec.field(default_factory=dict)
+
+
+# -- actions ------------------------------------------------------------------------
 
 
 class Reply(_Strict, tag="reply", tag_field="action", frozen=True):
@@ -89,23 +143,198 @@ class Log(_Strict, tag="log", tag_field="action", frozen=True):
     text: str
 
 
-Action = Reply | Log
+class Set(_Strict, tag="set", tag_field="action", frozen=True):
+    """Store rendered templates: ``NAME`` in the session's heap, ``server.NAME`` in
+    the server-wide heap."""
 
-#: For the short YAML form ``- reply: TEXT``: which field TEXT fills.
-ACTION_MAIN_FIELD: dict[str, str] = {"reply": "text", "log": "text"}
+    values: dict[str, str]
 
 
-class Handlers(_Strict, frozen=True):
-    """What to do on each connection event: a list of actions, run in order."""
+class Goto(_Strict, tag="goto", tag_field="action", frozen=True):
+    """Move to another protocol state: the old state's ``exit`` actions run, its
+    timeout is cancelled, then the new state's ``enter`` actions run. A ``goto`` to
+    the current state restarts it."""
 
-    connected: list[Action] = []
-    input: list[Action] = []
-    disconnected: list[Action] = []
+    state: Name
+
+
+class Close(_Strict, tag="close", tag_field="action", frozen=True):
+    """Close gracefully: replies already sent go out first, further input is dropped."""
+
+
+class Post(_Strict, tag="post", tag_field="action", frozen=True):
+    """Queue a named event for this session (``{input}`` in its handler is ``input``)."""
+
+    event: Name
+    #: A template: what the event's handler sees as ``{input}``.
+    input: str = ""
+    #: Seconds to wait first (a kernel timer owned by the session); none: queue now.
+    after: Seconds | None = None
+
+
+class Broadcast(_Strict, tag="broadcast", tag_field="action", frozen=True):
+    """Send the rendered template to every session in a group."""
+
+    text: str
+    #: A template: the group's name.
+    group: str
+    #: Whether the sender, if a member, gets it too.
+    include_self: bool = True
+
+
+class Join(_Strict, tag="join", tag_field="action", frozen=True):
+    """Join a named group (a template); a session leaves its groups when it ends."""
+
+    group: str
+
+
+class Leave(_Strict, tag="leave", tag_field="action", frozen=True):
+    """Leave a named group (a template); leaving a group one is not in does nothing."""
+
+    group: str
+
+
+class Call(_Strict, tag="call", tag_field="action", frozen=True):
+    """Call ``function(session, input, match)``, named ``module:function``.
+
+    The module is found beside the spec file first, then on ``sys.path``; it is
+    imported once, when the spec is loaded. The return value is ``{result}`` for
+    the actions after this one."""
+
+    function: str
+    #: Send what it returns: a string as one reply, a list of strings as several.
+    reply: bool = True
+
+
+class SwitchFilter(_Strict, tag="switch_filter", tag_field="action", frozen=True):
+    """Change how the following bytes are framed; bytes already received and not
+    yet handled go to the new filter (POE's ``get_pending``)."""
+
+    #: ``line`` (the server's line filter) or ``block`` (exactly ``size`` bytes).
+    type: Literal["line", "block"]
+    #: For ``block``: the number of bytes, or a template giving it (``"{match.bytes}"``).
+    size: int | str | None = None
+    #: For ``block``: bytes that must follow the block (e.g. ``"\\r\\n"``), checked and dropped.
+    end: str = ""
+    #: For ``block``: the largest size accepted; a larger one closes that client.
+    max_size: BlockLimit = 1 << 20
+
+
+class Work(_Strict, tag="work", tag_field="action", frozen=True):
+    """Run a generator function ``module:function`` as chunked work (not available
+    in specs yet: a spec using it is refused when loaded)."""
+
+    function: str
+
+
+Action = (
+    Reply | Log | Set | Goto | Close | Post | Broadcast | Join | Leave | Call | SwitchFilter | Work
+)
+
+#: Every action, by the name written in YAML.
+ACTIONS: dict[str, type[Struct]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        Reply,
+        Log,
+        Set,
+        Goto,
+        Close,
+        Post,
+        Broadcast,
+        Join,
+        Leave,
+        Call,
+        SwitchFilter,
+        Work,
+    )
+}
+
+#: For the short YAML form ``- reply: TEXT``: which field TEXT fills (None: the
+#: action takes no value, written ``- close``).
+ACTION_MAIN_FIELD: dict[str, str | None] = {
+    "reply": "text",
+    "log": "text",
+    "set": "values",
+    "goto": "state",
+    "close": None,
+    "post": "event",
+    "broadcast": "text",
+    "join": "group",
+    "leave": "group",
+    "call": "function",
+    "switch_filter": "type",
+    "work": "function",
+}
+
+
+# -- handlers, rules and states ----------------------------------------------------------
+
+
+class Rule(_Strict, tag="rule", tag_field="action", frozen=True):
+    """Actions to run when a condition holds. At most one condition; none: always.
+
+    Conditions test the input (for ``input``) or the event's ``input`` (named events).
+    """
+
+    do: list[Action]
+    #: A regular expression, searched in the input; named groups are ``{match.NAME}``.
+    match: str | None = None
+    #: The input equals this.
+    equals: str | None = None
+    #: The input starts with this; the rest is ``{match.rest}``.
+    prefix: str | None = None
+    #: Compare without regard to case.
+    ignore_case: bool = False
+
+
+#: A handler: a list of actions (all run, in order), or a list of rules (the
+#: first that matches runs).
+Handler = list[Rule | Action]
+
+#: Events a spec handles besides its own named ones.
+BUILTIN_EVENTS: tuple[str, ...] = (
+    "connected", "input", "disconnected", "timeout", "flushed", "error",
+)  # fmt: skip
+
+
+class StateTimeout(_Strict, frozen=True):
+    """What happens when a session stays in a state too long (gen_statem's
+    ``state_timeout``): cancelled when the state is left."""
+
+    after: Seconds
+    do: list[Action]
+
+
+class State(_Strict, frozen=True):
+    """A protocol state: a phase of the connection's ``reading`` state."""
+
+    #: Actions run on entering the state.
+    enter: list[Action] = []
+    #: Actions run on leaving it (by ``goto``; not when the client leaves).
+    exit: list[Action] = []
+    #: A state timeout; none by default.
+    timeout: StateTimeout | None = None
+    #: Event name to handler, tried before the top-level ``handlers``.
+    handlers: dict[str, Handler] = {}
 
 
 class Spec(_Strict, frozen=True):
     """A whole server."""
 
+    #: Where and how to listen.
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
-    handlers: Handlers = msgspec.field(default_factory=Handlers)
+    #: Event name to handler, in every state (after the state's own rules).
+    handlers: dict[str, Handler] = {}
+    #: The protocol states, if the protocol has phases.
+    states: dict[Name, State] = {}
+    #: The state a connection starts in; the first state listed by default.
+    initial: Name | None = None
+    #: Named events posted from Python only (events that ``post`` actions name
+    #: need not be listed).
+    events: list[Name] = []
+    #: The spec format's version.
     version: Literal[1] = 1
+    # Where the spec file is: ``call`` looks for modules there first. Set by the
+    # loader, never read from YAML (the loader refuses keys starting with "_").
+    _base_dir: str = ""

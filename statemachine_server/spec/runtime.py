@@ -1,64 +1,988 @@
-"""Turn a validated :class:`~.model.Spec` into a running :class:`TCPServer`.
+"""Compile a :class:`~.model.Spec` once, and run it as a :class:`TCPServer`.
 
-Each handler's action list is compiled once into one Python function, so a spec
-server runs the same per-message path as a hand-written one: no spec lookups, no
-template parsing, no ``transitions`` trigger per message.
+Everything a spec says is turned, at load time, into plain Python functions: each
+action into a *step* ``step(session, input, match)``, each handler into a function
+that tries its rules in order, and protocol states into one dict per event,
+``{state: handler}``, looked up with ``session.protocol_state``. So the
+per-message path is a dict lookup and a few calls: no spec lookups, no template
+parsing, and never a ``transitions`` trigger (one costs ~15-20 us; ``transitions``
+only declares and draws the machine, see :mod:`.graph`).
+
+The same compiler checks a spec: :func:`compile_spec` reports every error of
+meaning (a template name, a regex, a ``goto`` target, a ``call`` that does not
+import, an unreachable state...) with the path of the node, and the loader turns
+paths into ``FILE:LINE:COLUMN``. So what ``check`` accepts is exactly what runs.
+
+A spec with no states whose handlers are plain lists of ``reply`` and ``log`` (the
+echo server) compiles to the hand-written shape of such a server: the input
+handler calls ``session.put`` and one pre-formatted log line, with no rules, no
+match dict and no state lookup, which keeps it within a few percent of the same
+server written with the Python API (``benchmarks/scenarios/spec_vs_python.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import itertools
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..connection import Connection
 from ..console import ConsoleLog
-from ..filters import LineFilter
+from ..errors import ProtocolError, SpecError
+from ..filters import Filter, LineFilter
 from ..kernel import Kernel
+from ..lifecycle import CLOSED, EVENTS
 from ..net.tcp import TCPServer
-from .model import Action, Log, Reply, Spec
-from .templates import Template, compile_template, is_identity
+from .framing import BlockFilter, PullLineFilter
+from .model import (
+    BUILTIN_EVENTS,
+    Action,
+    Broadcast,
+    Call,
+    Close,
+    Goto,
+    Join,
+    Leave,
+    Log,
+    Post,
+    Reply,
+    Rule,
+    Set,
+    Spec,
+    SwitchFilter,
+    Work,
+)
+from .templates import RESULT, Template, compile_template, is_identity
 
-__all__ = ["build_server"]
+__all__ = ["STATE_TIMEOUT", "Program", "build_server", "compile_spec", "resolve_call"]
 
-Step = Callable[[Any, Any], None]
+log = logging.getLogger("statemachine_server")
+
+Path_ = tuple[str | int, ...]
+Step = Callable[[Any, Any, dict[str, Any]], None]
+Test = Callable[[Any], "dict[str, Any] | None"]
+Report = Callable[[str, Path_], None]
+
+#: The event a state timeout posts (not a name a spec can use).
+STATE_TIMEOUT = "<state timeout>"
+#: Names a spec's own events may not take: the lifecycle's and the kernel's.
+RESERVED_EVENTS = frozenset(EVENTS) | {"started", "stopped", "shutdown"}
+_INPUT_EVENTS = frozenset({"input"})
 
 
-def _compile(
-    actions: list[Action], console: ConsoleLog, has_input: bool, log_enabled: bool = True
-) -> list[Step]:
-    steps: list[Step] = []
-    for action in actions:
-        if isinstance(action, Reply):
-            if has_input and is_identity(action.text):
-                # Echo the record itself; the filter encodes it. No frame of ours.
-                steps.append(Connection.put)
+def _always(data: Any) -> dict[str, Any]:
+    return {}
+
+
+def _never(data: Any) -> None:
+    return None
+
+
+# -- what compiled steps share at run time -------------------------------------------------
+
+
+class _Runtime:
+    """One spec server's shared state: groups, state timers, and the states' actions."""
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+        self.groups: dict[str, dict[int, Any]] = {}
+        self.member_of: dict[int, set[str]] = {}
+        # session id -> (kernel timer id, token) of its state timeout
+        self.timers: dict[int, tuple[int, int]] = {}
+        self.tokens = itertools.count(1)
+        self.enter: dict[str, list[Step]] = {}
+        self.exit: dict[str, list[Step]] = {}
+        self.timeout: dict[str, tuple[float, list[Step]]] = {}
+
+    def goto(self, session: Any, target: str) -> None:
+        # gen_statem's order: leave (timeout cancelled, exit actions), then enter.
+        entry = self.timers.pop(session.id, None)
+        if entry is not None:
+            session.kernel.cancel(entry[0])
+        _run(self.exit.get(session.protocol_state), session)
+        session.protocol_state = target
+        self.enter_state(session, target)
+
+    def enter_state(self, session: Any, name: str) -> None:
+        timeout = self.timeout.get(name)
+        if timeout is not None and session.state is not CLOSED:
+            # A kernel timer owned by the session: it keeps the session alive
+            # while pending and goes with it; goto cancels it.
+            token = next(self.tokens)
+            tid = session.kernel.delay(timeout[0], STATE_TIMEOUT, token, session=session)
+            self.timers[session.id] = (tid, token)
+        _run(self.enter.get(name), session)
+
+    def state_timeout(self, session: Any, token: int = 0, *_: Any) -> None:
+        entry = self.timers.get(session.id)
+        if entry is None or entry[1] != token:
+            return  # fired just before the state was left: stale
+        del self.timers[session.id]
+        timeout = self.timeout.get(session.protocol_state)
+        if timeout is not None:
+            _run(timeout[1], session)
+
+    def join(self, session: Any, group: str) -> None:
+        self.groups.setdefault(group, {})[session.id] = session
+        self.member_of.setdefault(session.id, set()).add(group)
+
+    def leave(self, session: Any, group: str) -> None:
+        members = self.groups.get(group)
+        if members is not None and members.pop(session.id, None) is not None:
+            if not members:
+                del self.groups[group]
+            self.member_of[session.id].discard(group)
+
+    def broadcast(self, session: Any, group: str, text: str, include_self: bool) -> None:
+        members = self.groups.get(group)
+        if not members:
+            return
+        for member in list(members.values()):
+            if include_self or member is not session:
+                member.put(text)
+
+    def gone(self, session: Any) -> None:
+        """The session ended: out of every group, no state timer left."""
+        self.timers.pop(session.id, None)  # the kernel cancelled the timer itself
+        for group in self.member_of.pop(session.id, ()):
+            members = self.groups.get(group)
+            if members is not None:
+                members.pop(session.id, None)
+                if not members:
+                    del self.groups[group]
+
+
+def _run(steps: list[Step] | None, session: Any) -> None:
+    if steps:
+        match: dict[str, Any] = {}
+        for step in steps:
+            step(session, None, match)
+
+
+# -- calls ------------------------------------------------------------------------------
+
+_CALLS: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def resolve_call(target: str, base_dir: str | Path) -> Callable[..., Any]:
+    """The function ``module:function`` names, imported once.
+
+    The module is looked for beside the spec (``base_dir/module.py``) first, then
+    imported normally (``sys.path``).
+
+    Raises:
+        ValueError: a malformed name, a module that does not import, or no such
+            callable (the message is one line).
+    """
+    key = (str(base_dir), target)
+    found = _CALLS.get(key)
+    if found is not None:
+        return found
+    module_name, colon, name = target.partition(":")
+    if (
+        not colon
+        or not all(part.isidentifier() for part in module_name.split("."))
+        or not name.isidentifier()
+        or name.startswith("_")
+    ):
+        raise ValueError(
+            f"call {target!r}: expected `module:function` (a public function), "
+            "e.g. `handlers:on_line`"
+        )
+    module = _import(module_name, Path(base_dir))
+    fn = getattr(module, name, None)
+    if fn is None:
+        names = [n for n in vars(module) if not n.startswith("_") and callable(vars(module)[n])]
+        close = difflib.get_close_matches(name, names, n=1)
+        near = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"call {target!r}: module {module_name!r} has no {name!r}{near}")
+    if not callable(fn):
+        raise ValueError(f"call {target!r}: {name!r} is not callable")
+    _CALLS[key] = fn
+    return fn  # type: ignore[no-any-return]
+
+
+def _import(module_name: str, base_dir: Path) -> Any:
+    beside = base_dir / f"{module_name}.py"
+    try:
+        if "." not in module_name and beside.is_file():
+            # Under a name of its own, so that two specs' "handlers.py" in two
+            # folders stay two modules.
+            digest = hashlib.sha1(str(beside).encode()).hexdigest()[:12]
+            unique = f"_statemachine_spec_{module_name}_{digest}"
+            if unique in sys.modules:
+                return sys.modules[unique]
+            spec = importlib.util.spec_from_file_location(unique, beside)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[unique] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[unique]
+                raise
+            return module
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or (exc.name and module_name.startswith(exc.name + ".")):
+            raise ValueError(
+                f"cannot import {module_name!r}: no {beside.name} beside the spec "
+                f"({base_dir}) and no such module on sys.path"
+            ) from None
+        raise ValueError(f"cannot import {module_name!r}: {_one_line(exc)}") from None
+    except Exception as exc:
+        raise ValueError(f"cannot import {module_name!r}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+# -- the compiler -------------------------------------------------------------------------
+
+
+@dataclass
+class Program:
+    """A compiled spec: the handlers a :class:`TCPServer` takes, and what graph draws."""
+
+    #: Event name to handler, for TCPServer's ``on_*`` arguments.
+    handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: Named events (and the state timeout) to handler, for TCPServer's ``handlers``.
+    named: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: Makes each connection's filter.
+    filter_factory: Callable[[], Filter] = LineFilter
+    #: The protocol states' transitions: (source state, dest state, label).
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The state a connection starts in (None: the spec declares no states).
+    initial: str | None = None
+
+
+def compile_spec(
+    spec: Spec, report: Report | None = None, write: Callable[[str], None] | None = None
+) -> Program:
+    """Compile ``spec``; report each error as ``report(message, path)``.
+
+    Args:
+        spec: a spec whose values are valid (from the loader).
+        report: where errors go; by default the first raises :class:`SpecError`.
+        write: where ``log`` actions write (nowhere by default: a check).
+    """
+
+    def raise_first(message: str, path: Path_) -> None:
+        raise SpecError(message)
+
+    compiler = _Compiler(spec, report or raise_first, _Runtime(write or (lambda line: None)))
+    return compiler.compile()
+
+
+# A scope is where actions live: a state's name, or None for the top-level handlers.
+Scope = str | None
+
+
+class _Compiler:
+    def __init__(self, spec: Spec, report: Report, rt: _Runtime):
+        self.spec = spec
+        self.errors = 0
+
+        def counted(message: str, path: Path_) -> None:
+            self.errors += 1
+            report(message, path)
+
+        self.report = counted
+        self.rt = rt
+        self.base_dir = spec._base_dir or str(Path.cwd())
+        self.states = spec.states
+        self.has_states = bool(spec.states)
+        self.logs = spec.server.log.enabled
+        settings = spec.server.filter
+        self.max_length = settings.max_length
+        self.newline = settings.newline
+        self.output = PullLineFilter(settings.max_length, settings.newline)
+        self.switches = False
+        # Named events: listed in `events`, or posted by a `post` action.
+        self.named = set(spec.events) | {
+            a.event for _, a in self._all_actions() if isinstance(a, Post)
+        }
+        self.handled = {
+            event for scope_handlers in self._handler_maps() for event in scope_handlers[1]
+        }
+        self.edges: list[tuple[Scope, str, str]] = []  # (from, to, label)
+        self.enter_gotos: dict[str, set[str]] = {}
+        self.ways_out: set[Scope] = set()  # scopes with a close or a call
+        self.bad_gotos = False  # then the graph checks would only echo those errors
+
+    # -- walking the spec -------------------------------------------------------------
+
+    def _handler_maps(self) -> Iterator[tuple[Path_, dict[str, Any], Scope]]:
+        yield ("handlers",), self.spec.handlers, None
+        for name, state in self.states.items():
+            yield ("states", name, "handlers"), state.handlers, name
+
+    def _all_actions(self) -> Iterator[tuple[Path_, Any]]:
+        def in_list(items: list[Any], path: Path_) -> Iterator[tuple[Path_, Any]]:
+            for i, item in enumerate(items):
+                if isinstance(item, Rule):
+                    yield from in_list(item.do, (*path, i, "do"))
+                elif item is not None:
+                    yield (*path, i), item
+
+        for path, handlers, _ in self._handler_maps():
+            for event, items in handlers.items():
+                yield from in_list(items, (*path, event))
+        for name, state in self.states.items():
+            yield from in_list(state.enter, ("states", name, "enter"))
+            yield from in_list(state.exit, ("states", name, "exit"))
+            if state.timeout is not None:
+                yield from in_list(state.timeout.do, ("states", name, "timeout", "do"))
+
+    # -- the whole spec ----------------------------------------------------------------
+
+    def compile(self) -> Program:
+        rt = self.rt
+        initial = self._initial()
+        program = Program(initial=initial)
+        for path, handlers, scope in self._handler_maps():
+            self._check_events(path, handlers, scope, initial)
+        # Per scope and event: the compiled rules.
+        rules: dict[Scope, dict[str, list[tuple[Test, list[Step]]]]] = {None: {}}
+        for path, handlers, scope in self._handler_maps():
+            compiled = rules.setdefault(scope, {})
+            for event, items in handlers.items():
+                compiled[event] = self._rules(items, (*path, event), scope, event)
+        for name, state in self.states.items():
+            path = ("states", name)
+            rt.enter[name] = self._actions(state.enter, (*path, "enter"), name, "enter")
+            rt.exit[name] = self._actions(state.exit, (*path, "exit"), name, "exit")
+            if state.timeout is not None:
+                label = f"after {state.timeout.after:g} s"
+                steps = self._actions(state.timeout.do, (*path, "timeout", "do"), name, label)
+                rt.timeout[name] = (state.timeout.after, steps)
+        if self.has_states and not self.bad_gotos:
+            self._check_graph(initial)
+        program.transitions = self._transitions()
+        program.filter_factory = self._filter_factory()
+        if self.errors:
+            return program  # reported: nothing will run it
+        if self._fast_path_fits(rules[None]):
+            self._fast_path(program, rules[None])
+        else:
+            self._handlers(program, rules, initial)
+        return program
+
+    def _initial(self) -> str | None:
+        spec = self.spec
+        if spec.initial is None:
+            return next(iter(self.states), None)
+        if spec.initial not in self.states:
+            if not self.states:
+                self.report("initial needs protocol states: add `states:`", ("initial",))
             else:
-                steps.append(_reply(compile_template(action.text, has_input=has_input)))
-        elif isinstance(action, Log):
-            if not log_enabled:
-                continue  # server.log.enabled: false - no client data in the console
-            render = compile_template(action.text, has_input=has_input)
-            steps.append(_log(render, console.lines.append))
-        else:  # pragma: no cover - the model's union is closed
-            raise TypeError(f"unknown action {action!r}")
-    return steps
+                self.report(
+                    f"initial state {spec.initial!r} is not declared{self._hint(spec.initial)}",
+                    ("initial",),
+                )
+            return next(iter(self.states), None)
+        return spec.initial
+
+    def _hint(self, name: str, choices: Any = None) -> str:
+        close = difflib.get_close_matches(
+            name, list(self.states if choices is None else choices), n=1
+        )
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def _check_events(
+        self, path: Path_, handlers: dict[str, Any], scope: Scope, initial: str | None
+    ) -> None:
+        for event in handlers:
+            where = (*path, event, "<key>")
+            if event in BUILTIN_EVENTS:
+                if event == "connected" and scope is not None and scope != initial:
+                    self.report(
+                        f"`connected` happens in the initial state ({initial!r}) only; "
+                        f"use `enter` here",
+                        where,
+                    )
+            elif event in RESERVED_EVENTS:
+                known = ", ".join(BUILTIN_EVENTS)
+                self.report(f"{event!r} is a lifecycle event, not one a spec handles "
+                            f"(those are {known} and your own)", where)  # fmt: skip
+            elif not event.isidentifier():
+                self.report(f"event {event!r}: expected a name (letters, digits and _)", where)
+            elif event not in self.named:
+                near = self._hint(event, [*BUILTIN_EVENTS, *self.named])
+                self.report(
+                    f"unknown event {event!r}{near}: not a built-in event, not posted by "
+                    "any `post` action, not listed in `events`",
+                    where,
+                )
+
+    # -- handlers and rules ---------------------------------------------------------------
+
+    def _rules(
+        self, items: list[Any], path: Path_, scope: Scope, event: str
+    ) -> list[tuple[Test, list[Step]]]:
+        present = [x for x in items if x is not None]
+        kinds = {isinstance(x, Rule) for x in present}
+        if len(kinds) > 1:
+            self.report(
+                "a handler is a list of actions or a list of rules (with `do`), not both",
+                path,
+            )
+            # Still compiled, each item as what it is, for the errors inside.
+            for item in items:
+                if isinstance(item, Rule):
+                    self._rules([item], path, scope, event)
+                elif item is not None:
+                    self._actions([item], path, scope, event)
+            return []
+        has_input = event == "input" or event in self.named
+        if present and not isinstance(present[0], Rule):
+            return [(_always, self._actions(items, path, scope, event, has_input=has_input))]
+        rules: list[tuple[Test, list[Step]]] = []
+        fallback_at: Path_ | None = None
+        for i, rule in enumerate(items):
+            if rule is None:
+                continue
+            where = (*path, i)
+            if fallback_at is not None:
+                self.report(
+                    "this rule is never tried: an earlier rule has no condition and always matches",
+                    where,
+                )
+            test, groups = self._condition(rule, where, event, has_input)
+            if test is _always:
+                fallback_at = where
+            elif test is None:  # reported; its actions are still checked
+                test = _never
+            steps = self._actions(
+                rule.do, (*where, "do"), scope, event, has_input=has_input, groups=groups
+            )
+            rules.append((test, steps))
+        return rules
+
+    def _condition(
+        self, rule: Rule, path: Path_, event: str, has_input: bool
+    ) -> tuple[Test | None, frozenset[str] | None]:
+        given = [k for k in ("match", "equals", "prefix") if getattr(rule, k) is not None]
+        if len(given) > 1:
+            self.report(
+                f"a rule has at most one condition; this one has {' and '.join(given)}", path
+            )
+            return None, None
+        if not given:
+            if rule.ignore_case:
+                self.report("ignore_case needs a condition (match, equals or prefix)",
+                            (*path, "ignore_case"))  # fmt: skip
+            return _always, None
+        (kind,) = given
+        if not has_input:
+            self.report(
+                f"`{event}` has no input to test: conditions work in input and "
+                "named-event handlers",
+                (*path, kind),
+            )
+            return None, None
+        value: str = getattr(rule, kind)
+        fold = rule.ignore_case
+        if kind == "match":
+            try:
+                rx = re.compile(value, re.IGNORECASE if fold else 0)
+            except re.error as exc:
+                at = f" at position {exc.pos}" if exc.pos is not None else ""
+                self.report(f"bad regular expression: {exc.msg}{at}", (*path, "match"))
+                return None, None
+            search = rx.search
+
+            def test_match(data: Any) -> dict[str, Any] | None:
+                m = search(data)
+                return None if m is None else m.groupdict("")
+
+            return test_match, frozenset(rx.groupindex)
+        if kind == "equals":
+            if fold:
+                want = value.casefold()
+                return (lambda data: {} if data.casefold() == want else None), frozenset()
+            return (lambda data: {} if data == value else None), frozenset()
+        n = len(value)
+        if fold:
+            want = value.casefold()
+            return (
+                lambda data: {"rest": data[n:]} if data[:n].casefold() == want else None
+            ), frozenset({"rest"})
+        return (lambda data: {"rest": data[n:]} if data.startswith(value) else None), frozenset(
+            {"rest"}
+        )
+
+    # -- actions ----------------------------------------------------------------------
+
+    def _actions(
+        self,
+        actions: list[Any],
+        path: Path_,
+        scope: Scope,
+        label: str,
+        *,
+        has_input: bool = False,
+        groups: frozenset[str] | None = None,
+    ) -> list[Step]:
+        steps: list[Step] = []
+        has_result = False
+        for i, action in enumerate(actions):
+            if action is None:
+                continue
+            where = (*path, i)
+
+            def tpl(
+                text: str, *at: str, _where: Path_ = where, _res: bool = has_result
+            ) -> Template:
+                try:
+                    return compile_template(
+                        text, has_input=has_input, groups=groups, has_result=_res,
+                        states=self.has_states,
+                    )  # fmt: skip
+                except ValueError as exc:
+                    self.report(str(exc), (*_where, *at))
+                    return lambda s, i, m=None: ""
+
+            step = self._action(action, where, scope, label, tpl)
+            if step is not None:
+                steps.append(step)
+            if isinstance(action, Call):
+                has_result = True
+        return steps
+
+    def _action(
+        self, a: Action, where: Path_, scope: Scope, label: str, tpl: Callable[..., Template]
+    ) -> Step | None:
+        rt = self.rt
+        if isinstance(a, Reply):
+            render = tpl(a.text, "text")
+            return lambda s, i, m: s.put(render(s, i, m))
+        if isinstance(a, Log):
+            render = tpl(a.text, "text")
+            if not self.logs:
+                return None  # server.log.enabled: false - no client data in the console
+            write = rt.write
+            return lambda s, i, m: write(render(s, i, m))
+        if isinstance(a, Set):
+            return self._set(a, where, tpl)
+        if isinstance(a, Goto):
+            return self._goto(a, where, scope, label)
+        if isinstance(a, Close):
+            self.ways_out.add(scope)
+            return lambda s, i, m: s.close()
+        if isinstance(a, Post):
+            return self._post(a, where, tpl)
+        if isinstance(a, Broadcast):
+            group, text, include_self = tpl(a.group, "group"), tpl(a.text, "text"), a.include_self
+            return lambda s, i, m: rt.broadcast(s, group(s, i, m), text(s, i, m), include_self)
+        if isinstance(a, Join):
+            group = tpl(a.group, "group")
+            return lambda s, i, m: rt.join(s, group(s, i, m))
+        if isinstance(a, Leave):
+            group = tpl(a.group, "group")
+            return lambda s, i, m: rt.leave(s, group(s, i, m))
+        if isinstance(a, Call):
+            return self._call(a, where, scope)
+        if isinstance(a, SwitchFilter):
+            return self._switch(a, where, tpl)
+        if isinstance(a, Work):
+            self.report(
+                "the work action is not available in specs yet; call a Python function "
+                "that uses session.work() instead",
+                where,
+            )
+            return None
+        raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
+
+    def _set(self, a: Set, where: Path_, tpl: Callable[..., Template]) -> Step:
+        session_keys: list[tuple[str, Template]] = []
+        server_keys: list[tuple[str, Template]] = []
+        for key, text in a.values.items():
+            head, dot, name = key.partition(".")
+            if not dot and key.isidentifier():
+                session_keys.append((key, tpl(text, "values", key)))
+            elif head == "server" and name.isidentifier():
+                server_keys.append((name, tpl(text, "values", key)))
+            else:
+                self.report(
+                    f"set {key!r}: expected NAME (the session's heap) or server.NAME "
+                    "(the server-wide heap)",
+                    (*where, "values", key, "<key>"),
+                )
+
+        def set_values(s: Any, i: Any, m: dict[str, Any]) -> None:
+            heap = s.heap
+            for key, render in session_keys:
+                heap[key] = render(s, i, m)
+            if server_keys:
+                shared = s.server.heap
+                for key, render in server_keys:
+                    shared[key] = render(s, i, m)
+
+        return set_values
+
+    def _goto(self, a: Goto, where: Path_, scope: Scope, label: str) -> Step | None:
+        if not self.has_states:
+            self.report("goto needs protocol states: add `states:`", (*where, "state"))
+            return None
+        if a.state not in self.states:
+            self.report(f"goto: no state {a.state!r}{self._hint(a.state)}", (*where, "state"))
+            self.bad_gotos = True
+            return None
+        if label == "exit":
+            self.report("goto is not allowed in exit actions (the state is being left)",
+                        where)  # fmt: skip
+            return None
+        if label == "enter":
+            assert scope is not None
+            self.enter_gotos.setdefault(scope, set()).add(a.state)
+        self.edges.append((scope, a.state, label))
+        target, rt = a.state, self.rt
+        return lambda s, i, m: rt.goto(s, target)
+
+    def _post(self, a: Post, where: Path_, tpl: Callable[..., Template]) -> Step | None:
+        if a.event not in self.handled:
+            near = self._hint(a.event, self.handled - set(BUILTIN_EVENTS))
+            self.report(f"post: no handler for event {a.event!r}{near}", (*where, "event"))
+            return None
+        if a.event in RESERVED_EVENTS or a.event in BUILTIN_EVENTS:
+            self.report(f"post: {a.event!r} is not a named event", (*where, "event"))
+            return None
+        event, render, after = a.event, tpl(a.input, "input"), a.after
+        if after is None:
+            return lambda s, i, m: s.kernel._post(s, event, (render(s, i, m),))
+        return lambda s, i, m: s.kernel.delay(after, event, render(s, i, m), session=s)
+
+    def _call(self, a: Call, where: Path_, scope: Scope) -> Step | None:
+        self.ways_out.add(scope)  # Python may close or goto: not followed by the checks
+        try:
+            fn = resolve_call(a.function, self.base_dir)
+        except ValueError as exc:
+            self.report(str(exc), (*where, "function"))
+            return None
+        target = a.function
+
+        if not a.reply:
+
+            def call_quietly(s: Any, i: Any, m: dict[str, Any]) -> None:
+                result = fn(s, i, m)
+                m[RESULT] = "" if result is None else result
+
+            return call_quietly
+
+        def call(s: Any, i: Any, m: dict[str, Any]) -> None:
+            result = fn(s, i, m)
+            if result is None:
+                m[RESULT] = ""
+                return
+            m[RESULT] = result
+            if isinstance(result, str):
+                s.put(result)
+            elif isinstance(result, list | tuple) and all(isinstance(r, str) for r in result):
+                s.put(*result)
+            else:
+                raise TypeError(
+                    f"call {target!r} returned {type(result).__name__}: expected a string, "
+                    "a list of strings, or None (or set `reply: false`)"
+                )
+
+        return call
+
+    def _switch(self, a: SwitchFilter, where: Path_, tpl: Callable[..., Template]) -> Step | None:
+        self.switches = True
+        if a.type == "line":
+            for name, default in (("size", None), ("end", "")):
+                if getattr(a, name) != default:
+                    self.report(f"switch_filter line: {name} is for block filters",
+                                (*where, name))  # fmt: skip
+            max_length, newline = self.max_length, self.newline
+            return lambda s, i, m: s.switch_filter(PullLineFilter(max_length, newline))
+        if a.size is None:
+            self.report("switch_filter block needs a size (bytes, or a template)", where)
+            return None
+        end, output, limit = a.end.encode("utf-8", "surrogateescape"), self.output, a.max_size
+        if isinstance(a.size, int):
+            if not 0 < a.size <= limit:
+                self.report(f"size {a.size}: expected 1 to max_size ({limit})", (*where, "size"))
+                return None
+            fixed = a.size
+            return lambda s, i, m: s.switch_filter(BlockFilter(fixed, end, output))
+        size = tpl(a.size, "size")
+
+        def switch_to_block(s: Any, i: Any, m: dict[str, Any]) -> None:
+            text = size(s, i, m)
+            n = int(text) if text.isdigit() else -1
+            if not 0 < n <= limit:
+                raise ProtocolError(f"block size {text!r}: expected 1 to {limit}")
+            s.switch_filter(BlockFilter(n, end, output))
+
+        return switch_to_block
+
+    # -- the state graph ------------------------------------------------------------------
+
+    def _check_graph(self, initial: str | None) -> None:
+        # goto chains through enter actions must end: a -> b -> a would never return.
+        for start in self.enter_gotos:
+            seen, todo = set(), [start]
+            while todo:
+                state = todo.pop()
+                for nxt in self.enter_gotos.get(state, ()):
+                    if nxt == start:
+                        self.report(
+                            f"state {start!r}: goto in enter actions leads back to it "
+                            "(an endless loop)",
+                            ("states", start, "enter"),
+                        )
+                        todo = []
+                        break
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+        anywhere = {dest for src, dest, _ in self.edges if src is None}
+        if initial is None:
+            return
+        reached: set[str] = {initial}
+        todo = [initial]
+        while todo:
+            state = todo.pop()
+            for src, dest, _ in self.edges:
+                if src == state and dest not in reached:
+                    reached.add(dest)
+                    todo.append(dest)
+            for dest in anywhere - reached:
+                reached.add(dest)
+                todo.append(dest)
+        for name in self.states:
+            where = ("states", name, "<key>")
+            if name not in reached:
+                self.report(f"state {name!r} is unreachable: no goto leads to it from "
+                            f"the initial state {initial!r}", where)  # fmt: skip
+            leaves = any(src in (name, None) and dest != name for src, dest, _ in self.edges)
+            if not leaves and name not in self.ways_out and None not in self.ways_out:
+                self.report(
+                    f"state {name!r} has no way out: no goto to another state, close or call "
+                    "in its actions or the top-level handlers",
+                    where,
+                )
+
+    def _transitions(self) -> list[tuple[str, str, str]]:
+        out: dict[tuple[str, str], list[str]] = {}
+        for src, dest, label in self.edges:
+            for state in [src] if src is not None else list(self.states):
+                labels = out.setdefault((state, dest), [])
+                if label not in labels:
+                    labels.append(label)
+        return [(src, dest, " | ".join(labels)) for (src, dest), labels in out.items()]
+
+    def _filter_factory(self) -> Callable[[], Filter]:
+        max_length, newline = self.max_length, self.newline
+        if self.switches or newline != "\n":
+            # Records cut one at a time, so that switch_filter is exact.
+            return lambda: PullLineFilter(max_length, newline)
+        return lambda: LineFilter(max_length)
+
+    # -- the handlers a TCPServer takes -------------------------------------------------
+
+    def _fast_path_fits(self, top: dict[str, list[tuple[Test, list[Step]]]]) -> bool:
+        if self.has_states or self.named:
+            return False
+        for event, items in self.spec.handlers.items():
+            if event not in ("connected", "input", "disconnected"):
+                return False
+            if not all(isinstance(a, Reply | Log) for a in items):
+                return False
+        return True
+
+    def _fast_path(self, program: Program, top: dict[str, Any]) -> None:
+        # The echo server's shape: steps of (session, record), called directly.
+        for event in ("connected", "input", "disconnected"):
+            steps: list[Callable[[Any, Any], None]] = []
+            for action in self.spec.handlers.get(event, []):
+                has_input = event == "input"
+                if isinstance(action, Reply) and has_input and is_identity(action.text):
+                    steps.append(Connection.put)  # the record itself; the filter frames it
+                    continue
+                assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
+                render = compile_template(action.text, has_input=has_input)
+                if isinstance(action, Reply):
+                    steps.append(_reply(render))
+                elif self.logs:
+                    steps.append(_log(render, self.rt.write))
+            handler = _sequence(steps)
+            if handler is None:
+                continue
+            name = event
+            program.handlers[name] = handler if event == "input" else _no_input(handler)
+
+    def _handlers(
+        self, program: Program, rules: dict[Scope, dict[str, Any]], initial: str | None
+    ) -> None:
+        rt = self.rt
+        events = set(BUILTIN_EVENTS) | self.handled
+        for event in sorted(events):
+            if event not in self.handled and event not in ("connected", "disconnected"):
+                continue  # nothing to do (error: the connection's own logging)
+            top = rules[None].get(event, [])
+            if self.has_states:
+                table = {name: _entry(event, rules[name].get(event, []) + top, self.named)
+                         for name in self.states}  # fmt: skip
+                handler = _by_state(table)
+            else:
+                handler = _entry(event, top, self.named)
+            if event == "connected":
+                handler = self._on_connected(handler, initial)
+            elif event == "disconnected":
+                handler = self._on_disconnected(handler)
+            elif event == "error":
+                handler = _on_error(handler)
+            if handler is None:
+                continue
+            if event in BUILTIN_EVENTS:
+                program.handlers[event] = handler
+            else:
+                program.named[event] = handler
+        if rt.timeout:
+            program.named[STATE_TIMEOUT] = rt.state_timeout
+
+    def _on_connected(
+        self, handler: Callable[..., Any] | None, initial: str | None
+    ) -> Callable[..., Any] | None:
+        if initial is None:
+            return handler
+        rt = self.rt
+
+        def connected(session: Any) -> None:
+            session.protocol_state = initial
+            rt.enter_state(session, initial)
+            if handler is not None:
+                handler(session)
+
+        return connected
+
+    def _on_disconnected(self, handler: Callable[..., Any] | None) -> Callable[..., Any]:
+        gone = self.rt.gone
+
+        def disconnected(session: Any) -> None:
+            try:
+                if handler is not None:
+                    handler(session)
+            finally:
+                gone(session)
+
+        return disconnected
 
 
-def _reply(render: Template) -> Step:
+def _entry(
+    event: str, rules: list[tuple[Test, list[Step]]], named: set[str]
+) -> Callable[..., Any] | None:
+    """The handler of one event: try the rules in order, run the first that matches."""
+    if not rules:
+        return None
+    if len(rules) == 1 and rules[0][0] is _always:
+        ((_, steps),) = rules
+        if event == "input":
+
+            def run_input(session: Any, record: Any) -> None:
+                match: dict[str, Any] = {}
+                for step in steps:
+                    step(session, record, match)
+
+            return run_input
+        if event in named:
+
+            def run_named(session: Any, data: Any = "", *_: Any) -> None:
+                data = "" if data is None else data if isinstance(data, str) else str(data)
+                match: dict[str, Any] = {}
+                for step in steps:
+                    step(session, data, match)
+
+            return run_named
+
+        def run(session: Any, *_: Any) -> None:
+            match: dict[str, Any] = {}
+            for step in steps:
+                step(session, None, match)
+
+        return run
+
+    def first_match(session: Any, data: Any) -> None:
+        for test, steps in rules:
+            match = test(data)
+            if match is not None:
+                for step in steps:
+                    step(session, data, match)
+                return
+
+    if event == "input":
+        return first_match
+    if event in named:
+        return lambda session, data="", *_: first_match(
+            session, "" if data is None else data if isinstance(data, str) else str(data)
+        )
+    return lambda session, *_: first_match(session, None)
+
+
+def _by_state(table: dict[str, Callable[..., Any] | None]) -> Callable[..., Any] | None:
+    if not any(table.values()):
+        return None
+    # The per-message path of a spec with states: one dict lookup by the
+    # session's protocol state.
+    lookup = {name: handler or _nothing for name, handler in table.items()}
+
+    def by_state(session: Any, *args: Any) -> Any:
+        return lookup[session.protocol_state](session, *args)
+
+    return by_state
+
+
+def _nothing(session: Any, *args: Any) -> None:
+    pass
+
+
+def _on_error(handler: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    if handler is None:
+        return None
+
+    def on_error(session: Any, exc: BaseException) -> None:
+        # The connection logs an error only when no handler takes it: log it here
+        # too, so a spec's error replies do not hide a Python handler's bug.
+        if isinstance(exc, ProtocolError):
+            log.warning("session %d: %s; closing", session.id, exc)
+        else:
+            log.error("session %d (state %s): handler raised %s: %s; closing",
+                      session.id, session.protocol_state or session.state,
+                      type(exc).__name__, exc, exc_info=exc)  # fmt: skip
+        handler(session, exc)
+
+    return on_error
+
+
+def _reply(render: Template) -> Callable[[Any, Any], None]:
     def reply(session: Any, record: Any) -> None:
         session.put(render(session, record))
 
     return reply
 
 
-def _log(render: Template, write: Callable[[str], None]) -> Step:
-    def log(session: Any, record: Any) -> None:
+def _log(render: Template, write: Callable[[str], None]) -> Callable[[Any, Any], None]:
+    def log_line(session: Any, record: Any) -> None:
         write(render(session, record))
 
-    return log
+    return log_line
 
 
-def _input_handler(steps: list[Step]) -> Callable[[Any, Any], None] | None:
+def _sequence(steps: list[Callable[[Any, Any], None]]) -> Callable[[Any, Any], None] | None:
     if not steps:
         return None
     if len(steps) == 1:
@@ -79,11 +1003,11 @@ def _input_handler(steps: list[Step]) -> Callable[[Any, Any], None] | None:
     return run_all
 
 
-def _event_handler(steps: list[Step]) -> Callable[[Any], None] | None:
-    handler = _input_handler(steps)
-    if handler is None:
-        return None
+def _no_input(handler: Callable[[Any, Any], None]) -> Callable[[Any], None]:
     return lambda session: handler(session, None)
+
+
+# -- the server -----------------------------------------------------------------------------
 
 
 def build_server(
@@ -94,34 +1018,43 @@ def build_server(
     port: int | None = None,
     console: ConsoleLog | None = None,
     on_started: Callable[[TCPServer], Any] | None = None,
+    heap: dict[str, Any] | None = None,
 ) -> TCPServer:
     """Create (and bind) the server a spec declares.
 
     Args:
-        spec: a validated spec.
+        spec: a validated spec (from :func:`~.loader.load_spec`).
         kernel: the kernel to run it in.
         host: overrides ``server.host``.
         port: overrides ``server.port``.
         console: where ``log`` actions write (stdout by default).
         on_started: called with the server once it is being served.
+        heap: overrides of ``server.heap`` values (``run --set NAME=VALUE``).
+
+    Raises:
+        SpecError: the spec does not compile (a spec from the loader always does).
     """
     console = console or ConsoleLog(kernel)
     settings = spec.server
-    max_length = settings.filter.max_length
-    handlers = spec.handlers
-    logs = settings.log.enabled
-
-    def compiled(actions: list[Action], has_input: bool) -> list[Step]:
-        return _compile(actions, console, has_input, logs)
-
-    return TCPServer(
+    program = compile_spec(spec, write=console.lines.append)
+    handlers = program.handlers
+    server = TCPServer(
         kernel,
         host=settings.host if host is None else host,
         port=settings.port if port is None else port,
-        on_input=_input_handler(compiled(handlers.input, True)),
-        on_connected=_event_handler(compiled(handlers.connected, False)),
-        on_disconnected=_event_handler(compiled(handlers.disconnected, False)),
+        on_input=handlers.get("input"),
+        on_connected=handlers.get("connected"),
+        on_disconnected=handlers.get("disconnected"),
+        on_error=handlers.get("error"),
+        on_flushed=handlers.get("flushed"),
+        on_timeout=handlers.get("timeout"),
         on_started=on_started,
-        filter=lambda: LineFilter(max_length),
+        filter=program.filter_factory,
+        handlers=program.named,
         limits=settings.limits,
     )
+    # The server-wide heap, {server.NAME}: the server session's own heap.
+    server.heap.update(name=settings.name, host=server.host, port=server.port)
+    server.heap.update(settings.heap)
+    server.heap.update(heap or {})
+    return server

@@ -1,37 +1,49 @@
-"""Reply and log templates: ``"client {session.id}: {input}"``.
+"""Templates in replies, logs and other actions: ``"client {session.id}: {input}"``.
 
 A template may name only these values, and nothing inside them: no attribute or
 item traversal, no conversions, no format specs, so a template can never reach
 into Python objects:
 
-``{input}``           the record being handled (input handlers only)
+``{input}``           the record being handled (input and named-event handlers)
+``{match.NAME}``      a named group of the rule's ``match`` (``rest`` for ``prefix``)
 ``{session.id}``      the session's id
-``{session.state}``   its lifecycle state
+``{session.state}``   its protocol state (its lifecycle state if the spec has none)
 ``{heap.NAME}``       a value from the session's heap (empty if unset)
+``{server.NAME}``     a value from the server-wide heap (empty if unset)
 ``{remote_ip}``       the client's address
 ``{remote_port}``     the client's port
+``{result}``          what the last ``call`` before it returned (empty for None)
+
+Where a name is not available (``{input}`` in ``connected``, ``{match.x}`` when the
+rule has no group ``x``, ``{result}`` before any ``call``) the template is refused
+when the spec is loaded, as is any other name.
 
 Templates are compiled once, at load time. When they name only fixed values the
 result is a format string we write ourselves, such as ``"client {0.id}: {1}"``,
-rendered as ``fmt.format(session, input)``: a single C call, no Python frame per
-field. The user's text never becomes a format field itself (its braces are
-escaped), so this adds no way in. ``{heap.NAME}`` needs a default for missing
-keys, so such templates use one small getter per field instead.
+rendered as ``fmt.format(session, input, match)``: a single C call, no Python
+frame per field. The user's text never becomes a format field itself (its braces
+are escaped) and the only item keys we write are validated identifiers, so this
+adds no way in. Heap names need a default for missing keys, so such templates use
+one small getter per field instead.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
-__all__ = ["NAMES", "Template", "compile_template", "is_identity"]
+__all__ = ["NAMES", "RESULT", "Template", "compile_template", "is_identity"]
 
-Getter = Callable[[Any, Any], Any]
-#: Renders a template for ``(session, input)``.
-Template = Callable[[Any, Any], str]
+Getter = Callable[[Any, Any, Any], Any]  # (session, input, match)
+#: Renders a template for ``(session, input, match)``; ``match`` may be omitted
+#: when the template names no ``{match.NAME}`` nor ``{result}``.
+Template = Callable[..., str]
 
-# Each fixed name as a field of fmt.format(session, input).
+#: The key of ``{result}`` in the match dict: not an identifier, so no group clashes.
+RESULT = " result"
+
+# Each fixed name as a field of fmt.format(session, input, match).
 _FIELDS: dict[str, str] = {
     "input": "{1}",
     "session.id": "{0.id}",
@@ -40,26 +52,36 @@ _FIELDS: dict[str, str] = {
     "remote_port": "{0.remote_port}",
 }
 _FIXED: dict[str, Getter] = {
-    "input": lambda s, i: i,
-    "session.id": lambda s, i: s.id,
-    "session.state": lambda s, i: s.state,
-    "remote_ip": lambda s, i: s.remote_ip,
-    "remote_port": lambda s, i: s.remote_port,
+    "input": lambda s, i, m: i,
+    "session.id": lambda s, i, m: s.id,
+    "session.state": lambda s, i, m: s.state,
+    "remote_ip": lambda s, i, m: s.remote_ip,
+    "remote_port": lambda s, i, m: s.remote_port,
 }
-#: Every name a template may use; ``heap.NAME`` takes any identifier for NAME.
-NAMES = (*_FIXED, "heap.NAME")
+#: Every name a template may use; NAME is an identifier not starting with "_".
+NAMES = (
+    "input", "match.NAME", "session.id", "session.state", "heap.NAME", "server.NAME",
+    "remote_ip", "remote_port", "result",
+)  # fmt: skip
 
 
-def _heap_getter(key: str) -> Getter:
-    return lambda s, i: s.heap.get(key, "")
-
-
-def compile_template(text: str, *, has_input: bool = True) -> Template:
-    """Compile ``text`` into a function of ``(session, input)``.
+def compile_template(
+    text: str,
+    *,
+    has_input: bool = True,
+    groups: Collection[str] | None = None,
+    has_result: bool = False,
+    states: bool = False,
+) -> Template:
+    """Compile ``text`` into a function of ``(session, input, match)``.
 
     Args:
         text: the template.
         has_input: whether ``{input}`` exists where the template is used.
+        groups: the ``{match.NAME}`` names the rule provides (None: not in a rule
+            with a ``match`` or ``prefix`` condition).
+        has_result: whether a ``call`` action ran before, in the same list.
+        states: whether the spec declares protocol states (``{session.state}``).
 
     Raises:
         ValueError: a malformed template, or a name it may not use.
@@ -81,17 +103,21 @@ def compile_template(text: str, *, has_input: bool = True) -> Template:
             raise ValueError(
                 f"template field {{{field}}}: conversions and format specs are not allowed"
             )
-        getters.append(_getter(field, has_input))
+        getter, fmt = _field(field, has_input, groups, has_result, states)
+        getters.append(getter)
         literal.append("{}")
-        fast.append(_FIELDS.get(field, "\0"))
+        fast.append(fmt)
     if not getters:
         constant = text.replace("{{", "{").replace("}}", "}")
-        return lambda s, i: constant
+        return lambda s, i, m=None: constant
     fast_fmt = "".join(fast)
     if "\0" not in fast_fmt:
         return fast_fmt.format
     render = "".join(literal).format
-    return lambda s, i: render(*[g(s, i) for g in getters])
+    if len(getters) == 1:
+        (only,) = getters
+        return lambda s, i, m=None: render(only(s, i, m))
+    return lambda s, i, m=None: render(*[g(s, i, m) for g in getters])
 
 
 def is_identity(text: str) -> bool:
@@ -99,14 +125,41 @@ def is_identity(text: str) -> bool:
     return text == "{input}"
 
 
-def _getter(field: str, has_input: bool) -> Getter:
+def _field(
+    field: str, has_input: bool, groups: Collection[str] | None, has_result: bool, states: bool
+) -> tuple[Getter, str]:
     if field == "input" and not has_input:
-        raise ValueError("{input} is only available in input handlers")
+        raise ValueError(
+            "{input} is only available in input and named-event handlers "
+            "(and not in enter, exit or timeout actions)"
+        )
+    if field == "session.state" and states:
+        return (lambda s, i, m: s.protocol_state), "{0.protocol_state}"
     getter = _FIXED.get(field)
     if getter is not None:
-        return getter
-    head, _, key = field.partition(".")
-    if head == "heap" and key.isidentifier():
-        return _heap_getter(key)
+        return getter, _FIELDS[field]
+    if field == "result":
+        if not has_result:
+            raise ValueError("{result} is only available after a call action in the same list")
+        return (lambda s, i, m: m.get(RESULT, "")), "\0"
+    head, dot, key = field.partition(".")
+    # Heap and group names are looked up as keys, never as attributes; names
+    # starting with "_" are refused all the same, so no template even looks like
+    # a way into Python objects.
+    if dot and key.isidentifier() and not key.startswith("_"):
+        if head == "heap":
+            return (lambda s, i, m: s.heap.get(key, "")), "\0"
+        if head == "server":
+            return (lambda s, i, m: s.server.heap.get(key, "")), "\0"
+        if head == "match":
+            if groups is None:
+                raise ValueError(
+                    f"{{{field}}} is only available in a rule with a match or prefix condition"
+                )
+            if key not in groups:
+                known = ", ".join(sorted(groups)) or "none"
+                raise ValueError(f"{{{field}}}: the rule's condition has no group {key!r} "
+                                 f"(its groups: {known})")  # fmt: skip
+            return (lambda s, i, m: m[key]), f"{{2[{key}]}}"
     hint = ", ".join("{" + n + "}" for n in NAMES)
     raise ValueError(f"unknown template name {{{field}}}: expected one of {hint}")
