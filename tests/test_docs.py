@@ -117,7 +117,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
         for field in msgspec.structs.fields(struct):
             if field.name.startswith("_"):
                 continue
-            row = f"| `{field.name}` | {shown(field)} |"
+            row = f"| `{field.encode_name}` | {shown(field)} |"
             if field.name == "type" and struct is model.LineFilterSettings:
                 row = '| `type` | `"line"` |'
             assert row in section, (heading, row)

@@ -43,8 +43,7 @@ def test_a_spec_with_many_errors_gets_all_of_them_in_file_order() -> None:
         (24, 29, "post"),
         (24, 42, "Expected `float` > 0.0 at $.states.lgoin.handlers.input[0].do[1].after"),
         (25, 21, "cannot import 'no_such_module'"),
-        (26, 15, "the work action is not available in specs yet; call a Python function that "
-                 "uses session.work() instead"),
+        (26, 21, "cannot import 'm'"),
         (27, 21, "set 'a.b'"),
         (31, 9, "goto is not allowed in exit actions (the state is being left)"),
     ]  # fmt: skip
@@ -204,11 +203,34 @@ states:
         ),
         (
             "handlers:\n  input:\n    - reply: '{result}'\n    - call: json:dumps\n",
-            ["s.yaml:3:14: {result} is only available after a call action in the same list"],
+            [
+                "s.yaml:3:14: {result} is only available after a call, work or run action in the same list"
+            ],
         ),
         (
             "handlers:\n  input:\n    - work: m:f\n",
-            ["s.yaml:3:7: the work action is not available in specs yet"],
+            ["s.yaml:3:13: cannot import 'm'"],
+        ),
+        (
+            "handlers:\n  input:\n    - work: {function: 'json:loads', progress: [reply: '{nope}']}\n",
+            ["s.yaml:3:56: unknown template name {nope}"],
+        ),
+        (
+            "handlers:\n  input:\n    - work: {function: 'json:loads', in: pool}\n",
+            ["s.yaml:3:42: Invalid enum value 'pool' at $.handlers.input[0].in"],
+        ),
+        (
+            "handlers:\n  input:\n    - run: ['{input}']\n",
+            ["s.yaml:3:12: run: the program must be written out, not a template"],
+        ),
+        (
+            "handlers:\n  input:\n    - run:\n        argv: [ls, '{input}']\n        stdout:\n          - reply: '{result} {bad}'\n",
+            ["s.yaml:6:20: unknown template name {bad}"],
+        ),
+        ("handlers:\n  input:\n    - run: [ls]\n    - reply: 'exit {result}'\n", []),
+        (
+            "initial: a\nstates:\n  a:\n    exit: [work: 'json:loads']\n    handlers: {input: [close]}\n",
+            ["s.yaml:4:12: work is not allowed in exit actions"],
         ),
         (
             "server:\n  filter: {type: block}\n",

@@ -68,6 +68,15 @@ class Source:
         """Note an error and go on looking for more."""
         self.errors.append(self.error(message, path))
 
+    def in_yaml(self, path: Path_) -> Path_:
+        """Where a node of the model is in the YAML (a long-form action's fields sit
+        one level deeper there, under the action's name)."""
+        for k in range(len(path), 0, -1):
+            alias = self.aliases.get(path[:k])
+            if alias is not None:
+                return (*alias, *path[k:])
+        return path
+
     def where(self, path: Path_) -> tuple[int, int]:
         for k in range(len(path), 0, -1):
             alias = self.aliases.get(path[:k])
@@ -254,6 +263,13 @@ def _actions(items: list[Any], path: Path_, src: Source, rules: bool = False) ->
         items[i] = _action(item, where, src, rules)
 
 
+#: Actions whose long form holds lists of actions, and under which keys.
+_NESTED_ACTIONS: dict[str, tuple[str, ...]] = {
+    "work": ("progress", "on_error"),
+    "run": ("stdout", "stderr", "on_error"),
+}
+
+
 def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
     if isinstance(item, str) and item in ACTION_MAIN_FIELD:
         if ACTION_MAIN_FIELD[item] is None:
@@ -285,8 +301,12 @@ def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
         src.report(f"{name} takes no value: write `- {name}`", (*path, name))
         return SKIP
     if isinstance(value, dict) and name != "set":
-        src.aliases[path] = (*path, name)
-        return {**value, "action": name}
+        src.aliases[path] = (*src.in_yaml(path), name)
+        long_form = {**value, "action": name}
+        for key in _NESTED_ACTIONS.get(name, ()):
+            if isinstance(long_form.get(key), list):
+                _actions(long_form[key], (*path, key), src)
+        return long_form
     # The value's position serves for errors in the field it fills.
     src.marks.setdefault((*path, main), src.where((*path, name)))
     if isinstance(value, dict):  # set: {NAME: TEMPLATE}: keep the names' positions
@@ -314,7 +334,7 @@ _PLACES: dict[str, type[msgspec.Struct]] = {
 
 def keys_of(struct: type[msgspec.Struct]) -> list[str]:
     """The YAML keys a Struct takes (private fields excluded)."""
-    return [f.name for f in msgspec.structs.fields(struct) if not f.name.startswith("_")]
+    return [f.encode_name for f in msgspec.structs.fields(struct) if not f.name.startswith("_")]
 
 
 def hint(word: str, choices: Any) -> str:
@@ -418,7 +438,10 @@ class Checker:
         if not isinstance(value, dict):
             return self.leaf(value, struct, path)
         tag_field, tag = _tag(struct)
-        fields = {f.name: f for f in msgspec.structs.fields(struct) if not f.name.startswith("_")}
+        # By the name written in YAML (``in`` for the field ``in_``).
+        fields = {
+            f.encode_name: f for f in msgspec.structs.fields(struct) if not f.name.startswith("_")
+        }
         kwargs: dict[str, Any] = {}
         ok = True
         for key, item in value.items():
@@ -439,7 +462,7 @@ class Checker:
                 if info.required:
                     ok = False
             else:
-                kwargs[key] = checked
+                kwargs[info.name] = checked
         for name, info in fields.items():
             if info.required and name not in value:
                 self.src.report(f"missing required key {name!r}", path)

@@ -62,6 +62,7 @@ __all__ = [
     "Post",
     "Reply",
     "Rule",
+    "Run",
     "ServerSettings",
     "Set",
     "Spec",
@@ -221,14 +222,64 @@ class SwitchFilter(_Strict, tag="switch_filter", tag_field="action", frozen=True
 
 
 class Work(_Strict, tag="work", tag_field="action", frozen=True):
-    """Run a generator function ``module:function`` as chunked work (not available
-    in specs yet: a spec using it is refused when loaded)."""
+    """Run ``module:function`` as work that never stalls other clients. The
+    connection is ``working`` meanwhile (its input waits, in order); the actions
+    after this one, in the same list, run when the work is done, with its return
+    value as ``{result}``."""
 
     function: str
+    #: ``steps``: ``function(session, input, match)`` returns a generator, run in
+    #: time slices; ``thread`` / ``process``: ``function(input, match)`` is a plain
+    #: function, run in the thread or process pool.
+    in_: Literal["steps", "thread", "process"] = msgspec.field(default="steps", name="in")
+    #: Seconds after which the work is stopped and ``on_error`` runs.
+    timeout: Seconds | None = None
+    #: Actions for each value a ``steps`` generator yields (as ``{result}``).
+    progress: list[Action] = []
+    #: At most one ``progress`` run per this many seconds.
+    progress_every: Seconds = 0.5
+    #: Actions when the work fails or times out (the reason is ``{result}``);
+    #: none given: ``reply: "error: {result}"``.
+    on_error: list[Action] = []
+
+
+class Run(_Strict, tag="run", tag_field="action", frozen=True):
+    """Run a program (never through a shell) and stream its output. The connection
+    is ``working`` until it exits; the actions after this one run then, with its
+    exit status as ``{result}``."""
+
+    #: The program and its arguments; the program is literal, the arguments may be
+    #: templates.
+    argv: Annotated[list[str], Meta(min_length=1)]
+    #: A template written to the program's standard input, which is then closed.
+    stdin: str | None = None
+    #: Actions for each line of its standard output (as ``{result}``); none
+    #: given: the line is sent as a reply.
+    stdout: list[Action] = []
+    #: Actions for each line of its standard error (as ``{result}``); none given:
+    #: ignored.
+    stderr: list[Action] = []
+    #: Seconds after which the program is killed and ``on_error`` runs.
+    timeout: Seconds | None = None
+    #: Actions when it cannot start, is over ``max_children`` or times out (the
+    #: reason is ``{result}``); none given: ``reply: "error: {result}"``.
+    on_error: list[Action] = []
 
 
 Action = (
-    Reply | Log | Set | Goto | Close | Post | Broadcast | Join | Leave | Call | SwitchFilter | Work
+    Reply
+    | Log
+    | Set
+    | Goto
+    | Close
+    | Post
+    | Broadcast
+    | Join
+    | Leave
+    | Call
+    | SwitchFilter
+    | Work
+    | Run
 )
 
 #: Every action, by the name written in YAML.
@@ -247,6 +298,7 @@ ACTIONS: dict[str, type[Struct]] = {
         Call,
         SwitchFilter,
         Work,
+        Run,
     )
 }
 
@@ -265,6 +317,7 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
     "call": "function",
     "switch_filter": "type",
     "work": "function",
+    "run": "argv",
 }
 
 

@@ -37,11 +37,12 @@ from typing import Any
 
 from ..connection import Connection
 from ..console import ConsoleLog
-from ..errors import ProtocolError, SpecError
+from ..errors import LimitReached, ProtocolError, SpecError
 from ..filters import Filter, LineFilter
 from ..kernel import Kernel
 from ..lifecycle import CLOSED, EVENTS
 from ..net.tcp import TCPServer
+from ..work import Cancelled, WorkTimeout, in_process, in_thread
 from .framing import BlockFilter, PullLineFilter
 from .model import (
     BUILTIN_EVENTS,
@@ -56,6 +57,7 @@ from .model import (
     Post,
     Reply,
     Rule,
+    Run,
     Set,
     Spec,
     SwitchFilter,
@@ -160,6 +162,36 @@ class _Runtime:
                 members.pop(session.id, None)
                 if not members:
                     del self.groups[group]
+
+
+def _run_with(
+    steps: list[Step], session: Any, data: Any, match: dict[str, Any], result: Any
+) -> None:
+    # The continuation of a work or run action: the rest of its list, with {result}.
+    if steps:
+        match = {**match, RESULT: "" if result is None else result}
+        for step in steps:
+            step(session, data, match)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, WorkTimeout | Cancelled | LimitReached):
+        return str(exc)
+    return _one_line(exc)
+
+
+def _reply_error(session: Any, data: Any, match: dict[str, Any]) -> None:
+    session.put(f"error: {match[RESULT]}")
+
+
+def _reply_result(session: Any, data: Any, match: dict[str, Any]) -> None:
+    session.put(match[RESULT])
+
+
+def call_in_worker(base_dir: str, target: str, data: Any, match: dict[str, Any]) -> Any:
+    """``work`` with ``in: process``: runs in a worker process, which imports the
+    function by name (a function imported from beside a spec cannot be pickled)."""
+    return resolve_call(target, base_dir)(data, match)
 
 
 def _run(steps: list[Step] | None, session: Any) -> None:
@@ -534,11 +566,13 @@ class _Compiler:
         *,
         has_input: bool = False,
         groups: frozenset[str] | None = None,
+        start: int = 0,
+        result: bool = False,
     ) -> list[Step]:
         steps: list[Step] = []
-        has_result = False
+        has_result = result
         for i, action in enumerate(actions):
-            if action is None:
+            if action is None or i < start:
                 continue
             where = (*path, i)
 
@@ -554,12 +588,120 @@ class _Compiler:
                     self.report(str(exc), (*_where, *at))
                     return lambda s, i, m=None: ""
 
+            if isinstance(action, Work | Run):
+                # The actions after it run when it is done: compiled as its
+                # continuation, with {result}; nothing more runs now.
+                def nested(items: list[Any], key: str, _where: Path_ = where) -> list[Step]:
+                    return self._actions(
+                        items, (*_where, key), scope, label,
+                        has_input=has_input, groups=groups, result=True,
+                    )  # fmt: skip
+
+                then = self._actions(
+                    actions, path, scope, label,
+                    has_input=has_input, groups=groups, start=i + 1, result=True,
+                )  # fmt: skip
+                step = None
+                if label == "exit":
+                    self.report(f"{type(action).__name__.lower()} is not allowed in exit "
+                                "actions (the state is being left)", where)  # fmt: skip
+                elif isinstance(action, Work):
+                    self.ways_out.add(scope)  # Python runs: not followed by the checks
+                    step = self._work(action, where, then, nested)
+                else:
+                    step = self._run_program(action, where, tpl, then, nested)
+                if step is not None:
+                    steps.append(step)
+                break
             step = self._action(action, where, scope, label, tpl)
             if step is not None:
                 steps.append(step)
             if isinstance(action, Call):
                 has_result = True
         return steps
+
+    def _work(
+        self, a: Work, where: Path_, then: list[Step], nested: Callable[..., list[Step]]
+    ) -> Step | None:
+        try:
+            fn = resolve_call(a.function, self.base_dir)
+        except ValueError as exc:
+            self.report(str(exc).replace("call ", "work ", 1), (*where, "function"))
+            return None
+        progress = nested(a.progress, "progress")
+        failed = nested(a.on_error, "on_error") or [_reply_error]
+        target, pool, base = a.function, a.in_, str(self.base_dir)
+        options = {"timeout": a.timeout, "progress_every": a.progress_every}
+
+        def start(s: Any, i: Any, m: dict[str, Any]) -> None:
+            job: Any
+            if pool == "steps":
+                job = fn(s, i, m)
+                if not hasattr(job, "send"):
+                    raise TypeError(
+                        f"work {target!r} returned {type(job).__name__}: expected a generator "
+                        "(a function with `yield`), or `in: thread` / `in: process`"
+                    )
+            elif pool == "thread":
+                job = in_thread(fn, i, dict(m))
+            else:  # a process: the function is found again there, by name
+                job = in_process(call_in_worker, base, target, i, dict(m))
+            s.work(
+                job,
+                lambda s, r: _run_with(then, s, i, m, r),
+                on_progress=(lambda s, v: _run_with(progress, s, i, m, v)) if progress else None,
+                on_error=lambda s, exc: _run_with(failed, s, i, m, _reason(exc)),
+                **options,
+            )
+
+        return start
+
+    def _run_program(
+        self,
+        a: Run,
+        where: Path_,
+        tpl: Callable[..., Template],
+        then: list[Step],
+        nested: Callable[..., list[Step]],
+    ) -> Step | None:
+        program = a.argv[0]
+        if "{" in program or "}" in program:
+            self.report("run: the program must be written out, not a template "
+                        "(its arguments may be templates)", (*where, "argv", 0))  # fmt: skip
+            return None
+        args = [tpl(text, "argv", k) for k, text in enumerate(a.argv[1:], 1)]
+        stdin = tpl(a.stdin, "stdin") if a.stdin is not None else None
+        stdout = nested(a.stdout, "stdout") or [_reply_result]
+        stderr = nested(a.stderr, "stderr")
+        failed = nested(a.on_error, "on_error") or [_reply_error]
+        timeout = a.timeout
+
+        def start(s: Any, i: Any, m: dict[str, Any]) -> None:
+            argv = [program, *(render(s, i, m) for render in args)]
+            data = None if stdin is None else stdin(s, i, m)
+
+            def job() -> Any:
+                child = s.run_process(
+                    argv,
+                    stdin=data,
+                    on_stdout=lambda s, line: _run_with(stdout, s, i, m, line),
+                    on_stderr=(lambda s, line: _run_with(stderr, s, i, m, line))
+                    if stderr
+                    else None,
+                )
+                try:
+                    return (yield child)
+                finally:
+                    child.kill()  # a timeout or a cancel; nothing once it has exited
+
+            s.work(
+                job(),
+                lambda s, status: _run_with(then, s, i, m, status),
+                on_error=lambda s, exc: _run_with(failed, s, i, m, _reason(exc)),
+                timeout=timeout,
+            )
+
+        return start
 
     def _action(
         self, a: Action, where: Path_, scope: Scope, label: str, tpl: Callable[..., Template]
@@ -596,13 +738,6 @@ class _Compiler:
             return self._call(a, where, scope)
         if isinstance(a, SwitchFilter):
             return self._switch(a, where, tpl)
-        if isinstance(a, Work):
-            self.report(
-                "the work action is not available in specs yet; call a Python function "
-                "that uses session.work() instead",
-                where,
-            )
-            return None
         raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
 
     def _set(self, a: Set, where: Path_, tpl: Callable[..., Template]) -> Step:

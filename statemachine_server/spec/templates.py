@@ -140,7 +140,9 @@ def _field(
         return getter, _FIELDS[field]
     if field == "result":
         if not has_result:
-            raise ValueError("{result} is only available after a call action in the same list")
+            raise ValueError(
+                "{result} is only available after a call, work or run action in the same list"
+            )
         return (lambda s, i, m: m.get(RESULT, "")), "\0"
     head, dot, key = field.partition(".")
     # Heap and group names are looked up as keys, never as attributes; names
