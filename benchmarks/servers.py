@@ -43,6 +43,7 @@ __all__ = [
     "peer_names",
     "poe_missing",
     "serve",
+    "soak_peer",
 ]
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -192,6 +193,21 @@ def jobs_peer(job: str, job_seconds: float, step_ms: float) -> Peer:
             sys.executable, str(PEERS_DIR / "ours_jobs.py"), "0", "--job", job,
             "--job-seconds", f"{job_seconds:g}", "--step-ms", f"{step_ms:g}",
         ),
+        ours=True,
+    )  # fmt: skip
+
+
+def soak_peer() -> Peer:
+    """``peers/soak.yaml`` run by ``statemachine_server run``: echo, chat rooms and jobs."""
+    return Peer(
+        "ours-soak-spec",
+        "statemachine_server run peers/soak.yaml: echo (logs each line), chat rooms "
+        "(/join, /say, /leave), chunked `primes N` jobs",
+        (
+            sys.executable, "-m", "statemachine_server", "run", str(PEERS_DIR / "soak.yaml"),
+            "--port", "0",
+        ),
+        logs=True,
         ours=True,
     )  # fmt: skip
 
