@@ -236,3 +236,20 @@ async def test_put_from_outside_a_handler_is_sent(serve: Any) -> None:
         sessions[0].put("pushed by a task")  # no kernel event involved
         assert await reader.readline() == b"pushed by a task\n"
     writer.close()
+
+
+async def test_accepted_sockets_send_small_replies_at_once(serve: Any) -> None:
+    # Nagle's algorithm would hold a small reply until the peer's ACK (up to 40 ms
+    # with delayed ACKs): asyncio turns it off only on sockets that say IPPROTO_TCP.
+    seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def connected(session: Connection) -> None:
+        assert session.transport is not None
+        sock = session.transport.get_extra_info("socket")
+        seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = await serve(on_connected=connected)
+    _, writer = await connect(server)
+    async with asyncio.timeout(TIMEOUT):
+        assert await seen != 0
+    writer.close()

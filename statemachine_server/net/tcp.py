@@ -338,8 +338,11 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = _Listener(family, socket.SOCK_STREAM)
+    family, _, proto, _, address = infos[0]
+    # The protocol number matters beyond the listener: accepted sockets inherit it, and
+    # asyncio sets TCP_NODELAY on a transport only when its socket says IPPROTO_TCP.
+    # With 0 there, small replies would wait on Nagle's algorithm for the peer's ACK.
+    sock = _Listener(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock._quiet_until = 0.0
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
