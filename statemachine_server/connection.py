@@ -209,7 +209,7 @@ class Connection(Session, asyncio.Protocol):
         if self._out:  # replies already put were put for the old framing
             out, self._out = self._out, []
             if self._transport_open() and not self._eof_sent:
-                self.transport.write(old.put(out))  # type: ignore[union-attr]
+                self.transport.write(self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
         pending = old.get_pending()
         if not pending or self._paused & _DISCARD:
@@ -586,7 +586,7 @@ class Connection(Session, asyncio.Protocol):
         if self._out:
             out, self._out = self._out, []
             if not transport.is_closing() and not self._eof_sent:
-                transport.write(self._filter.put(out))
+                transport.write(self._encode(self._filter, out))
                 if transport.get_write_buffer_size() > self.server.limits.max_output:
                     self._overflow()
                     return
@@ -598,6 +598,22 @@ class Connection(Session, asyncio.Protocol):
                 transport.write_eof()  # after the buffered replies; then linger
             else:
                 transport.close()  # after the buffered replies
+
+    def _encode(self, filter_: Filter, out: list[Any]) -> bytes:
+        try:
+            return filter_.put(out)  # one call for the tick's replies: the fast path
+        except Exception as exc:
+            # A record the filter cannot encode (a JSON reply holding an object,
+            # a block of the wrong size) is this connection's error event, like a
+            # handler's exception; the records around it still go out, in order.
+            self.kernel._post(self, ERROR, (exc, "output"))
+        parts = []
+        for record in out:
+            try:
+                parts.append(filter_.put([record]))
+            except Exception:
+                continue
+        return b"".join(parts)
 
     def _overflow(self) -> None:
         # The client does not read and its replies passed max_output: drop them

@@ -525,7 +525,13 @@ class Kernel:
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
         for item in dirty:
-            item._flush()
+            try:
+                item._flush()
+            except Exception as exc:  # a bug below us: cost that session, not the loop
+                self._errors += 1
+                log.error("session %d: writing its output raised %r; aborting it",
+                          item.id, exc, exc_info=exc)  # fmt: skip
+                item._abort()
 
     def _busy(self) -> bool:
         """Anything to do at the next tick: events, runnable work, or output."""
