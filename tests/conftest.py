@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from statemachine_server import Kernel, TCPServer
+from statemachine_server.spec import build_server, load_spec, load_spec_text
 
 #: Every network test bounds its own time with this, on top of pytest-timeout.
 TIMEOUT = 20.0
+
+
+async def _served(
+    kernels: list[tuple[Kernel, asyncio.Task[None]]],
+    make: Callable[..., TCPServer],
+    kernel: Kernel | None = None,
+    **kwargs: Any,
+) -> TCPServer:
+    kernel = kernel or Kernel()
+    started = asyncio.Event()
+    server = make(kernel, port=0, on_started=lambda s: started.set(), **kwargs)
+    kernels.append((kernel, asyncio.create_task(kernel.serve())))
+    async with asyncio.timeout(TIMEOUT):
+        await started.wait()
+    return server
+
+
+async def _stop(kernels: list[tuple[Kernel, asyncio.Task[None]]]) -> None:
+    for kernel, task in kernels:
+        async with asyncio.timeout(TIMEOUT):
+            await kernel.shutdown(deadline=1.0)
+        kernel.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(TIMEOUT):
+                await task
 
 
 @pytest.fixture
@@ -21,23 +49,24 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     kernels: list[tuple[Kernel, asyncio.Task[None]]] = []
 
     async def start(kernel: Kernel | None = None, **kwargs: Any) -> TCPServer:
-        kernel = kernel or Kernel()
-        started = asyncio.Event()
-        server = TCPServer(kernel, port=0, on_started=lambda s: started.set(), **kwargs)
-        task = asyncio.create_task(kernel.serve())
-        kernels.append((kernel, task))
-        async with asyncio.timeout(TIMEOUT):
-            await started.wait()
-        return server
+        return await _served(kernels, TCPServer, kernel, **kwargs)
 
     yield start
-    for kernel, task in kernels:
-        async with asyncio.timeout(TIMEOUT):
-            await kernel.shutdown(deadline=1.0)
-        kernel.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(TIMEOUT):
-                await task
+    await _stop(kernels)
+
+
+@pytest.fixture
+async def serve_spec() -> AsyncIterator[Callable[..., Any]]:
+    """``await serve_spec(path or YAML text, **build_server kwargs)`` -> a started
+    server on 127.0.0.1, port 0."""
+    kernels: list[tuple[Kernel, asyncio.Task[None]]] = []
+
+    async def start(source: Path | str, **kwargs: Any) -> TCPServer:
+        spec = load_spec(source) if isinstance(source, Path) else load_spec_text(source, "t.yaml")
+        return await _served(kernels, functools.partial(build_server, spec), **kwargs)
+
+    yield start
+    await _stop(kernels)
 
 
 async def connect(server: TCPServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -233,8 +233,8 @@ states:
             ["s.yaml:4:12: work is not allowed in exit actions"],
         ),
         (
-            "server:\n  filter: {type: block}\n",
-            ["s.yaml:2:18: unknown filter type 'block' (expected 'line')"],
+            "server:\n  filter: {type: lines}\n",
+            ["s.yaml:2:11: unknown type 'lines' (did you mean 'line'?)"],
         ),
         (
             "server:\n  heap: {x: [1]}\n",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import smtplib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statemachine_server import Kernel, TCPServer
+from statemachine_server import Kernel
 from statemachine_server.spec import build_server, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,29 +21,9 @@ TIMEOUT = 20.0
 
 
 @pytest.fixture
-async def spec_server() -> AsyncIterator[Callable[..., Any]]:
+def spec_server(serve_spec: Any) -> Callable[..., Any]:
     """``await spec_server("chat.yaml", **build_server kwargs)`` -> a served TCPServer."""
-    running: list[tuple[Kernel, asyncio.Task[None]]] = []
-
-    async def start(name: str, **kwargs: Any) -> TCPServer:
-        kernel = Kernel()
-        started = asyncio.Event()
-        server = build_server(
-            load_spec(SPECS / name), kernel, port=0, on_started=lambda s: started.set(), **kwargs
-        )
-        running.append((kernel, asyncio.create_task(kernel.serve())))
-        async with asyncio.timeout(TIMEOUT):
-            await started.wait()
-        return server
-
-    yield start
-    for kernel, task in running:
-        async with asyncio.timeout(TIMEOUT):
-            await kernel.shutdown(deadline=1.0)
-        kernel.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(TIMEOUT):
-                await task
+    return lambda name, **kwargs: serve_spec(SPECS / name, **kwargs)
 
 
 # -- SMTP ------------------------------------------------------------------------------

@@ -227,6 +227,8 @@ def _normalise(data: dict[str, Any], src: Source) -> None:
     server = data.get("server")
     if isinstance(server, dict) and isinstance(server.get("filter"), str):
         server["filter"] = {"type": server["filter"]}
+    if isinstance(server, dict) and isinstance(server.get("filter"), dict):
+        server["filter"].setdefault("type", "line")  # the one framing with no type to name
     handlers = data.get("handlers")
     if isinstance(handlers, dict):
         _handlers(handlers, ("handlers",), src)
@@ -289,7 +291,7 @@ def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
         return SKIP
     ((name, value),) = item.items()
     if name not in ACTION_MAIN_FIELD:
-        more = " (a rule needs `do`)" if name in ("match", "equals", "prefix") else ""
+        more = " (a rule needs `do`)" if name in ("match", "equals", "prefix", "message") else ""
         src.report(
             f"unknown action {name!r}{hint(name, ACTION_MAIN_FIELD)}{more}", (*path, name, _KEY)
         )
@@ -300,7 +302,10 @@ def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
             return {"action": name}
         src.report(f"{name} takes no value: write `- {name}`", (*path, name))
         return SKIP
-    if isinstance(value, dict) and name != "set":
+    # set's mapping is its values; reply's is the structured reply itself, unless
+    # it is the long form, {text: ...} (which a reply {"text": ...} must use too).
+    structured = name == "reply" and isinstance(value, dict) and set(value) != {"text"}
+    if isinstance(value, dict) and name != "set" and not structured:
         src.aliases[path] = (*src.in_yaml(path), name)
         long_form = {**value, "action": name}
         for key in _NESTED_ACTIONS.get(name, ()):
@@ -309,7 +314,7 @@ def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
         return long_form
     # The value's position serves for errors in the field it fills.
     src.marks.setdefault((*path, main), src.where((*path, name)))
-    if isinstance(value, dict):  # set: {NAME: TEMPLATE}: keep the names' positions
+    if isinstance(value, dict):  # {NAME: TEMPLATE}: keep the names' positions
         src.aliases[(*path, main)] = (*path, name)
     return {"action": name, main: value}
 
@@ -402,6 +407,9 @@ class Checker:
             if structs:
                 if value is None and type(None) in args:
                     return None
+                others = [a for a in args if not _is_struct(a) and a is not type(None)]
+                if others and not isinstance(value, dict):  # `schema: module:Type`
+                    return self.leaf(value, others[0], path)
                 return self.variant(value, structs, path)
         return self.leaf(value, tp, path)
 
@@ -418,7 +426,10 @@ class Checker:
             m = _AT.match(str(exc))
             assert m is not None
             msg = m.group("msg")
-            if "matching regex" in msg:  # a Name
+            if "matching regex" in msg and "list" in msg:  # a schema's field type
+                msg = "expected a field type: str, int, float, bool, any or list[T] of those, "
+                msg += "with ? after it if optional"
+            elif "matching regex" in msg:  # a Name
                 msg = "expected a name (letters, digits and _, not starting with a digit)"
             self.src.report(f"{msg} at ${_dotted(path)}{m.group('path') or ''}", path)
             return _BAD
@@ -431,7 +442,9 @@ class Checker:
         for struct in structs:
             if _tag(struct)[1] == tag:
                 return self.struct(value, struct, path)
-        self.src.report(f"unknown {tag_field} {tag!r}", path)
+        tags = [str(_tag(s)[1]) for s in structs]
+        near = hint(str(tag), tags) or f" (expected one of {', '.join(tags)})"
+        self.src.report(f"unknown {tag_field} {tag!r}{near}", path)
         return _BAD
 
     def struct(self, value: Any, struct: Any, path: Path_) -> Any:

@@ -36,7 +36,7 @@ field here with its default, and a test keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -49,25 +49,31 @@ __all__ = [
     "ACTION_MAIN_FIELD",
     "BUILTIN_EVENTS",
     "Action",
+    "BlockFilterSettings",
     "Broadcast",
     "Call",
     "Close",
+    "FilterSettings",
     "Goto",
     "Handler",
+    "JSONFilterSettings",
     "Join",
     "Leave",
     "LineFilterSettings",
     "Log",
     "LogSettings",
+    "MsgPackFilterSettings",
     "Post",
     "Reply",
     "Rule",
     "Run",
+    "Schema",
     "ServerSettings",
     "Set",
     "Spec",
     "State",
     "StateTimeout",
+    "StreamFilterSettings",
     "SwitchFilter",
     "Work",
 ]
@@ -96,9 +102,73 @@ class LineFilterSettings(_Strict, tag="line", tag_field="type", frozen=True):
     max_length: LineLimit = DEFAULT_MAX_LINE
     #: What ends each line the server sends: SMTP and memcached want ``"\\r\\n"``.
     newline: Literal["\n", "\r\n"] = "\n"
+    #: A literal that ends each line, in and out, instead of ``\\n``, nothing stripped.
+    separator: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    #: A regular expression whose matches end lines (replies end with ``newline``).
+    regex: Annotated[str, Meta(min_length=1)] | None = None
 
 
-FilterSettings = LineFilterSettings
+class StreamFilterSettings(_Strict, tag="stream", tag_field="type", frozen=True):
+    """Bytes as they arrive, one record per read, as text (``surrogateescape``:
+    any bytes survive); replies are sent as they are, with nothing added."""
+
+
+class BlockFilterSettings(_Strict, tag="block", tag_field="type", frozen=True):
+    """Binary records as text (``surrogateescape``): ``size`` bytes each, or each
+    behind a length prefix (``codec``); replies are framed the same way."""
+
+    #: Bytes per record (fixed-size records).
+    size: BlockLimit | None = None
+    #: The length prefix: big-endian ``u8``, ``u16``, ``u32``, or ``netstring``.
+    codec: Literal["u8", "u16", "u32", "netstring"] | None = None
+    #: The largest record accepted, in bytes; a larger one closes that client.
+    max_length: BlockLimit = 1 << 22
+
+
+#: A field of a schema message: ``str``, ``int``, ``float``, ``bool``, ``any`` or
+#: ``list[T]`` of those; a trailing ``?`` makes it optional (absent: null).
+FieldType = Annotated[
+    str, Meta(pattern=r"^(str|int|float|bool|any|list\[(str|int|float|bool|any)\])\??$")
+]
+
+
+class Schema(_Strict, frozen=True):
+    """The messages a structured filter accepts: each a JSON object (a MessagePack
+    map) whose ``tag`` field names its kind. Anything else is refused with an
+    error reply to that client (the ``invalid`` event), and the connection goes on."""
+
+    #: Message kind to its fields (name to type); unknown fields are refused.
+    messages: Annotated[dict[Name, dict[Name, FieldType]], Meta(min_length=1)]
+    #: The field that names the kind.
+    tag: Name = "type"
+
+
+class JSONFilterSettings(_Strict, tag="json", tag_field="type", frozen=True):
+    """JSON Lines: one JSON document per line, decoded with msgspec."""
+
+    #: The messages accepted: a schema, or a Python type ``module:Type`` (a
+    #: ``msgspec.Struct`` or a union of tagged ones); none: any JSON value.
+    schema: Schema | str | None = None
+    #: The longest line accepted, in bytes; a longer one closes that client.
+    max_length: LineLimit = 1 << 20
+
+
+class MsgPackFilterSettings(_Strict, tag="msgpack", tag_field="type", frozen=True):
+    """MessagePack documents, each behind a 4-byte big-endian length."""
+
+    #: As for ``json``.
+    schema: Schema | str | None = None
+    #: The largest document accepted, in bytes; a larger one closes that client.
+    max_length: BlockLimit = 1 << 22
+
+
+FilterSettings = (
+    LineFilterSettings
+    | StreamFilterSettings
+    | BlockFilterSettings
+    | JSONFilterSettings
+    | MsgPackFilterSettings
+)
 
 
 class LogSettings(_Strict, frozen=True):
@@ -133,9 +203,11 @@ class ServerSettings(_Strict, frozen=True):
 
 
 class Reply(_Strict, tag="reply", tag_field="action", frozen=True):
-    """Send the rendered template to this client, as one record."""
+    """Send the rendered template to this client, as one record. With a ``json``
+    or ``msgpack`` filter it may be a mapping or a list: its strings are templates,
+    and a string that is one template name alone keeps that value's type."""
 
-    text: str
+    text: str | dict[str, Any] | list[Any]
 
 
 class Log(_Strict, tag="log", tag_field="action", frozen=True):
@@ -337,6 +409,8 @@ class Rule(_Strict, tag="rule", tag_field="action", frozen=True):
     equals: str | None = None
     #: The input starts with this; the rest is ``{match.rest}``.
     prefix: str | None = None
+    #: With a schema: the message is of this kind; its fields are ``{match.NAME}``.
+    message: Name | None = None
     #: Compare without regard to case.
     ignore_case: bool = False
 
@@ -347,7 +421,7 @@ Handler = list[Rule | Action]
 
 #: Events a spec handles besides its own named ones.
 BUILTIN_EVENTS: tuple[str, ...] = (
-    "connected", "input", "disconnected", "timeout", "flushed", "error",
+    "connected", "input", "disconnected", "timeout", "flushed", "error", "invalid",
 )  # fmt: skip
 
 

@@ -38,12 +38,13 @@ from typing import Any
 from ..connection import Connection
 from ..console import ConsoleLog
 from ..errors import LimitReached, ProtocolError, SpecError
-from ..filters import Filter, LineFilter
+from ..filters import Filter, InvalidRecord, LineFilter
 from ..kernel import Kernel
 from ..lifecycle import CLOSED, EVENTS
 from ..net.tcp import TCPServer
 from ..work import Cancelled, WorkTimeout, in_process, in_thread
 from .framing import BlockFilter, PullLineFilter
+from .messages import check_filter, compile_value, make_filter, schema_of, structured_input
 from .model import (
     BUILTIN_EVENTS,
     Action,
@@ -52,8 +53,11 @@ from .model import (
     Close,
     Goto,
     Join,
+    JSONFilterSettings,
     Leave,
+    LineFilterSettings,
     Log,
+    MsgPackFilterSettings,
     Post,
     Reply,
     Rule,
@@ -78,7 +82,9 @@ Report = Callable[[str, Path_], None]
 STATE_TIMEOUT = "<state timeout>"
 #: Names a spec's own events may not take: the lifecycle's and the kernel's.
 RESERVED_EVENTS = frozenset(EVENTS) | {"started", "stopped", "shutdown"}
-_INPUT_EVENTS = frozenset({"input"})
+#: Events whose handlers get a record: input, and a structured record that failed
+#: its schema (``invalid``, whose ``{input}`` is the reason).
+_INPUT_EVENTS = frozenset({"input", "invalid"})
 
 
 def _always(data: Any) -> dict[str, Any]:
@@ -206,7 +212,7 @@ def _run(steps: list[Step] | None, session: Any) -> None:
 _CALLS: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
-def resolve_call(target: str, base_dir: str | Path) -> Callable[..., Any]:
+def resolve_call(target: str, base_dir: str | Path, *, kind: str = "call") -> Callable[..., Any]:
     """The function ``module:function`` names, imported once.
 
     The module is looked for beside the spec (``base_dir/module.py``) first, then
@@ -218,6 +224,8 @@ def resolve_call(target: str, base_dir: str | Path) -> Callable[..., Any]:
     """
     key = (str(base_dir), target)
     found = _CALLS.get(key)
+    if kind != "call":  # a name for something else (a schema's type): not cached as a call
+        found = None
     if found is not None:
         return found
     module_name, colon, name = target.partition(":")
@@ -227,8 +235,9 @@ def resolve_call(target: str, base_dir: str | Path) -> Callable[..., Any]:
         or not name.isidentifier()
         or name.startswith("_")
     ):
+        what = "function" if kind == "call" else "name"
         raise ValueError(
-            f"call {target!r}: expected `module:function` (a public function), "
+            f"{kind} {target!r}: expected `module:{what}` (a public {what}), "
             "e.g. `handlers:on_line`"
         )
     module = _import(module_name, Path(base_dir))
@@ -237,7 +246,9 @@ def resolve_call(target: str, base_dir: str | Path) -> Callable[..., Any]:
         names = [n for n in vars(module) if not n.startswith("_") and callable(vars(module)[n])]
         close = difflib.get_close_matches(name, names, n=1)
         near = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"call {target!r}: module {module_name!r} has no {name!r}{near}")
+        raise ValueError(f"{kind} {target!r}: module {module_name!r} has no {name!r}{near}")
+    if kind != "call":
+        return fn  # type: ignore[no-any-return]
     if not callable(fn):
         raise ValueError(f"call {target!r}: {name!r} is not callable")
     _CALLS[key] = fn
@@ -337,9 +348,28 @@ class _Compiler:
         self.has_states = bool(spec.states)
         self.logs = spec.server.log.enabled
         settings = spec.server.filter
-        self.max_length = settings.max_length
-        self.newline = settings.newline
-        self.output = PullLineFilter(settings.max_length, settings.newline)
+        self.filter_settings = settings
+        # Records are decoded values (json, msgpack), not text.
+        self.structured = isinstance(settings, JSONFilterSettings | MsgPackFilterSettings)
+        # The default line framing, the one switch_filter works with.
+        self.plain_lines = (
+            isinstance(settings, LineFilterSettings)
+            and settings.separator is None
+            and settings.regex is None
+        )
+        line = settings if isinstance(settings, LineFilterSettings) else LineFilterSettings()
+        self.max_length = line.max_length
+        self.newline = line.newline
+        self.output = PullLineFilter(line.max_length, line.newline)
+        self.input_text = structured_input if self.structured else None
+        check_filter(settings, self.report)
+        try:
+            self.schema, self.messages = schema_of(
+                settings, lambda target: resolve_call(target, self.base_dir, kind="schema")
+            )
+        except ValueError as exc:
+            self.report(str(exc), ("server", "filter", "schema"))
+            self.schema, self.messages = Any, None
         self.switches = False
         # Named events: listed in `events`, or posted by a `post` action.
         self.named = set(spec.events) | {
@@ -409,6 +439,8 @@ class _Compiler:
             self._fast_path(program, rules[None])
         else:
             self._handlers(program, rules, initial)
+        if self.structured:
+            _take_invalid(program)
         return program
 
     def _initial(self) -> str | None:
@@ -438,6 +470,9 @@ class _Compiler:
         for event in handlers:
             where = (*path, event, "<key>")
             if event in BUILTIN_EVENTS:
+                if event == "invalid" and not self.structured:
+                    self.report("`invalid` is for json and msgpack filters: a record that "
+                                "fails its schema", where)  # fmt: skip
                 if event == "connected" and scope is not None and scope != initial:
                     self.report(
                         f"`connected` happens in the initial state ({initial!r}) only; "
@@ -477,7 +512,7 @@ class _Compiler:
                 elif item is not None:
                     self._actions([item], path, scope, event)
             return []
-        has_input = event == "input" or event in self.named
+        has_input = event in _INPUT_EVENTS or event in self.named
         if present and not isinstance(present[0], Rule):
             return [(_always, self._actions(items, path, scope, event, has_input=has_input))]
         rules: list[tuple[Test, list[Step]]] = []
@@ -505,7 +540,9 @@ class _Compiler:
     def _condition(
         self, rule: Rule, path: Path_, event: str, has_input: bool
     ) -> tuple[Test | None, frozenset[str] | None]:
-        given = [k for k in ("match", "equals", "prefix") if getattr(rule, k) is not None]
+        given = [
+            k for k in ("match", "equals", "prefix", "message") if getattr(rule, k) is not None
+        ]
         if len(given) > 1:
             self.report(
                 f"a rule has at most one condition; this one has {' and '.join(given)}", path
@@ -526,6 +563,8 @@ class _Compiler:
             return None, None
         value: str = getattr(rule, kind)
         fold = rule.ignore_case
+        if kind == "message" or (self.structured and event == "input"):
+            return self._message_condition(rule, kind, path, event)
         if kind == "match":
             try:
                 rx = re.compile(value, re.IGNORECASE if fold else 0)
@@ -555,6 +594,39 @@ class _Compiler:
             {"rest"}
         )
 
+    def _message_condition(
+        self, rule: Rule, kind: str, path: Path_, event: str
+    ) -> tuple[Test | None, frozenset[str] | None]:
+        where = (*path, kind)
+        if kind != "message":
+            self.report(f"{kind} tests text, and this server's records are messages "
+                        "(json, msgpack): use `message: KIND`", where)  # fmt: skip
+            return None, None
+        if event != "input":
+            self.report("`message` tests input records, in the `input` handler", where)
+            return None, None
+        if self.messages is None:
+            self.report("`message` needs a schema with tagged messages (server.filter.schema)",
+                        where)  # fmt: skip
+            return None, None
+        if rule.ignore_case:
+            self.report("ignore_case is for text conditions", (*path, "ignore_case"))
+        assert rule.message is not None
+        found = self.messages.get(rule.message)
+        if found is None:
+            near = self._hint(rule.message, self.messages)
+            known = ", ".join(self.messages)
+            self.report(f"unknown message {rule.message!r}{near} (the schema has {known})", where)
+            return None, None
+        struct, fields = found
+
+        def test_message(data: Any) -> dict[str, Any] | None:
+            if type(data) is not struct:
+                return None
+            return {name: getattr(data, name) for name in fields}
+
+        return test_message, frozenset(fields)
+
     # -- actions ----------------------------------------------------------------------
 
     def _actions(
@@ -577,12 +649,16 @@ class _Compiler:
             where = (*path, i)
 
             def tpl(
-                text: str, *at: str, _where: Path_ = where, _res: bool = has_result
+                text: str,
+                *at: str,
+                _where: Path_ = where,
+                _res: bool = has_result,
+                raw: bool = False,
             ) -> Template:
                 try:
                     return compile_template(
                         text, has_input=has_input, groups=groups, has_result=_res,
-                        states=self.has_states,
+                        states=self.has_states, input_text=self.input_text, raw=raw,
                     )  # fmt: skip
                 except ValueError as exc:
                     self.report(str(exc), (*_where, *at))
@@ -708,6 +784,14 @@ class _Compiler:
     ) -> Step | None:
         rt = self.rt
         if isinstance(a, Reply):
+            if self.structured:
+                # Values keep their types: {"count": "{match.n}"} sends a number.
+                value = compile_value(a.text, lambda text: tpl(text, "text", raw=True))
+                return lambda s, i, m: s.put(value(s, i, m))
+            if not isinstance(a.text, str):
+                self.report("a reply that is a mapping or a list needs a json or msgpack "
+                            "filter (server.filter)", (*where, "text"))  # fmt: skip
+                return None
             render = tpl(a.text, "text")
             return lambda s, i, m: s.put(render(s, i, m))
         if isinstance(a, Log):
@@ -808,6 +892,16 @@ class _Compiler:
             return None
         target = a.function
 
+        if a.reply and self.structured:
+
+            def call_structured(s: Any, i: Any, m: dict[str, Any]) -> None:
+                result = fn(s, i, m)
+                m[RESULT] = "" if result is None else result
+                if result is not None:
+                    s.put(result)  # any value the filter can encode, as one record
+
+            return call_structured
+
         if not a.reply:
 
             def call_quietly(s: Any, i: Any, m: dict[str, Any]) -> None:
@@ -836,6 +930,10 @@ class _Compiler:
 
     def _switch(self, a: SwitchFilter, where: Path_, tpl: Callable[..., Template]) -> Step | None:
         self.switches = True
+        if not self.plain_lines:
+            self.report("switch_filter works with the line filter (without separator or "
+                        "regex) as server.filter", where)  # fmt: skip
+            return None
         if a.type == "line":
             for name, default in (("size", None), ("end", "")):
                 if getattr(a, name) != default:
@@ -922,10 +1020,14 @@ class _Compiler:
 
     def _filter_factory(self) -> Callable[[], Filter]:
         max_length, newline = self.max_length, self.newline
-        if self.switches or newline != "\n":
+        if self.plain_lines and (self.switches or newline != "\n"):
             # Records cut one at a time, so that switch_filter is exact.
             return lambda: PullLineFilter(max_length, newline)
-        return lambda: LineFilter(max_length)
+        try:
+            return make_filter(self.filter_settings, self.schema)
+        except (TypeError, ValueError) as exc:
+            self.report(f"cannot make the filter: {exc}", ("server", "filter"))
+            return LineFilter
 
     # -- the handlers a TCPServer takes -------------------------------------------------
 
@@ -935,7 +1037,7 @@ class _Compiler:
         for event, items in self.spec.handlers.items():
             if event not in ("connected", "input", "disconnected"):
                 return False
-            if not all(isinstance(a, Reply | Log) for a in items):
+            if not all(isinstance(a, Reply | Log) and isinstance(a.text, str) for a in items):
                 return False
         return True
 
@@ -945,11 +1047,20 @@ class _Compiler:
             steps: list[Callable[[Any, Any], None]] = []
             for action in self.spec.handlers.get(event, []):
                 has_input = event == "input"
-                if isinstance(action, Reply) and has_input and is_identity(action.text):
+                if (
+                    isinstance(action, Reply)
+                    and has_input
+                    and isinstance(action.text, str)
+                    and is_identity(action.text)
+                ):
                     steps.append(Connection.put)  # the record itself; the filter frames it
                     continue
                 assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
-                render = compile_template(action.text, has_input=has_input)
+                assert isinstance(action.text, str)  # checked by _fast_path_fits
+                render = compile_template(
+                    action.text, has_input=has_input, input_text=self.input_text,
+                    raw=self.structured and isinstance(action, Reply),
+                )  # fmt: skip
                 if isinstance(action, Reply):
                     steps.append(_reply(render))
                 elif self.logs:
@@ -1026,7 +1137,7 @@ def _entry(
         return None
     if len(rules) == 1 and rules[0][0] is _always:
         ((_, steps),) = rules
-        if event == "input":
+        if event in _INPUT_EVENTS:
 
             def run_input(session: Any, record: Any) -> None:
                 match: dict[str, Any] = {}
@@ -1059,13 +1170,32 @@ def _entry(
                     step(session, data, match)
                 return
 
-    if event == "input":
+    if event in _INPUT_EVENTS:
         return first_match
     if event in named:
         return lambda session, data="", *_: first_match(
             session, "" if data is None else data if isinstance(data, str) else str(data)
         )
     return lambda session, *_: first_match(session, None)
+
+
+def _invalid_reply(session: Any, reason: str) -> None:
+    session.put({"error": reason})
+
+
+def _take_invalid(program: Program) -> None:
+    # A record that failed its schema comes as an InvalidRecord in its place: it
+    # goes to `invalid` (by default an error reply), never to the input rules.
+    invalid = program.handlers.pop("invalid", None) or _invalid_reply
+    handle = program.handlers.get("input")
+
+    def on_input(session: Any, record: Any) -> None:
+        if type(record) is InvalidRecord:
+            invalid(session, record.error)
+        elif handle is not None:
+            handle(session, record)
+
+    program.handlers["input"] = on_input
 
 
 def _by_state(table: dict[str, Callable[..., Any] | None]) -> Callable[..., Any] | None:

@@ -72,6 +72,8 @@ def compile_template(
     groups: Collection[str] | None = None,
     has_result: bool = False,
     states: bool = False,
+    input_text: Callable[[Any], str] | None = None,
+    raw: bool = False,
 ) -> Template:
     """Compile ``text`` into a function of ``(session, input, match)``.
 
@@ -82,6 +84,10 @@ def compile_template(
             with a ``match`` or ``prefix`` condition).
         has_result: whether a ``call`` action ran before, in the same list.
         states: whether the spec declares protocol states (``{session.state}``).
+        input_text: how ``{input}`` is written when records are not strings
+            (structured filters: their JSON text).
+        raw: a template that is one name alone gives that value itself, of
+            whatever type (structured replies keep numbers numbers).
 
     Raises:
         ValueError: a malformed template, or a name it may not use.
@@ -104,6 +110,16 @@ def compile_template(
                 f"template field {{{field}}}: conversions and format specs are not allowed"
             )
         getter, fmt = _field(field, has_input, groups, has_result, states)
+        if field == "input" and input_text is not None:
+            if raw and len(parsed) == 1 and not lit:
+                return lambda s, i, m=None: i
+
+            def getter(s: Any, i: Any, m: Any, _text: Callable[[Any], str] = input_text) -> Any:
+                return _text(i)
+
+            fmt = "\0"
+        elif raw and len(parsed) == 1 and not lit:
+            return lambda s, i, m=None, _get=getter: _get(s, i, m)
         getters.append(getter)
         literal.append("{}")
         fast.append(fmt)

@@ -1,0 +1,310 @@
+"""Spec framings: structured messages with a declared schema, and every filter by name.
+
+Clients here speak each framing with plain sockets and msgspec/json, as a user's
+client would, against served specs on 127.0.0.1, port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from conftest import TIMEOUT
+
+from statemachine_server import Kernel, SpecError, TCPServer
+from statemachine_server.spec import load_spec, load_spec_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def exchange(server: TCPServer, data: bytes) -> bytes:
+    """Send ``data``, half-close, read everything the server sends until it closes."""
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(data)
+        writer.write_eof()
+        out = await reader.read()
+        writer.close()
+        return out
+
+
+def json_lines(*objects: Any) -> bytes:
+    return b"".join(json.dumps(o).encode() + b"\n" for o in objects)
+
+
+async def test_kv_spec_answers_typed_requests_and_refuses_bad_ones(serve_spec: Any) -> None:
+    server = await serve_spec(ROOT / "specs" / "kv.yaml")
+    out = await exchange(
+        server,
+        json_lines(
+            {"op": "set", "key": "a", "value": 1},
+            {"op": "incr", "key": "a"},
+            {"op": "incr", "key": "a", "by": 5},
+            {"op": "get", "key": "a"},
+            {"op": "get"},
+            {"op": "incr", "key": "a", "by": "five"},
+            {"op": "nope"},
+            {"op": "set", "key": "b", "value": {"nested": [1, None, "x"]}},
+            {"op": "get", "key": "b"},
+            {"op": "get", "key": "a", "extra": True},
+        )
+        + b"not json\n"
+        + json_lines({"op": "keys"}, {"op": "delete", "key": "b"}, {"op": "ping"}),
+    )
+    replies = [json.loads(line) for line in out.splitlines()]
+    session = replies[0]["session"]
+    assert replies == [
+        {"hello": "kv", "session": session},
+        {"ok": True},
+        {"key": "a", "value": 2},
+        {"key": "a", "value": 7},
+        {"key": "a", "value": 7},
+        {"error": "Object missing required field `key`"},
+        {"error": "Expected `int | null`, got `str` - at `$.by`"},
+        {"error": "Invalid value 'nope' - at `$.op`"},
+        {"ok": True},
+        {"key": "b", "value": {"nested": [1, None, "x"]}},
+        {"error": "Object contains unknown field `extra`"},
+        {"error": "JSON is malformed: invalid character (byte 4)"},
+        {"keys": ["a", "b"]},
+        {"deleted": True},
+        {"pong": True, "session": session},  # a number: "{session.id}" alone keeps its type
+    ]
+
+
+async def test_kv_store_is_shared_and_bounded(serve_spec: Any) -> None:
+    server = await serve_spec(ROOT / "specs" / "kv.yaml", heap={"max_keys": 2})
+    await exchange(server, json_lines({"op": "set", "key": "x", "value": "from one"}))
+    out = await exchange(
+        server,
+        json_lines(
+            {"op": "get", "key": "x"},
+            {"op": "set", "key": "y", "value": 2},
+            {"op": "set", "key": "z", "value": 3},
+        ),
+    )
+    assert [json.loads(line) for line in out.splitlines()[1:]] == [
+        {"key": "x", "value": "from one"},
+        {"ok": True},
+        {"error": "store full"},
+    ]
+
+
+MSGPACK_SPEC = """
+server:
+  filter:
+    type: msgpack
+    schema:
+      messages:
+        add: {a: int, b: int}
+        greet: {name: str, loud: "bool?"}
+handlers:
+  input:
+    - message: greet
+      do: [reply: {greeting: "hello, {match.name}", loud: "{match.loud}"}]
+    - message: add
+      do: [reply: ["{match.a}", "{match.b}", "{input}"]]
+"""
+
+
+async def test_msgpack_spec_with_a_schema(serve_spec: Any) -> None:
+    server = await serve_spec(MSGPACK_SPEC)
+
+    def frame(obj: Any) -> bytes:
+        body = msgspec.msgpack.encode(obj)
+        return struct.pack(">I", len(body)) + body
+
+    out = await exchange(
+        server,
+        frame({"type": "greet", "name": "ada"})
+        + frame({"type": "add", "a": 2, "b": 3})
+        + frame({"type": "add", "a": 2})
+        + frame({"type": "greet", "name": "bob", "loud": True}),
+    )
+    replies = []
+    while out:
+        (n,) = struct.unpack(">I", out[:4])
+        replies.append(msgspec.msgpack.decode(out[4 : 4 + n]))
+        out = out[4 + n :]
+    assert replies == [
+        {"greeting": "hello, ada", "loud": None},
+        [2, 3, {"type": "add", "a": 2, "b": 3}],  # {input} alone: the message itself
+        {"error": "Object missing required field `b`"},
+        {"greeting": "hello, bob", "loud": True},
+    ]
+
+
+async def test_json_without_schema_echoes_any_value(serve_spec: Any) -> None:
+    server = await serve_spec(
+        "server: {filter: json}\nhandlers:\n  input:\n    - reply: '{input}'\n"
+        "    - reply: {got: 'you sent {input}'}\n"
+    )
+    out = await exchange(server, b'[1, "two", {"3": null}]\n"text"\n')
+    assert out.splitlines() == [
+        b'[1,"two",{"3":null}]',
+        b'{"got":"you sent [1,\\"two\\",{\\"3\\":null}]"}',
+        b'"text"',
+        b'{"got":"you sent text"}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("filter_", "reply", "sent", "expected"),
+    [
+        ("{type: line, separator: ';'}", "<{input}>", b"a;b\n;c;", b"<a>;<b\n>;<c>;"),
+        (
+            "{type: line, regex: '\\r?\\n|;', newline: \"\\r\\n\"}",
+            "<{input}>",
+            b"a;b\r\nc\n",
+            b"<a>\r\n<b>\r\n<c>\r\n",
+        ),
+        # 3-byte records; replies are records too, so a 5-byte reply is an error
+        # for that client (the replies before it still go out).
+        ("{type: block, size: 3}", "{input}", b"abcdefgh", b"abcdef"),
+        ("{type: block, size: 3}", "<{input}>", b"abc", b""),
+        ("{type: block, codec: u8}", "<{input}>", b"\x02hi\x03abc", b"\x04<hi>\x05<abc>"),
+        ("{type: block, codec: netstring}", "<{input}>", b"2:hi,", b"4:<hi>,"),
+    ],
+)
+async def test_text_framings_by_name(
+    serve_spec: Any, filter_: str, reply: str, sent: bytes, expected: bytes
+) -> None:
+    server = await serve_spec(
+        f"server:\n  filter: {filter_}\nhandlers:\n  input: [reply: '{reply}']\n"
+    )
+    assert await exchange(server, sent) == expected
+
+
+async def test_stream_filter_hands_bytes_as_they_come_and_keeps_any_byte(serve_spec: Any) -> None:
+    server = await serve_spec("server: {filter: stream}\nhandlers:\n  input: [reply: '{input}']\n")
+    payload = bytes(range(256)) * 4
+    assert await exchange(server, payload) == payload
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "server: {filter: {type: line}}\nhandlers:\n  input:\n    - message: add\n"
+            "      do: [close]\n",
+            "t.yaml:4:16: `message` needs a schema with tagged messages (server.filter.schema)",
+        ),
+        (
+            "server: {filter: {type: json, schema: {messages: {add: {a: int}}}}}\n"
+            "handlers:\n  input:\n    - message: sub\n      do: [close]\n",
+            "t.yaml:4:16: unknown message 'sub' (the schema has add)",
+        ),
+        (
+            "server: {filter: {type: json, schema: {messages: {add: {a: int}}}}}\n"
+            "handlers:\n  input:\n    - match: x\n      do: [close]\n",
+            "t.yaml:4:14: match tests text, and this server's records are messages (json, "
+            "msgpack): use `message: KIND`",
+        ),
+        (
+            "server: {filter: {type: json, schema: {messages: {add: {a: int}}}}}\n"
+            "handlers:\n  input:\n    - message: add\n      do: [reply: '{match.b}']\n",
+            "t.yaml:5:19: {match.b}: the rule's condition has no group 'b' (its groups: a)",
+        ),
+        (
+            "server: {filter: {type: json, schema: {messages: {add: {a: integer}}}}}\n",
+            "t.yaml:1:50: expected a field type: str, int, float, bool, any or list[T]",
+        ),
+        (
+            "server: {filter: {type: json, schema: {messages: {add: {type: int}}}}}\n",
+            "t.yaml:1:39: message 'add': 'type' is the tag field",
+        ),
+        (
+            "server: {filter: line}\nhandlers:\n  input: [reply: {a: 1}]\n",
+            "t.yaml:3:18: a reply that is a mapping or a list needs a json or msgpack filter",
+        ),
+        (
+            "handlers:\n  invalid: [close]\n",
+            "t.yaml:2:3: `invalid` is for json and msgpack filters",
+        ),
+        (
+            "server: {filter: {type: block}}\n",
+            "t.yaml:1:18: a block filter needs either size",
+        ),
+        (
+            "server: {filter: {type: line, regex: 'a|'}}\n",
+            "t.yaml:1:38: bad regex",
+        ),
+        (
+            "server: {filter: json}\nhandlers:\n  input: [switch_filter: line]\n",
+            "t.yaml:3:11: switch_filter works with the line filter",
+        ),
+        (
+            "server: {filter: {type: jsn}}\n",
+            "t.yaml:1:18: unknown type 'jsn'",
+        ),
+    ],
+)
+def test_framing_errors_at_their_place(text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "t.yaml")
+    lines = str(info.value).splitlines()
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_schema_may_be_a_python_type_beside_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "types.py").write_text(
+        "import msgspec\n\n"
+        "class Add(msgspec.Struct, tag='add'):\n    a: int\n    b: int\n\n"
+        "class Neg(msgspec.Struct, tag='neg'):\n    a: int\n\n"
+        "Request = Add | Neg\n"
+    )
+    (tmp_path / "s.yaml").write_text(
+        "server: {filter: {type: json, schema: 'types:Request'}}\n"
+        "handlers:\n  input:\n    - message: neg\n      do: [reply: {a: '{match.a}'}]\n"
+        "    - message: add\n      do: [reply: '{match.b}']\n"
+    )
+    load_spec(tmp_path / "s.yaml")
+    (tmp_path / "bad.yaml").write_text("server: {filter: {type: json, schema: 'types:nope'}}\n")
+    with pytest.raises(SpecError, match=r"bad.yaml:1:39: schema 'types:nope': module 'types'"):
+        load_spec(tmp_path / "bad.yaml")
+
+
+async def test_python_example_answers_as_the_spec_does(
+    serve_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    path = ROOT / "examples" / "json_service.py"
+    module_spec = importlib.util.spec_from_file_location("json_service_example", path)
+    assert module_spec is not None and module_spec.loader is not None
+    example = importlib.util.module_from_spec(module_spec)
+    # msgspec resolves the Structs' annotations through sys.modules.
+    monkeypatch.setitem(sys.modules, "json_service_example", example)
+    module_spec.loader.exec_module(example)
+    requests = json_lines(
+        {"op": "set", "key": "a", "value": 1},
+        {"op": "incr", "key": "a", "by": 5},
+        {"op": "get", "key": "a"},
+        {"op": "get"},
+        {"op": "keys"},
+        {"op": "ping"},
+    )
+    kernel = Kernel()
+    python = example.kv_server(kernel)  # bound already: clients wait in the backlog
+    task = asyncio.create_task(kernel.serve())
+    try:
+        spec = await serve_spec(ROOT / "specs" / "kv.yaml")
+        from_spec = [json.loads(x) for x in (await exchange(spec, requests)).splitlines()]
+        from_python = [json.loads(x) for x in (await exchange(python, requests)).splitlines()]
+        for reply in from_spec + from_python:
+            reply.pop("session", None)
+        assert from_python == from_spec
+        assert from_python[4] == {"error": "Object missing required field `key`"}
+    finally:
+        async with asyncio.timeout(TIMEOUT):
+            await kernel.shutdown(deadline=1.0)
+        kernel.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
