@@ -90,6 +90,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
         model.ServerSettings: "### `server`",
         model.LineFilterSettings: "### `server.filter`",
         model.LogSettings: "### `server.log`",
+        model.TLSSettings: "### `server.tls`",
         model.State: "### `states.NAME`",
         model.StateTimeout: "### `states.NAME.timeout`",
         model.Rule: "### Rules",
