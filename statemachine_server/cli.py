@@ -4,7 +4,8 @@
 default); ``check SPEC...`` validates specs; ``graph [SPEC]`` prints the machine
 (the connection lifecycle, with the spec's protocol states inside ``reading``) as
 a Mermaid or DOT diagram. Exit status: 0 on success and after a graceful shutdown,
-2 for a bad spec or bad arguments (one line per error on stderr, no traceback).
+2 for a bad spec or bad arguments, and when the server cannot listen or its TLS
+certificate does not load (one line per error on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .kernel import Kernel, loop_factory
 from .net.tcp import TCPServer
 from .spec import build_server, builtin_spec_path, load_spec, load_spec_text
 from .spec.graph import draw
+from .spec.runtime import beside_spec
 
 __all__ = ["main"]
 
@@ -112,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec or builtin_spec_path())
     except (SpecError, ValueError) as exc:
         return _fail(exc)
+    if spec.server.path is not None and (args.host is not None or args.port is not None):
+        return _fail(f"--host/--port: the spec listens on a Unix socket (path: {spec.server.path})")
     # Log lines carry client bytes; undecodable ones are written back as they came.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -127,10 +131,14 @@ def _run(args: argparse.Namespace) -> int:
             on_started=_announce,
             heap=overrides,
         )
+    except SpecError as exc:  # server.tls's files do not load
+        return _fail(exc)
     except OSError as exc:
         host = args.host or spec.server.host
         port = spec.server.port if args.port is None else args.port
-        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        path = spec.server.path
+        where = f"{host}:{port}" if path is None else beside_spec(spec, path)
+        return _fail(f"cannot listen on {where}: {exc.strerror or exc}")
     try:
         kernel.run(loop=args.loop, drain_timeout=spec.server.limits.drain_timeout)
     finally:
@@ -139,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _announce(server: TCPServer) -> None:
-    print(f"listening on {server.host}:{server.port}", flush=True)
+    print(f"listening on {server.path or f'{server.host}:{server.port}'}", flush=True)
 
 
 def _fail(problem: str | Exception) -> int:

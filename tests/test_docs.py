@@ -95,6 +95,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
         model.MsgPackFilterSettings: "### `server.filter: msgpack`",
         model.Schema: "### `server.filter.schema`",
         model.LogSettings: "### `server.log`",
+        model.TLSSettings: "### `server.tls`",
         model.State: "### `states.NAME`",
         model.StateTimeout: "### `states.NAME.timeout`",
         model.Rule: "### Rules",

@@ -9,7 +9,8 @@ only the first (msgspec stops at the first, and names a ``$.path`` but no line):
 each error is placed at the node its path names, or its nearest ancestor.
 Finally the spec is compiled once (:func:`.runtime.compile_spec`: templates,
 regexes, ``goto`` targets, ``call`` imports, reachability), which reports the
-errors of meaning the same way. All errors are raised together, in file order.
+errors of meaning the same way, and the files ``server.tls`` names must exist.
+All errors are raised together, in file order.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .model import (
     Spec,
     State,
     StateTimeout,
+    TLSSettings,
 )
 
 __all__ = ["MAX_SPEC_BYTES", "builtin_spec_path", "load_spec", "load_spec_text"]
@@ -156,9 +158,30 @@ def load_spec_text(
         from .runtime import compile_spec  # the runtime imports this module
 
         compile_spec(spec, report=src.report)
+        _check_listener(spec, data, src)
     if src.errors:
         raise _all(src.errors)
     return spec
+
+
+def _check_listener(spec: Spec, data: dict[str, Any], src: Source) -> None:
+    """A Unix socket has no host or port; ``tls`` files exist (whether they load is
+    known when the server starts, which reads them)."""
+    from .runtime import beside_spec
+
+    server = data["server"] if isinstance(data.get("server"), dict) else {}
+    if spec.server.path is not None:
+        for key in ("host", "port"):
+            if key in server:
+                src.report(
+                    f"{key} is unused with path (a Unix socket): remove one", ("server", key, _KEY)
+                )
+    tls = spec.server.tls
+    for key in ("cert", "key", "client_ca"):
+        name = getattr(tls, key, None)
+        if name is not None and not (file := beside_spec(spec, name)).is_file():
+            what = "not a file" if file.exists() else "no such file"
+            src.report(f"{what}: {file}", ("server", "tls", key))
 
 
 def _all(errors: list[SpecError]) -> SpecError:
@@ -331,6 +354,7 @@ _PLACES: dict[str, type[msgspec.Struct]] = {
     "server.filter": LineFilterSettings,
     "server.limits": Limits,
     "server.log": LogSettings,
+    "server.tls": TLSSettings,
     "a state": State,
     "a state's timeout": StateTimeout,
     "a rule": Rule,

@@ -75,6 +75,7 @@ __all__ = [
     "StateTimeout",
     "StreamFilterSettings",
     "SwitchFilter",
+    "TLSSettings",
     "Work",
 ]
 
@@ -87,6 +88,8 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 366)]
 # memcached's default item size limit (-I) is 1 MiB; a block is bounded the same.
 BlockLimit = Annotated[int, Meta(ge=1, le=1 << 30)]
+# A file the spec names: relative to the spec file's folder.
+FilePath = Annotated[str, Meta(min_length=1)]
 #: An initial value of the server-wide heap.
 HeapValue = str | int | float | bool
 
@@ -180,6 +183,22 @@ class LogSettings(_Strict, frozen=True):
     max_length: Annotated[int, Meta(ge=16)] = 1024
 
 
+class TLSSettings(_Strict, frozen=True):
+    """Serve TLS with a certificate from PEM files (paths relative to the spec's folder).
+
+    There is no key password, on purpose: secrets do not belong in spec files,
+    which are shared and committed. An encrypted key needs the Python API
+    (``server_ssl_context(password=...)``)."""
+
+    #: The server's certificate and its chain; it may hold the private key too.
+    cert: FilePath
+    #: The private key, if not in ``cert``.
+    key: FilePath | None = None
+    #: Authorities whose client certificates are required: given, a client without
+    #: one they signed is refused.
+    client_ca: FilePath | None = None
+
+
 class ServerSettings(_Strict, frozen=True):
     """Where and how to listen."""
 
@@ -197,6 +216,11 @@ class ServerSettings(_Strict, frozen=True):
     log: LogSettings = msgspec.field(default_factory=lambda: LogSettings())
     #: Initial values of the server-wide heap, shared by every session: ``{server.NAME}``.
     heap: dict[Name, HeapValue] = msgspec.field(default_factory=dict)
+    #: Serve TLS; none: plain TCP.
+    tls: TLSSettings | None = None
+    #: Listen on this Unix domain socket instead of ``host`` and ``port`` (relative
+    #: to the spec's folder).
+    path: FilePath | None = None
 
 
 # -- actions ------------------------------------------------------------------------

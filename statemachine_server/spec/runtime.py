@@ -29,6 +29,7 @@ import importlib.util
 import itertools
 import logging
 import re
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from ..filters import Filter, InvalidRecord, LineFilter
 from ..kernel import Kernel
 from ..lifecycle import CLOSED, EVENTS
 from ..net.tcp import TCPServer
+from ..net.tls import server_ssl_context
 from ..work import Cancelled, WorkTimeout, in_process, in_thread
 from .framing import BlockFilter, PullLineFilter
 from .messages import check_filter, compile_value, make_filter, schema_of, structured_input
@@ -65,11 +67,14 @@ from .model import (
     Set,
     Spec,
     SwitchFilter,
+    TLSSettings,
     Work,
 )
 from .templates import RESULT, Template, compile_template, is_identity
 
-__all__ = ["STATE_TIMEOUT", "Program", "build_server", "compile_spec", "resolve_call"]
+__all__ = [
+    "STATE_TIMEOUT", "Program", "beside_spec", "build_server", "compile_spec", "resolve_call",
+]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
 
@@ -1275,6 +1280,37 @@ def _no_input(handler: Callable[[Any, Any], None]) -> Callable[[Any], None]:
 # -- the server -----------------------------------------------------------------------------
 
 
+def beside_spec(spec: Spec, name: str) -> Path:
+    """A file the spec names (``server.tls``, ``server.path``): relative to the spec
+    file's folder, as ``call`` modules are found, so the spec runs from anywhere."""
+    return Path(spec._base_dir or Path.cwd()) / name
+
+
+def _tls_context(spec: Spec, tls: TLSSettings) -> ssl.SSLContext:
+    """``server.tls``'s context; a file that does not load is one :class:`SpecError` line."""
+    files = {
+        key: beside_spec(spec, name)
+        for key in ("cert", "key", "client_ca")
+        if (name := getattr(tls, key)) is not None
+    }
+    # ssl names no file when one is missing: try each first, to say which.
+    for key, file in files.items():
+        try:
+            file.open("rb").close()
+        except OSError as exc:
+            raise SpecError(
+                f"cannot read server.tls.{key}: {exc.strerror or exc}", str(file)
+            ) from None
+    try:
+        return server_ssl_context(files["cert"], files.get("key"), client_ca=files.get("client_ca"))
+    except OSError as exc:  # ssl.SSLError: not PEM, no key, a key that does not match...
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc))
+        others = "".join(f", {key} {file}" for key, file in files.items() if key != "cert")
+        raise SpecError(
+            f"server.tls does not load{others and f' ({others[2:]})'}: {reason}", str(files["cert"])
+        ) from None
+
+
 def build_server(
     spec: Spec,
     kernel: Kernel,
@@ -1290,19 +1326,22 @@ def build_server(
     Args:
         spec: a validated spec (from :func:`~.loader.load_spec`).
         kernel: the kernel to run it in.
-        host: overrides ``server.host``.
-        port: overrides ``server.port``.
+        host: overrides ``server.host`` (unused with ``server.path``).
+        port: overrides ``server.port`` (unused with ``server.path``).
         console: where ``log`` actions write (stdout by default).
         on_started: called with the server once it is being served.
         heap: overrides of ``server.heap`` values (``run --set NAME=VALUE``).
 
     Raises:
-        SpecError: the spec does not compile (a spec from the loader always does).
+        SpecError: the spec does not compile (a spec from the loader always does),
+            or ``server.tls``'s files do not load (before anything listens).
+        OSError: the address or socket path cannot be listened on.
     """
     console = console or ConsoleLog(kernel)
     settings = spec.server
     program = compile_spec(spec, write=console.lines.append)
     handlers = program.handlers
+    context = None if settings.tls is None else _tls_context(spec, settings.tls)
     server = TCPServer(
         kernel,
         host=settings.host if host is None else host,
@@ -1317,6 +1356,8 @@ def build_server(
         filter=program.filter_factory,
         handlers=program.named,
         limits=settings.limits,
+        path=None if settings.path is None else beside_spec(spec, settings.path),
+        ssl=context,
     )
     # The server-wide heap, {server.NAME}: the server session's own heap.
     server.heap.update(name=settings.name, host=server.host, port=server.port)
