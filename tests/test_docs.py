@@ -94,6 +94,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
         model.JSONFilterSettings: "### `server.filter: json`",
         model.MsgPackFilterSettings: "### `server.filter: msgpack`",
         model.Schema: "### `server.filter.schema`",
+        model.ClientSettings: "### `clients.NAME`",
         model.LogSettings: "### `server.log`",
         model.TLSSettings: "### `server.tls`",
         model.State: "### `states.NAME`",

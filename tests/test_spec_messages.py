@@ -241,12 +241,33 @@ async def test_stream_filter_hands_bytes_as_they_come_and_keeps_any_byte(serve_s
             "t.yaml:3:11: switch_filter works with the line filter",
         ),
         (
+            "handlers:\n  input: [send: upstrem]\nclients:\n  upstream: {port: 1}\n",
+            "t.yaml:2:17: send to unknown client 'upstrem' (did you mean 'upstream'?)",
+        ),
+        (
+            "clients:\n  up: {host: x}\n",
+            "t.yaml:2:7: a client needs either port (with host) or path",
+        ),
+        (
+            "clients:\n  up:\n    port: 1\n    handlers:\n      inptu: [close]\n",
+            "t.yaml:5:7: unknown client event 'inptu' (did you mean 'input'?)",
+        ),
+        (
+            "clients:\n  up:\n    port: '{server.x}{input}'\n",
+            "t.yaml:3:11: {input} is only available",
+        ),
+        (
+            "states: {a: {handlers: {input: [close]}}}\n"
+            "clients:\n  up:\n    port: 1\n    handlers:\n      input: [goto: a]\n",
+            "t.yaml:6:15: goto is not available in a client's handlers",
+        ),
+        (
             "server: {filter: {type: jsn}}\n",
             "t.yaml:1:18: unknown type 'jsn'",
         ),
     ],
 )
-def test_framing_errors_at_their_place(text: str, expected: str) -> None:
+def test_framing_and_client_errors_at_their_place(text: str, expected: str) -> None:
     with pytest.raises(SpecError) as info:
         load_spec_text(text, "t.yaml")
     lines = str(info.value).splitlines()
@@ -308,3 +329,74 @@ async def test_python_example_answers_as_the_spec_does(
         kernel.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- outbound connections ---------------------------------------------------------------
+
+
+async def test_line_proxy_spec_forwards_10000_lines_in_order(serve_spec: Any) -> None:
+    upstream = await serve_spec(
+        "handlers:\n  input: [reply: 'echo {input}']\n"  # not the proxy's own replies
+    )
+    proxy = await serve_spec(
+        ROOT / "specs" / "line-proxy.yaml", heap={"upstream_port": str(upstream.port)}
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, limit=1 << 24)
+    lines = [f"line {i} " + "x" * (i % 40) for i in range(10_000)]
+    writer.write("".join(line + "\n" for line in lines).encode())
+    expected = "".join(f"echo {line}\n" for line in lines).encode()
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.readexactly(len(expected)) == expected
+    writer.close()
+    # Its upstream connection ends with it: the upstream server is left with none.
+    async with asyncio.timeout(TIMEOUT):
+        while upstream.kernel.statistics().sessions > 1:
+            await asyncio.sleep(0.01)
+
+
+async def test_line_proxy_spec_tells_the_client_when_upstream_is_down(serve_spec: Any) -> None:
+    gone = await serve_spec("handlers: {}\n")
+    port = gone.port
+    gone.close()  # nothing listens there now
+    proxy = await serve_spec(ROOT / "specs" / "line-proxy.yaml", heap={"upstream_port": str(port)})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"hello\n")
+    async with asyncio.timeout(TIMEOUT):
+        out = await reader.read()
+    assert out.startswith(b"upstream unavailable: ")
+    writer.close()
+
+
+async def test_a_shared_client_feeds_every_session(serve_spec: Any) -> None:
+    # A gateway: one upstream connection for the whole server, its lines broadcast.
+    feed = await serve_spec(
+        "server: {filter: json}\nhandlers:\n  input: [reply: {feed: '{input}'}]\n"
+    )
+    gateway = await serve_spec(
+        f"""
+clients:
+  feed:
+    port: {feed.port}
+    per: server
+    filter: json
+    handlers:
+      input: [broadcast: {{text: "{{input}}", group: all}}]
+handlers:
+  connected: [join: all]
+  input:
+    - send: {{to: feed, text: {{from: "{{session.id}}", said: "{{input}}"}}}}
+"""
+    )
+    a_reader, a_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    b_reader, b_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    async with asyncio.timeout(TIMEOUT):
+        while gateway.kernel.statistics().sessions < 4:  # server, feed client, a, b
+            await asyncio.sleep(0.01)
+    a_writer.write(b"hi\n")
+    async with asyncio.timeout(TIMEOUT):
+        got_a = await a_reader.readline()
+        got_b = await b_reader.readline()
+    assert got_a == got_b
+    assert got_a.startswith(b'{"feed":{"from":') and got_a.endswith(b',"said":"hi"}}\n')
+    a_writer.close()
+    b_writer.close()

@@ -30,6 +30,7 @@ from ..errors import SpecError
 from ..limits import Limits
 from .model import (
     ACTION_MAIN_FIELD,
+    ClientSettings,
     LineFilterSettings,
     LogSettings,
     Rule,
@@ -246,15 +247,24 @@ class _Skip:
 SKIP = _Skip()
 
 
+def _filter_short_forms(owner: Any) -> None:
+    if isinstance(owner, dict) and isinstance(owner.get("filter"), str):
+        owner["filter"] = {"type": owner["filter"]}
+    if isinstance(owner, dict) and isinstance(owner.get("filter"), dict):
+        owner["filter"].setdefault("type", "line")  # the one framing with no type to name
+
+
 def _normalise(data: dict[str, Any], src: Source) -> None:
-    server = data.get("server")
-    if isinstance(server, dict) and isinstance(server.get("filter"), str):
-        server["filter"] = {"type": server["filter"]}
-    if isinstance(server, dict) and isinstance(server.get("filter"), dict):
-        server["filter"].setdefault("type", "line")  # the one framing with no type to name
+    _filter_short_forms(data.get("server"))
     handlers = data.get("handlers")
     if isinstance(handlers, dict):
         _handlers(handlers, ("handlers",), src)
+    clients = data.get("clients")
+    if isinstance(clients, dict):
+        for name, client in clients.items():
+            _filter_short_forms(client)
+            if isinstance(client, dict) and isinstance(client.get("handlers"), dict):
+                _handlers(client["handlers"], ("clients", name, "handlers"), src)
     states = data.get("states")
     if isinstance(states, dict):
         for name, state in states.items():
@@ -358,6 +368,7 @@ _PLACES: dict[str, type[msgspec.Struct]] = {
     "a state": State,
     "a state's timeout": StateTimeout,
     "a rule": Rule,
+    "a client": ClientSettings,
 }
 
 

@@ -160,6 +160,8 @@ def make_filter(settings: FilterSettings, schema: Any) -> Callable[[], Filter]:
         if settings.regex is not None:
             regex, newline = settings.regex.encode("utf-8", "surrogateescape"), settings.newline
             return lambda: LineFilter(max_length, regex=regex, output_separator=newline)
+        if settings.newline != "\n":  # \n or \r\n in, \r\n out
+            return lambda: LineFilter(max_length, regex=rb"\r?\n", output_separator="\r\n")
         return lambda: LineFilter(max_length)
     if isinstance(settings, StreamFilterSettings):
         return lambda: TextRecords(StreamFilter())  # type: ignore[return-value]
@@ -174,9 +176,12 @@ def make_filter(settings: FilterSettings, schema: Any) -> Callable[[], Filter]:
     return lambda: MsgPackFilter(schema, max_length=limit)
 
 
-def check_filter(settings: FilterSettings, report: Callable[[str, Any], None]) -> None:
+def check_filter(
+    settings: FilterSettings,
+    report: Callable[[str, Any], None],
+    where: tuple[str | int, ...] = ("server", "filter"),
+) -> None:
     """Report settings that cannot make a filter (each at its key)."""
-    where = ("server", "filter")
     if isinstance(settings, BlockFilterSettings):
         if (settings.size is None) == (settings.codec is None):
             report("a block filter needs either size (fixed records) or codec (a length prefix)",

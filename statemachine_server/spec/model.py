@@ -43,15 +43,18 @@ from msgspec import Meta, Struct
 
 from ..filters.line import DEFAULT_MAX_LINE
 from ..limits import Limits
+from ..net.client import Backoff
 
 __all__ = [
     "ACTIONS",
     "ACTION_MAIN_FIELD",
     "BUILTIN_EVENTS",
+    "CLIENT_EVENTS",
     "Action",
     "BlockFilterSettings",
     "Broadcast",
     "Call",
+    "ClientSettings",
     "Close",
     "FilterSettings",
     "Goto",
@@ -68,6 +71,7 @@ __all__ = [
     "Rule",
     "Run",
     "Schema",
+    "Send",
     "ServerSettings",
     "Set",
     "Spec",
@@ -303,6 +307,16 @@ class Call(_Strict, tag="call", tag_field="action", frozen=True):
     reply: bool = True
 
 
+class Send(_Strict, tag="send", tag_field="action", frozen=True):
+    """Send a record on an outbound connection (``clients``): this session's own,
+    or the server's shared one. Sent once it is up; until then queued, in order."""
+
+    #: The client's name.
+    to: Name
+    #: A template (a mapping or list for a structured client filter): the record.
+    text: str | dict[str, Any] | list[Any] = "{input}"
+
+
 class SwitchFilter(_Strict, tag="switch_filter", tag_field="action", frozen=True):
     """Change how the following bytes are framed; bytes already received and not
     yet handled go to the new filter (POE's ``get_pending``)."""
@@ -376,6 +390,7 @@ Action = (
     | SwitchFilter
     | Work
     | Run
+    | Send
 )
 
 #: Every action, by the name written in YAML.
@@ -395,6 +410,7 @@ ACTIONS: dict[str, type[Struct]] = {
         SwitchFilter,
         Work,
         Run,
+        Send,
     )
 }
 
@@ -414,6 +430,7 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
     "switch_filter": "type",
     "work": "function",
     "run": "argv",
+    "send": "to",
 }
 
 
@@ -470,6 +487,40 @@ class State(_Strict, frozen=True):
     handlers: dict[str, Handler] = {}
 
 
+#: Events of an outbound connection's handlers.
+CLIENT_EVENTS: tuple[str, ...] = ("connected", "input", "disconnected", "connect_error")
+
+
+class ClientSettings(_Strict, frozen=True):
+    """An outbound connection (POE::Component::Client::TCP's role), for a proxy
+    or a gateway. Its handlers run as the session it belongs to: ``reply`` answers
+    that session's client."""
+
+    #: The server's port, or a template giving it (``"{server.upstream_port}"``).
+    port: Port | str | None = None
+    #: The server's address, or a template giving it.
+    host: str = "127.0.0.1"
+    #: Connect to this Unix domain socket instead (relative to the spec's folder).
+    path: FilePath | None = None
+    #: ``connection``: each client's own, opened when it is admitted and closed
+    #: when it leaves; ``server``: one for the whole server, kept up (reconnecting).
+    per: Literal["connection", "server"] = "connection"
+    #: How its bytes become records.
+    filter: FilterSettings = msgspec.field(default_factory=LineFilterSettings)
+    #: Seconds an attempt may take.
+    connect_timeout: Seconds = 10.0
+    #: Delays between attempts of a ``per: server`` client (a ``per: connection``
+    #: client makes one attempt: its client is closed if it fails).
+    reconnect: Backoff = msgspec.field(default_factory=Backoff)
+    #: Records ``send`` may queue while it is not connected; past it, the sending
+    #: client is closed (``per: connection``) or the record dropped (``per: server``).
+    max_queued: Annotated[int, Meta(ge=0, le=1 << 24)] = 10000
+    #: ``connected``, ``input`` (what the server sent), ``disconnected`` (none
+    #: given, ``per: connection``: the client is closed too) and ``connect_error``
+    #: (``{input}`` is the reason; none given: the client is closed).
+    handlers: dict[str, Handler] = {}
+
+
 class Spec(_Strict, frozen=True):
     """A whole server."""
 
@@ -481,6 +532,8 @@ class Spec(_Strict, frozen=True):
     states: dict[Name, State] = {}
     #: The state a connection starts in; the first state listed by default.
     initial: Name | None = None
+    #: Outbound connections, by name (``send: NAME``).
+    clients: dict[Name, ClientSettings] = {}
     #: Named events posted from Python only (events that ``post`` actions name
     #: need not be listed).
     events: list[Name] = []

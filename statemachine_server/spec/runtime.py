@@ -45,13 +45,16 @@ from ..lifecycle import CLOSED, EVENTS
 from ..net.tcp import TCPServer
 from ..net.tls import server_ssl_context
 from ..work import Cancelled, WorkTimeout, in_process, in_thread
+from .clients import ClientProgram, Outbound
 from .framing import BlockFilter, PullLineFilter
 from .messages import check_filter, compile_value, make_filter, schema_of, structured_input
 from .model import (
     BUILTIN_EVENTS,
+    CLIENT_EVENTS,
     Action,
     Broadcast,
     Call,
+    ClientSettings,
     Close,
     Goto,
     Join,
@@ -64,6 +67,7 @@ from .model import (
     Reply,
     Rule,
     Run,
+    Send,
     Set,
     Spec,
     SwitchFilter,
@@ -89,7 +93,7 @@ STATE_TIMEOUT = "<state timeout>"
 RESERVED_EVENTS = frozenset(EVENTS) | {"started", "stopped", "shutdown"}
 #: Events whose handlers get a record: input, and a structured record that failed
 #: its schema (``invalid``, whose ``{input}`` is the reason).
-_INPUT_EVENTS = frozenset({"input", "invalid"})
+_INPUT_EVENTS = frozenset({"input", "invalid", "connect_error"})
 
 
 def _always(data: Any) -> dict[str, Any]:
@@ -116,6 +120,8 @@ class _Runtime:
         self.enter: dict[str, list[Step]] = {}
         self.exit: dict[str, list[Step]] = {}
         self.timeout: dict[str, tuple[float, list[Step]]] = {}
+        #: The outbound connections (``clients``), once a server is built.
+        self.outbound: Outbound | None = None
 
     def goto(self, session: Any, target: str) -> None:
         # gen_statem's order: leave (timeout cancelled, exit actions), then enter.
@@ -313,6 +319,10 @@ class Program:
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
     #: The state a connection starts in (None: the spec declares no states).
     initial: str | None = None
+    #: The outbound connections (``clients``), compiled.
+    clients: list[ClientProgram] = field(default_factory=list)
+    #: What the compiled steps share at run time.
+    runtime: _Runtime | None = None
 
 
 def compile_spec(
@@ -367,6 +377,9 @@ class _Compiler:
         self.newline = line.newline
         self.output = PullLineFilter(line.max_length, line.newline)
         self.input_text = structured_input if self.structured else None
+        # Whether input records are messages: the server's, or a client's while
+        # its handlers compile (replies still go to the server's client).
+        self.records_structured = self.structured
         check_filter(settings, self.report)
         try:
             self.schema, self.messages = schema_of(
@@ -446,6 +459,64 @@ class _Compiler:
             self._handlers(program, rules, initial)
         if self.structured:
             _take_invalid(program)
+        program.clients = [self._client(name, c) for name, c in self.spec.clients.items()]
+        program.runtime = self.rt
+        return program
+
+    def _client(self, name: str, c: ClientSettings) -> ClientProgram:
+        path: Path_ = ("clients", name)
+        check_filter(c.filter, self.report, (*path, "filter"))
+        try:
+            schema, messages = schema_of(
+                c.filter, lambda target: resolve_call(target, self.base_dir, kind="schema")
+            )
+        except ValueError as exc:
+            self.report(str(exc), (*path, "filter", "schema"))
+            schema, messages = Any, None
+        factory: Callable[[], Filter] = LineFilter
+        try:
+            factory = make_filter(c.filter, schema)
+        except (TypeError, ValueError) as exc:
+            self.report(f"cannot make the filter: {exc}", (*path, "filter"))
+
+        def address(value: Any, key: str) -> Callable[..., Any]:
+            if not isinstance(value, str):
+                return lambda s, i, m=None: value
+            try:
+                return compile_template(value, has_input=False, states=self.has_states)
+            except ValueError as exc:
+                self.report(str(exc), (*path, key))
+                return lambda s, i, m=None: ""
+
+        if (c.port is None) == (c.path is None):
+            self.report("a client needs either port (with host) or path", path)
+        program = ClientProgram(
+            name, c, factory, address(c.host, "host"), address(c.port, "port"),
+            None if c.path is None else str(Path(self.base_dir) / c.path),
+        )  # fmt: skip
+        saved = self.input_text, self.records_structured, self.messages
+        structured = isinstance(c.filter, JSONFilterSettings | MsgPackFilterSettings)
+        self.input_text = structured_input if structured else None
+        self.records_structured, self.messages = structured, messages
+        try:
+            for event, items in c.handlers.items():
+                where = (*path, "handlers", event)
+                if event not in CLIENT_EVENTS:
+                    near = self._hint(event, CLIENT_EVENTS)
+                    self.report(f"unknown client event {event!r}{near}: a client has "
+                                f"{', '.join(CLIENT_EVENTS)}", (*where, "<key>"))  # fmt: skip
+                    continue
+                for at, action in _walk(items, where):
+                    if isinstance(action, Goto | Work | Run):
+                        self.report(f"{type(action).__name__.lower()} is not available in a "
+                                    "client's handlers (they run beside the session's own "
+                                    "events)", at)  # fmt: skip
+                rules = self._rules(items, where, None, event)
+                handler = _entry(event, rules, set())
+                if handler is not None:
+                    program.handlers[event] = handler
+        finally:
+            self.input_text, self.records_structured, self.messages = saved
         return program
 
     def _initial(self) -> str | None:
@@ -568,7 +639,7 @@ class _Compiler:
             return None, None
         value: str = getattr(rule, kind)
         fold = rule.ignore_case
-        if kind == "message" or (self.structured and event == "input"):
+        if kind == "message" or (self.records_structured and event == "input"):
             return self._message_condition(rule, kind, path, event)
         if kind == "match":
             try:
@@ -827,6 +898,8 @@ class _Compiler:
             return self._call(a, where, scope)
         if isinstance(a, SwitchFilter):
             return self._switch(a, where, tpl)
+        if isinstance(a, Send):
+            return self._send(a, where, tpl)
         raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
 
     def _set(self, a: Set, where: Path_, tpl: Callable[..., Template]) -> Step:
@@ -887,6 +960,30 @@ class _Compiler:
         if after is None:
             return lambda s, i, m: s.kernel._post(s, event, (render(s, i, m),))
         return lambda s, i, m: s.kernel.delay(after, event, render(s, i, m), session=s)
+
+    def _send(self, a: Send, where: Path_, tpl: Callable[..., Template]) -> Step | None:
+        client = self.spec.clients.get(a.to)
+        if client is None:
+            near = self._hint(a.to, self.spec.clients)
+            known = ", ".join(self.spec.clients) or "none"
+            self.report(f"send to unknown client {a.to!r}{near} (clients: {known})",
+                        (*where, "to"))  # fmt: skip
+            return None
+        if isinstance(client.filter, JSONFilterSettings | MsgPackFilterSettings):
+            value = compile_value(a.text, lambda text: tpl(text, "text", raw=True))
+        elif isinstance(a.text, str):
+            value = tpl(a.text, "text")
+        else:
+            self.report(f"a mapping or list needs a json or msgpack filter on client {a.to!r}",
+                        (*where, "text"))  # fmt: skip
+            return None
+        rt, to = self.rt, a.to
+
+        def send(s: Any, i: Any, m: dict[str, Any]) -> None:
+            assert rt.outbound is not None  # set by build_server
+            rt.outbound.send(s, to, value(s, i, m))
+
+        return send
 
     def _call(self, a: Call, where: Path_, scope: Scope) -> Step | None:
         self.ways_out.add(scope)  # Python may close or goto: not followed by the checks
@@ -1184,6 +1281,15 @@ def _entry(
     return lambda session, *_: first_match(session, None)
 
 
+def _walk(items: list[Any], path: Path_) -> Iterator[tuple[Path_, Any]]:
+    """Every action in a handler, rules' included, with its path."""
+    for i, item in enumerate(items):
+        if isinstance(item, Rule):
+            yield from _walk(item.do, (*path, i, "do"))
+        elif item is not None:
+            yield (*path, i), item
+
+
 def _invalid_reply(session: Any, reason: str) -> None:
     session.put({"error": reason})
 
@@ -1341,6 +1447,13 @@ def build_server(
     settings = spec.server
     program = compile_spec(spec, write=console.lines.append)
     handlers = program.handlers
+    outbound = None
+    if program.clients:
+        outbound = Outbound(kernel, program.clients)
+        assert program.runtime is not None
+        program.runtime.outbound = outbound
+        handlers["connected"] = _first(outbound.connected, handlers.get("connected"))
+        handlers["disconnected"] = _then(handlers.get("disconnected"), outbound.gone)
     context = None if settings.tls is None else _tls_context(spec, settings.tls)
     server = TCPServer(
         kernel,
@@ -1363,4 +1476,34 @@ def build_server(
     server.heap.update(name=settings.name, host=server.host, port=server.port)
     server.heap.update(settings.heap)
     server.heap.update(heap or {})
+    if outbound is not None:
+        try:
+            outbound.start_shared(server)
+        except ValueError as exc:
+            server.close()
+            raise SpecError(str(exc)) from None
     return server
+
+
+def _first(first: Callable[[Any], None], then: Callable[..., Any] | None) -> Callable[[Any], None]:
+    if then is None:
+        return first
+
+    def both(session: Any) -> None:
+        first(session)
+        then(session)
+
+    return both
+
+
+def _then(first: Callable[..., Any] | None, then: Callable[[Any], None]) -> Callable[[Any], None]:
+    if first is None:
+        return then
+
+    def both(session: Any) -> None:
+        try:
+            first(session)
+        finally:
+            then(session)
+
+    return both

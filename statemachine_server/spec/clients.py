@@ -1,0 +1,202 @@
+"""A spec's outbound connections (``clients:``): made, fed and ended for the sessions
+that use them.
+
+Each is a :class:`~statemachine_server.net.client.TCPClient`. A ``per: connection``
+client belongs to one session (a proxy's upstream): it is opened when the session
+is admitted, makes one attempt, and is closed when the session ends; by default
+the session ends with it. A ``per: server`` client is shared (a gateway's feed): it
+is opened when the kernel starts and reconnects with backoff.
+
+Their handlers run *as the session they belong to*: a ``reply`` in the upstream's
+``input`` handler answers the downstream client, ``{session.id}`` is that client's.
+A shared client's handlers run as its own connection (``broadcast`` reaches groups).
+
+``send`` before the connection is up queues the record, in order, up to
+``max_queued``; the queue is written as soon as it connects. Past the bound a
+session's own client closes that session (its client outran a connection that is
+not there), a shared one drops the record with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from ..errors import ProtocolError
+from ..filters import Filter, InvalidRecord
+from ..kernel import Kernel
+from ..lifecycle import CLOSED
+from ..net.client import CLIENT_LIMITS, TCPClient
+from .model import ClientSettings
+
+__all__ = ["ClientProgram", "Outbound"]
+
+log = logging.getLogger("statemachine_server")
+
+
+@dataclass
+class ClientProgram:
+    """One compiled ``clients.NAME``."""
+
+    name: str
+    settings: ClientSettings
+    filter_factory: Callable[[], Filter]
+    #: Renders the host and the port (templates of ``{server.NAME}`` and the session).
+    host: Callable[..., Any]
+    port: Callable[..., Any]
+    path: str | None = None
+    #: Event name to compiled handler: ``handler(session, record)`` for ``input`` and
+    #: ``connect_error``, ``handler(session)`` for the others.
+    handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+class Outbound:
+    """The outbound connections of one spec server."""
+
+    def __init__(self, kernel: Kernel, programs: list[ClientProgram]):
+        self.kernel = kernel
+        self.per_session = [p for p in programs if p.settings.per == "connection"]
+        self.shared_programs = {p.name: p for p in programs if p.settings.per == "server"}
+        self.programs = {p.name: p for p in programs}
+        # (session id, client name) -> that session's client, and what waits for it.
+        self.own: dict[tuple[int, str], TCPClient] = {}
+        self.queued: dict[tuple[int, str], list[Any]] = {}
+        self.shared: dict[str, TCPClient] = {}
+        self.shared_queue: dict[str, list[Any]] = {}
+
+    # -- the server's side ------------------------------------------------------------
+
+    def start_shared(self, server: Any) -> None:
+        """Create the shared clients (they connect when the kernel is served)."""
+        # Their host and port templates can name only the server's heap.
+        context = SimpleNamespace(server=server, heap={}, id=0, state="", protocol_state="",
+                                  remote_ip="", remote_port=0)  # fmt: skip
+        for name, program in self.shared_programs.items():
+            self.shared_queue[name] = []
+            self.shared[name] = self._client(program, context, None, server)
+
+    def connected(self, session: Any) -> None:
+        """A session was admitted: open its own clients."""
+        for program in self.per_session:
+            key = (session.id, program.name)
+            self.queued[key] = []
+            try:
+                self.own[key] = self._client(program, session, session, session.server)
+            except ValueError as exc:  # a bad port from a template: this session's error
+                raise ProtocolError(str(exc)) from None
+
+    def gone(self, session: Any) -> None:
+        """A session ended: close its own clients, drop what they had queued."""
+        for program in self.per_session:
+            key = (session.id, program.name)
+            self.queued.pop(key, None)
+            client = self.own.pop(key, None)
+            if client is not None:
+                client.close()
+
+    def send(self, session: Any, name: str, record: Any) -> None:
+        """``send: NAME``: on the session's own client, or the shared one."""
+        if name in self.shared:
+            client, queue = self.shared[name], self.shared_queue[name]
+        else:
+            key = (session.id, name)
+            client, queue = self.own[key], self.queued[key]
+        if client.connected and not queue:
+            client.put(record)
+            return
+        if len(queue) >= self.programs[name].settings.max_queued:
+            if name in self.shared:
+                log.warning("client %r: not connected, %d records queued; dropping one",
+                            name, len(queue))  # fmt: skip
+                return
+            raise ProtocolError(f"client {name!r}: more than {len(queue)} records queued "
+                                "before it connected")  # fmt: skip
+        queue.append(record)
+
+    # -- a client --------------------------------------------------------------------
+
+    def _client(self, program: ClientProgram, context: Any, owner: Any, server: Any) -> TCPClient:
+        settings, handlers, name = program.settings, program.handlers, program.name
+        own = owner is not None
+        queues: dict[Any, list[Any]] = self.queued if own else self.shared_queue  # type: ignore[assignment]
+        queue_key: Any = (owner.id, name) if own else name
+
+        def me(up: Any) -> Any:
+            # Handlers run as the session the client belongs to (or as the
+            # shared client's own connection).
+            return owner if own else up
+
+        def on_connected(up: Any) -> None:
+            queue = queues.get(queue_key)
+            if queue:
+                up.put(*queue)
+                queue.clear()
+            handler = handlers.get("connected")
+            if handler is not None and _alive(me(up)):
+                handler(me(up))
+
+        def on_input(up: Any, record: Any) -> None:
+            if type(record) is InvalidRecord:  # the server broke the client's schema
+                log.warning("client %r: dropped a record from the server: %s", name, record.error)
+                return
+            handler = handlers.get("input")
+            if handler is not None and _alive(me(up)):
+                handler(me(up), record)
+
+        def on_disconnected(up: Any) -> None:
+            handler = handlers.get("disconnected")
+            if not _alive(me(up)):
+                return
+            if handler is not None:
+                handler(me(up))
+            elif own:
+                owner.close()  # a proxy's client goes with its upstream
+
+        def on_connect_error(client: TCPClient, exc: BaseException) -> None:
+            reason = _reason(exc)
+            handler = handlers.get("connect_error")
+            target = owner if own else client
+            if handler is not None:
+                if _alive(target):
+                    handler(target, reason)
+            elif own and _alive(owner):
+                log.warning("session %d: client %r cannot connect: %s; closing",
+                            owner.id, name, reason)  # fmt: skip
+                owner.close()
+
+        host = str(program.host(context, None, {}))
+        port_text = program.port(context, None, {})
+        port = 0
+        if program.path is None:
+            try:
+                port = int(port_text)
+            except (TypeError, ValueError):
+                port = -1
+            if not 0 < port <= 65535:
+                raise ValueError(f"client {name!r}: port {port_text!r} is not a port number")
+        return TCPClient(
+            self.kernel,
+            host=host,
+            port=port,
+            path=program.path,
+            filter=program.filter_factory,
+            limits=CLIENT_LIMITS,
+            connect_timeout=settings.connect_timeout,
+            reconnect=None if own else settings.reconnect,
+            on_connected=on_connected,
+            on_input=on_input,
+            on_disconnected=on_disconnected,
+            on_connect_error=on_connect_error,
+        )
+
+
+def _alive(session: Any) -> bool:
+    return getattr(session, "state", None) is not CLOSED
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
