@@ -68,6 +68,7 @@ _POSTPONED = 4  # max_postponed events wait already: read no more until they are
 # Reading on while closing is Apache's "lingering close": a socket closed with
 # unread input sends RST, and an RST can destroy replies the client has not read.
 _DISCARD = 8
+_USER = 16  # pause_input(): the application's own flow control
 
 #: The queue entry that carries the records of one read (see _deliver_records).
 _RECORDS = "<records>"
@@ -106,6 +107,7 @@ class Connection(Session, asyncio.Protocol):
         "_eof_sent",
         "_filter",
         "_flush_wanted",
+        "_half",
         "_heard",
         "_job",
         "_linger",
@@ -145,6 +147,9 @@ class Connection(Session, asyncio.Protocol):
         self._eof_sent = False  # our side is shut (lingering close under way)
         self._peer_eof = False  # the client's side is shut
         self._linger = False  # the client broke the framing: it may still be sending
+        # shutdown_output(): FIN after the replies put before it (how many of _out
+        # those are, until written), input goes on; -1: not called.
+        self._half = -1
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
         self._job: Job | None = None
@@ -190,6 +195,39 @@ class Connection(Session, asyncio.Protocol):
             self._deliver(CLOSE, ())
         else:
             self.kernel._post(self, CLOSE, ())
+
+    def pause_input(self) -> None:
+        """Stop reading from the client (POE's ``pause_input``) until :meth:`resume_input`.
+
+        Bytes already read are still handled; the client's further bytes wait in
+        the kernel's socket buffers, and then in its own: TCP flow control.
+        Timeouts still run: a paused client that stays silent may time out.
+        """
+        self._pause(_USER)
+
+    def resume_input(self) -> None:
+        """Read from the client again (unless something else still holds reading)."""
+        self._resume(_USER)
+
+    def shutdown_output(self) -> None:
+        """Half-close: once the replies put so far are written, send end-of-stream
+        (TCP FIN) and keep reading (POE's ``shutdown_output``).
+
+        The client sees the end of the replies; its input is still handled, and
+        the connection closes when the client closes its side. Replies put after
+        this are dropped. On TLS, which cannot half-close, this is :meth:`close`.
+        """
+        if self.state is CLOSED or self._half >= 0:
+            return
+        if self.transport is not None and not self.transport.can_write_eof():
+            self.close()
+            return
+        self._half = len(self._out)
+        if not self._dirty:
+            self._dirty = True
+            self.kernel._dirty.append(self)
+            if self.kernel.current is None:
+                self.kernel._wake()
 
     def switch_filter(self, new_filter: Filter) -> None:
         """Frame the following input with ``new_filter`` (POE's ``set_filter``).
@@ -585,6 +623,8 @@ class Connection(Session, asyncio.Protocol):
             return
         if self._out:
             out, self._out = self._out, []
+            if self._half >= 0 and not self._eof_sent:
+                del out[self._half :]  # put after shutdown_output: dropped
             if not transport.is_closing() and not self._eof_sent:
                 transport.write(self._encode(self._filter, out))
                 if transport.get_write_buffer_size() > self.server.limits.max_output:
@@ -592,6 +632,14 @@ class Connection(Session, asyncio.Protocol):
                     return
                 if FLUSHED in self._handlers:
                     self._want_flushed()
+        if self._half >= 0:
+            if not self._eof_sent:
+                self._eof_sent = True
+                if not transport.is_closing():
+                    transport.write_eof()  # after the replies just written
+            if self.state is CLOSING and not transport.is_closing():
+                transport.close()
+            return
         if self.state is CLOSING and not self._eof_sent:
             self._eof_sent = True
             if self._linger and transport.can_write_eof() and not self._peer_eof:

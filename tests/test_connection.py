@@ -299,3 +299,50 @@ def test_switch_filter_with_broken_pending_bytes_closes_after_the_good_records()
     drain(kernel)
     assert t.written == b"1:a,"
     assert t.shut and conn.server._counts["protocol_errors"] == 1
+
+
+def test_high_and_low_events_reach_handlers() -> None:
+    seen: list[str] = []
+    kernel, conn, t = open_connection(
+        input=echo,
+        output_high=lambda s: seen.append(f"high in {s.state}"),
+        output_low=lambda s: seen.append(f"low in {s.state}"),
+    )
+    conn.pause_writing()
+    drain(kernel)
+    conn.resume_writing()
+    drain(kernel)
+    assert seen == ["high in replying", "low in reading"]
+
+
+def test_pause_input_holds_reading_until_resumed_and_keeps_other_holds() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    conn.pause_input()
+    assert not t.reading
+    conn.pause_writing()  # a second reason to hold reading
+    conn.resume_input()
+    assert not t.reading  # still held by the backlog
+    conn.resume_writing()
+    assert t.reading
+
+
+def test_shutdown_output_sends_fin_after_the_replies_and_keeps_reading() -> None:
+    got: list[str] = []
+
+    def handle(session: Connection, line: str) -> None:
+        got.append(line)
+        if line == "last":
+            session.put("bye")
+            session.shutdown_output()
+            session.put("dropped: after the end of output")
+
+    kernel, conn, t = open_connection(input=handle)
+    conn.data_received(b"a\nlast\n")
+    drain(kernel)
+    assert t.written == b"bye\n" and t.eof and not t.closed
+    conn.data_received(b"more\n")  # the client may still send: handled
+    drain(kernel)
+    assert got == ["a", "last", "more"] and conn.state == "reading"
+    conn.eof_received()  # both sides are done
+    drain(kernel)
+    assert t.closed and t.written == b"bye\n"

@@ -216,3 +216,18 @@ async def test_log_settings_reach_the_console() -> None:
         kernel._tick()
         assert out.getvalue() == expected
         server.close()
+
+
+def test_high_and_low_handlers_are_the_servers() -> None:
+    from statemachine_server import Kernel
+    from statemachine_server.lifecycle import OUTPUT_HIGH, OUTPUT_LOW
+    from statemachine_server.spec import build_server
+
+    spec = load_spec_text(
+        "handlers:\n  high: [log: 'slow reader {session.id}']\n  low: [log: 'caught up']\n"
+    )
+    server = build_server(spec, Kernel(), port=0)
+    try:
+        assert OUTPUT_HIGH in server.handlers and OUTPUT_LOW in server.handlers
+    finally:
+        server.close()

@@ -36,7 +36,7 @@ from msgspec import Meta
 from ..connection import Connection
 from ..filters import Filter, LineFilter
 from ..kernel import Handler, Kernel, Session
-from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT
+from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, OUTPUT_HIGH, OUTPUT_LOW
 from ..limits import Limits
 from .tcp import _AfterHandshake
 
@@ -103,6 +103,9 @@ class TCPClient(Session):
             (refused, unreachable, timed out, TLS handshake failed).
         on_error: ``on_error(session, exc)`` as for a server.
         on_flushed: ``on_flushed(session)`` as for a server.
+        on_high: ``on_high(session)`` when its unsent output passes the high-water
+            mark (reading from it is paused meanwhile; work and children wait).
+        on_low: ``on_low(session)`` when it drains below the low-water mark again.
         filter: makes the filter for each connection (default: lines).
         limits: buffer marks and timeouts for the connection (default: those of
             :class:`Limits` without the first-byte and idle timeouts).
@@ -151,6 +154,8 @@ class TCPClient(Session):
         on_connect_error: Callable[[TCPClient, BaseException], Any] | None = None,
         on_error: Handler | None = None,
         on_flushed: Handler | None = None,
+        on_high: Handler | None = None,
+        on_low: Handler | None = None,
         filter: Callable[[], Filter] = LineFilter,
         limits: Limits = CLIENT_LIMITS,
         connect_timeout: float = 10.0,
@@ -166,6 +171,8 @@ class TCPClient(Session):
             CLOSED_EVENT: on_disconnected,
             ERROR: on_error,
             FLUSHED: on_flushed,
+            OUTPUT_HIGH: on_high,
+            OUTPUT_LOW: on_low,
         }
         self.handlers: dict[str, Handler] = {k: v for k, v in handlers.items() if v is not None}
         self.dispatch = Connection.dispatch(self.handlers)

@@ -42,7 +42,17 @@ import msgspec
 from ..connection import Connection
 from ..filters import Filter, LineFilter
 from ..kernel import Handler, Kernel, Session
-from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, EVENTS, FLUSHED, INPUT, TIMEOUT
+from ..lifecycle import (
+    CLOSED_EVENT,
+    CONNECTED,
+    ERROR,
+    EVENTS,
+    FLUSHED,
+    INPUT,
+    OUTPUT_HIGH,
+    OUTPUT_LOW,
+    TIMEOUT,
+)
 from ..limits import Limits
 
 __all__ = ["ServerStatistics", "TCPServer"]
@@ -93,6 +103,9 @@ class TCPServer(Session):
             the framing; the connection closes afterwards. By default the error is
             logged with the session id, state and event.
         on_flushed: ``on_flushed(session)`` when every reply put so far has left.
+        on_high: ``on_high(session)`` when its unsent output passes the high-water
+            mark (reading from it is paused meanwhile; work and children wait).
+        on_low: ``on_low(session)`` when it drains below the low-water mark again.
         on_started: ``on_started(server)`` once the port is being served.
         on_timeout: ``on_timeout(session, reason)`` when the first-byte or idle timeout
             closes the client (it may still ``put`` a last reply).
@@ -141,6 +154,8 @@ class TCPServer(Session):
         on_disconnected: Handler | None = None,
         on_error: Handler | None = None,
         on_flushed: Handler | None = None,
+        on_high: Handler | None = None,
+        on_low: Handler | None = None,
         on_timeout: Handler | None = None,
         on_started: Callable[[TCPServer], Any] | None = None,
         filter: Callable[[], Filter] = LineFilter,
@@ -162,6 +177,8 @@ class TCPServer(Session):
             CLOSED_EVENT: on_disconnected,
             ERROR: on_error,
             FLUSHED: on_flushed,
+            OUTPUT_HIGH: on_high,
+            OUTPUT_LOW: on_low,
             TIMEOUT: on_timeout,
         }
         self.handlers: dict[str, Handler] = {k: v for k, v in given.items() if v is not None}

@@ -462,7 +462,8 @@ Handler = list[Rule | Action]
 
 #: Events a spec handles besides its own named ones.
 BUILTIN_EVENTS: tuple[str, ...] = (
-    "connected", "input", "disconnected", "timeout", "flushed", "error", "invalid",
+    "connected", "input", "disconnected", "timeout", "flushed", "high", "low", "error",
+    "invalid",
 )  # fmt: skip
 
 

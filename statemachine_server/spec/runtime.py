@@ -1464,6 +1464,8 @@ def build_server(
         on_disconnected=handlers.get("disconnected"),
         on_error=handlers.get("error"),
         on_flushed=handlers.get("flushed"),
+        on_high=handlers.get("high"),
+        on_low=handlers.get("low"),
         on_timeout=handlers.get("timeout"),
         on_started=on_started,
         filter=program.filter_factory,
