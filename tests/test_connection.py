@@ -303,7 +303,7 @@ def test_switch_filter_with_broken_pending_bytes_closes_after_the_good_records()
 
 def test_high_and_low_events_reach_handlers() -> None:
     seen: list[str] = []
-    kernel, conn, t = open_connection(
+    kernel, conn, _t = open_connection(
         input=echo,
         output_high=lambda s: seen.append(f"high in {s.state}"),
         output_low=lambda s: seen.append(f"low in {s.state}"),
@@ -316,7 +316,7 @@ def test_high_and_low_events_reach_handlers() -> None:
 
 
 def test_pause_input_holds_reading_until_resumed_and_keeps_other_holds() -> None:
-    kernel, conn, t = open_connection(input=echo)
+    _kernel, conn, t = open_connection(input=echo)
     conn.pause_input()
     assert not t.reading
     conn.pause_writing()  # a second reason to hold reading

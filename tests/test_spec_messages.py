@@ -400,3 +400,39 @@ handlers:
     assert got_a.startswith(b'{"feed":{"from":') and got_a.endswith(b',"said":"hi"}}\n')
     a_writer.close()
     b_writer.close()
+
+
+async def test_a_client_speaks_tls_to_its_upstream(serve_spec: Any, tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    (tmp_path / "upstream.yaml").write_text(
+        "server: {tls: {cert: server.pem}}\nhandlers:\n  input: [reply: 'tls {input}']\n"
+    )
+    upstream = await serve_spec(tmp_path / "upstream.yaml")
+    (tmp_path / "proxy.yaml").write_text(
+        f"clients:\n  up:\n    port: {upstream.port}\n    tls: {{ca: ca.pem}}\n"
+        "    handlers:\n      input: [reply: '{input}']\n"
+        "      connect_error: [reply: 'no: {input}', close]\n"
+        "handlers:\n  input: [send: up]\n"
+    )
+    proxy = await serve_spec(tmp_path / "proxy.yaml")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"a\nb\n")
+    async with asyncio.timeout(TIMEOUT):
+        assert [await reader.readline() for _ in range(2)] == [b"tls a\n", b"tls b\n"]
+    writer.close()
+    # A certificate from an authority it does not trust: refused, and the client told.
+    (tmp_path / "other.yaml").write_text(
+        (tmp_path / "proxy.yaml").read_text().replace("{ca: ca.pem}", "{}")
+    )
+    other = await serve_spec(tmp_path / "other.yaml")
+    reader, writer = await asyncio.open_connection("127.0.0.1", other.port)
+    writer.write(b"a\n")
+    async with asyncio.timeout(TIMEOUT):
+        assert (await reader.read()).startswith(b"no: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    writer.close()

@@ -20,8 +20,10 @@ not there), a shared one drops the record with a warning.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -48,6 +50,8 @@ class ClientProgram:
     host: Callable[..., Any]
     port: Callable[..., Any]
     path: str | None = None
+    #: The TLS context, made when the server is built (it reads files).
+    ssl: ssl.SSLContext | None = None
     #: Event name to compiled handler: ``handler(session, record)`` for ``input`` and
     #: ``connect_error``, ``handler(session)`` for the others.
     handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
@@ -56,8 +60,12 @@ class ClientProgram:
 class Outbound:
     """The outbound connections of one spec server."""
 
-    def __init__(self, kernel: Kernel, programs: list[ClientProgram]):
+    def __init__(self, kernel: Kernel, programs: list[ClientProgram], base_dir: str):
         self.kernel = kernel
+        for program in programs:
+            tls = program.settings.tls
+            if tls is not None:
+                program.ssl = _client_context(program.name, tls.ca, base_dir)
         self.per_session = [p for p in programs if p.settings.per == "connection"]
         self.shared_programs = {p.name: p for p in programs if p.settings.per == "server"}
         self.programs = {p.name: p for p in programs}
@@ -182,6 +190,8 @@ class Outbound:
             host=host,
             port=port,
             path=program.path,
+            ssl=program.ssl,
+            server_hostname=None if settings.tls is None else settings.tls.hostname,
             filter=program.filter_factory,
             limits=CLIENT_LIMITS,
             connect_timeout=settings.connect_timeout,
@@ -191,6 +201,18 @@ class Outbound:
             on_disconnected=on_disconnected,
             on_connect_error=on_connect_error,
         )
+
+
+def _client_context(name: str, ca: str | None, base_dir: str) -> ssl.SSLContext:
+    """The standard library's safe client defaults: the server's certificate and
+    name are checked, TLS 1.2 at least."""
+    cafile = None if ca is None else str(Path(base_dir) / ca)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"clients.{name}.tls: {cafile}: {exc.strerror or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _alive(session: Any) -> bool:

@@ -55,6 +55,7 @@ __all__ = [
     "Broadcast",
     "Call",
     "ClientSettings",
+    "ClientTLS",
     "Close",
     "FilterSettings",
     "Goto",
@@ -492,6 +493,16 @@ class State(_Strict, frozen=True):
 CLIENT_EVENTS: tuple[str, ...] = ("connected", "input", "disconnected", "connect_error")
 
 
+class ClientTLS(_Strict, frozen=True):
+    """Speak TLS to the server, checking its certificate."""
+
+    #: Authorities to trust, a PEM file (relative to the spec's folder); none:
+    #: the system's.
+    ca: FilePath | None = None
+    #: The name the server's certificate must carry; none: ``host``.
+    hostname: str | None = None
+
+
 class ClientSettings(_Strict, frozen=True):
     """An outbound connection (POE::Component::Client::TCP's role), for a proxy
     or a gateway. Its handlers run as the session it belongs to: ``reply`` answers
@@ -503,6 +514,8 @@ class ClientSettings(_Strict, frozen=True):
     host: str = "127.0.0.1"
     #: Connect to this Unix domain socket instead (relative to the spec's folder).
     path: FilePath | None = None
+    #: Speak TLS; none: plain.
+    tls: ClientTLS | None = None
     #: ``connection``: each client's own, opened when it is admitted and closed
     #: when it leaves; ``server``: one for the whole server, kept up (reconnecting).
     per: Literal["connection", "server"] = "connection"

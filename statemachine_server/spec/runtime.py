@@ -1449,7 +1449,10 @@ def build_server(
     handlers = program.handlers
     outbound = None
     if program.clients:
-        outbound = Outbound(kernel, program.clients)
+        try:
+            outbound = Outbound(kernel, program.clients, spec._base_dir or str(Path.cwd()))
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
         assert program.runtime is not None
         program.runtime.outbound = outbound
         handlers["connected"] = _first(outbound.connected, handlers.get("connected"))
