@@ -231,3 +231,27 @@ def test_high_and_low_handlers_are_the_servers() -> None:
         assert OUTPUT_HIGH in server.handlers and OUTPUT_LOW in server.handlers
     finally:
         server.close()
+
+
+def test_console_checks_a_batch_at_once_and_cleans_only_what_needs_it() -> None:
+    import io
+
+    from statemachine_server import Kernel
+    from statemachine_server.console import ConsoleLog
+
+    kernel = Kernel()
+    out = io.StringIO()
+    console = ConsoleLog(kernel, out, max_line=12)
+    batches = [
+        ["plain", "also plain"],  # the fast path: printable ASCII, short
+        ["ok", "tab\there", "x" * 20, "café", "\udcff"],  # each kind of line to clean
+        ["exactly 12 c"],
+    ]
+    for batch in batches:
+        console.lines.extend(batch)
+        kernel._tick()
+    assert out.getvalue().splitlines() == [
+        "plain", "also plain",
+        "ok", "tab\\x09here", "xxxxxxxxx...", "café", "\\xff",
+        "exactly 12 c",
+    ]  # fmt: skip

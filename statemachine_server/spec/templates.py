@@ -18,13 +18,12 @@ Where a name is not available (``{input}`` in ``connected``, ``{match.x}`` when 
 rule has no group ``x``, ``{result}`` before any ``call``) the template is refused
 when the spec is loaded, as is any other name.
 
-Templates are compiled once, at load time. When they name only fixed values the
-result is a format string we write ourselves, such as ``"client {0.id}: {1}"``,
-rendered as ``fmt.format(session, input, match)``: a single C call, no Python
-frame per field. The user's text never becomes a format field itself (its braces
-are escaped) and the only item keys we write are validated identifiers, so this
-adds no way in. Heap names need a default for missing keys, so such templates use
-one small getter per field instead.
+Templates are compiled once, at load time, into a ``%`` format string of our own
+(the user's text with its ``%`` doubled, ``%s`` for each field, so no user text is
+ever a format directive) and one small getter per field, called inline:
+``"client %s: %s" % (s.id, i)`` in effect. That is about twice as fast as
+``str.format`` with attribute fields (``"{0.id}"``), which parses the field name
+at every call; a log line is rendered per message, so it counts.
 """
 
 from __future__ import annotations
@@ -43,14 +42,6 @@ Template = Callable[..., str]
 #: The key of ``{result}`` in the match dict: not an identifier, so no group clashes.
 RESULT = " result"
 
-# Each fixed name as a field of fmt.format(session, input, match).
-_FIELDS: dict[str, str] = {
-    "input": "{1}",
-    "session.id": "{0.id}",
-    "session.state": "{0.state}",
-    "remote_ip": "{0.remote_ip}",
-    "remote_port": "{0.remote_port}",
-}
 _FIXED: dict[str, Getter] = {
     "input": lambda s, i, m: i,
     "session.id": lambda s, i, m: s.id,
@@ -93,23 +84,20 @@ def compile_template(
         ValueError: a malformed template, or a name it may not use.
     """
     literal: list[str] = []
-    fast: list[str] = []
     getters: list[Getter] = []
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ValueError(f"malformed template {text!r}: {exc}") from None
     for lit, field, spec, conversion in parsed:
-        escaped = lit.replace("{", "{{").replace("}", "}}")
-        literal.append(escaped)
-        fast.append(escaped)
+        literal.append(lit.replace("%", "%%"))
         if field is None:
             continue
         if conversion or spec:
             raise ValueError(
                 f"template field {{{field}}}: conversions and format specs are not allowed"
             )
-        getter, fmt = _field(field, has_input, groups, has_result, states)
+        getter = _field(field, has_input, groups, has_result, states)
         if field == "input" and input_text is not None:
             if raw and len(parsed) == 1 and not lit:
                 return lambda s, i, m=None: i
@@ -117,23 +105,29 @@ def compile_template(
             def getter(s: Any, i: Any, m: Any, _text: Callable[[Any], str] = input_text) -> Any:
                 return _text(i)
 
-            fmt = "\0"
         elif raw and len(parsed) == 1 and not lit:
             return lambda s, i, m=None, _get=getter: _get(s, i, m)
         getters.append(getter)
-        literal.append("{}")
-        fast.append(fmt)
+        literal.append("%s")
     if not getters:
         constant = text.replace("{{", "{").replace("}}", "}")
         return lambda s, i, m=None: constant
-    fast_fmt = "".join(fast)
-    if "\0" not in fast_fmt:
-        return fast_fmt.format
-    render = "".join(literal).format
+    return _render("".join(literal), getters)
+
+
+def _render(fmt: str, getters: list[Getter]) -> Template:
+    # One closure per number of fields, so that the common templates make no
+    # tuple of getters to loop over: `%` with the values fetched inline.
     if len(getters) == 1:
-        (only,) = getters
-        return lambda s, i, m=None: render(only(s, i, m))
-    return lambda s, i, m=None: render(*[g(s, i, m) for g in getters])
+        (g0,) = getters
+        return lambda s, i, m=None: fmt % (g0(s, i, m),)
+    if len(getters) == 2:
+        g0, g1 = getters
+        return lambda s, i, m=None: fmt % (g0(s, i, m), g1(s, i, m))
+    if len(getters) == 3:
+        g0, g1, g2 = getters
+        return lambda s, i, m=None: fmt % (g0(s, i, m), g1(s, i, m), g2(s, i, m))
+    return lambda s, i, m=None: fmt % tuple([g(s, i, m) for g in getters])
 
 
 def is_identity(text: str) -> bool:
@@ -143,32 +137,32 @@ def is_identity(text: str) -> bool:
 
 def _field(
     field: str, has_input: bool, groups: Collection[str] | None, has_result: bool, states: bool
-) -> tuple[Getter, str]:
+) -> Getter:
     if field == "input" and not has_input:
         raise ValueError(
             "{input} is only available in input and named-event handlers "
             "(and not in enter, exit or timeout actions)"
         )
     if field == "session.state" and states:
-        return (lambda s, i, m: s.protocol_state), "{0.protocol_state}"
+        return lambda s, i, m: s.protocol_state
     getter = _FIXED.get(field)
     if getter is not None:
-        return getter, _FIELDS[field]
+        return getter
     if field == "result":
         if not has_result:
             raise ValueError(
                 "{result} is only available after a call, work or run action in the same list"
             )
-        return (lambda s, i, m: m.get(RESULT, "")), "\0"
+        return lambda s, i, m: m.get(RESULT, "")
     head, dot, key = field.partition(".")
     # Heap and group names are looked up as keys, never as attributes; names
     # starting with "_" are refused all the same, so no template even looks like
     # a way into Python objects.
     if dot and key.isidentifier() and not key.startswith("_"):
         if head == "heap":
-            return (lambda s, i, m: s.heap.get(key, "")), "\0"
+            return lambda s, i, m: s.heap.get(key, "")
         if head == "server":
-            return (lambda s, i, m: s.server.heap.get(key, "")), "\0"
+            return lambda s, i, m: s.server.heap.get(key, "")
         if head == "match":
             if groups is None:
                 raise ValueError(
@@ -178,6 +172,6 @@ def _field(
                 known = ", ".join(sorted(groups)) or "none"
                 raise ValueError(f"{{{field}}}: the rule's condition has no group {key!r} "
                                  f"(its groups: {known})")  # fmt: skip
-            return (lambda s, i, m: m[key]), f"{{2[{key}]}}"
+            return lambda s, i, m: m[key]
     hint = ", ".join("{" + n + "}" for n in NAMES)
     raise ValueError(f"unknown template name {{{field}}}: expected one of {hint}")
