@@ -1,7 +1,7 @@
 """Results on disk: one JSON file (everything) and one markdown table (the summary).
 
 Both go to the output directory as ``<scenario>-<UTC timestamp>.json`` / ``.md``.
-Ratios are against :data:`~benchmarks.servers.BASELINE` (``asyncio-lines``) and
+Ratios are against :data:`~benchmarks.servers.BASELINE` (``asyncio-raw``) and
 against ``twisted``; a ratio above 1 means faster than that reference.
 """
 

@@ -75,7 +75,7 @@ def test_micro_benchmarks_report_rates(quick_run: tuple[Path, str], scenario: st
 
 def test_spec_vs_python_reports_both_and_the_ratio(quick_run: tuple[Path, str]) -> None:
     data = result(quick_run[0], "spec-vs-python")
-    for name in ("asyncio-lines", "ours-spec", "ours-python-api"):
+    for name in ("asyncio-raw", "ours-spec", "ours-python-api"):
         assert data["peers"][name]["status"] == "ok"
     assert data["results"]["spec_over_python_throughput"] > 0
 

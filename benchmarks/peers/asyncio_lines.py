@@ -1,4 +1,4 @@
-"""Peer ``asyncio-lines``: a hand-written asyncio line echo server (the baseline).
+"""Peer ``asyncio-lines``: a hand-written asyncio line echo server.
 
 It splits the input into lines with a buffer and writes each line back with its
 own ``transport.write`` call, as the obvious hand-written server would. No logging.

@@ -1,7 +1,8 @@
 """Peer ``asyncio-raw``: an asyncio echo server that writes back whole chunks.
 
 It never looks for line boundaries: whatever ``data_received`` gets goes straight
-back. This is the ceiling for an asyncio server on this machine. No logging.
+back. This is the ceiling for an asyncio server on this machine, and the
+baseline of every ratio the harness reports. No logging.
 
 Usage: ``python asyncio_raw.py PORT`` (0 picks a free port). Prints
 ``listening on HOST:PORT`` once bound; SIGTERM stops it with exit status 0.

@@ -3,7 +3,7 @@
 32 connections at a time; each connects (non-blocking), sends one 64-byte line,
 reads its echo and closes, and a new one takes its place at once. The figure is
 connections completed per second (median over the runs), with its ratio to the
-asyncio-lines baseline; the time from ``connect()`` to the echo is reported too.
+asyncio-raw baseline; the time from ``connect()`` to the echo is reported too.
 
 The client closes first, so each connection leaves a TIME_WAIT socket on the
 client side, and Linux lets ``connect()`` reuse one (``tcp_tw_reuse``, on for

@@ -4,7 +4,7 @@
 next, for a fixed time. The C load generator times every round trip with
 CLOCK_MONOTONIC; the figures are the p50, p99 and p99.9 of the round trips that
 completed inside the measuring window (medians over the runs), and their ratio to
-the asyncio-lines baseline (lower is better).
+the asyncio-raw baseline (lower is better).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``ours-spec`` (the built-in echo spec: compiled handlers, tick-batched console log)
 against ``ours-python-api`` (``peers/ours_python_api.py``: the public Python API,
 ``sys.stdout.write`` per line), both under the throughput scenario's load, with
-the asyncio-lines baseline in the same run. Reports throughput, the spec/python
+the asyncio-raw baseline in the same run. Reports throughput, the spec/python
 throughput ratio and the per-message cost ratio (its inverse).
 
 The peers are fixed (``--peers`` does not apply).
