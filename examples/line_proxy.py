@@ -1,7 +1,9 @@
 """A line proxy: each client gets its own connection to an upstream server.
 
 Lines from the client go upstream, lines from upstream go back to the client, in
-order. Run an upstream (``python examples/echo_server.py 7000``), then
+order. A client that half-closes (``printf 'a\n' | nc ...``) still gets every reply:
+its end of input is held, passed on upstream, and its connection ends with the
+upstream one. Run an upstream (``python examples/echo_server.py 7000``), then
 ``python examples/line_proxy.py --port 7001 --upstream 127.0.0.1:7000``.
 """
 
@@ -27,12 +29,27 @@ def line_proxy(kernel: Kernel, upstream: tuple[str, int], port: int = 0) -> TCPS
             heap={"down": down},
             on_connected=upstream_connected,
             on_input=lambda up, line: up.heap["down"].put(line),
-            on_disconnected=lambda up: up.heap["down"].close(),
-            on_connect_error=lambda client, exc: client.heap["down"].close(),
+            on_disconnected=lambda up: upstream_gone(up.heap["down"]),
+            on_connect_error=lambda client, exc: upstream_gone(client.heap["down"]),
         )
+        down.hold(client_done)  # the client's end of input waits for upstream's
+
+    def client_done(down: Connection) -> None:
+        up = down.heap["up"]
+        if up.connected:
+            up.connection.shutdown_output()  # upstream answers what it has, then closes
+        else:
+            down.heap["half_closed"] = True
 
     def upstream_connected(up: Connection) -> None:
-        up.put(*up.heap["down"].heap.pop("early"))
+        down = up.heap["down"]
+        up.put(*down.heap.pop("early"))
+        if down.heap.get("half_closed"):
+            up.shutdown_output()
+
+    def upstream_gone(down: Connection) -> None:
+        down.release()
+        down.close()  # after the replies already put
 
     def from_client(down: Connection, line: str) -> None:
         up = down.heap["up"]

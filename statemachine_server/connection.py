@@ -109,6 +109,7 @@ class Connection(Session, asyncio.Protocol):
         "_flush_wanted",
         "_half",
         "_heard",
+        "_holds",
         "_job",
         "_linger",
         "_out",
@@ -150,6 +151,8 @@ class Connection(Session, asyncio.Protocol):
         # shutdown_output(): FIN after the replies put before it (how many of _out
         # those are, until written), input goes on; -1: not called.
         self._half = -1
+        # hold(): callbacks waiting for the client's end of input, and whether it came.
+        self._holds: list[Callable[[Connection], Any]] | None = None
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
         self._job: Job | None = None
@@ -228,6 +231,28 @@ class Connection(Session, asyncio.Protocol):
             self.kernel._dirty.append(self)
             if self.kernel.current is None:
                 self.kernel._wake()
+
+    def hold(self, on_eof: Callable[[Connection], Any]) -> None:
+        """Keep the connection open after the client's end of input until :meth:`release`.
+
+        Normally the client's end of input (a half-close) closes the connection once
+        the input before it is answered. A proxy answers with replies still to come
+        from elsewhere: holding, the end of input calls ``on_eof(session)`` (pass the
+        half-close on upstream, say) and waits for ``release()``; the idle timeout
+        still applies, so a hold cannot keep a connection forever.
+        """
+        if self._holds is None:
+            self._holds = []
+        self._holds.append(on_eof)
+
+    def release(self) -> None:
+        """Drop one :meth:`hold`; once none is left, a held end of input takes effect."""
+        if not self._holds:
+            return
+        self._holds.pop()
+        if not self._holds and self._peer_eof and self.state is not CLOSED:
+            self._holds = None
+            self.kernel._post(self, EOF, ())
 
     def switch_filter(self, new_filter: Filter) -> None:
         """Frame the following input with ``new_filter`` (POE's ``set_filter``).
@@ -311,6 +336,10 @@ class Connection(Session, asyncio.Protocol):
             return None
         if event is _PULL:
             self._pull(first=False)
+            return None
+        if event is EOF and self._holds:
+            for on_eof in list(self._holds):  # held: see hold()
+                on_eof(self)
             return None
         rules = FAST[self.state]
         step = rules.get(event)

@@ -227,6 +227,21 @@ async def test_line_proxy_forwards_10000_lines_in_order(serve: Any) -> None:
         writer.close()
 
 
+async def test_line_proxy_answers_a_client_that_half_closes(serve: Any) -> None:
+    upstream = await serve(on_input=lambda s, line: s.put(f"echo {line}"))
+    proxy_module = load_example("line_proxy")
+    async with running(Kernel()) as kernel:
+        proxy = proxy_module.line_proxy(kernel, ("127.0.0.1", upstream.port))
+        await started(proxy)
+        reader, writer = await connect(proxy)
+        writer.write(b"".join(b"line %d\n" % i for i in range(1000)))
+        writer.write_eof()
+        expected = b"".join(b"echo line %d\n" % i for i in range(1000))
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == expected
+        writer.close()
+
+
 @pytest.mark.parametrize("port", [0, 70000])
 def test_client_port_is_checked(port: int) -> None:
     with pytest.raises(ValueError, match="out of range"):

@@ -346,3 +346,29 @@ def test_shutdown_output_sends_fin_after_the_replies_and_keeps_reading() -> None
     conn.eof_received()  # both sides are done
     drain(kernel)
     assert t.closed and t.written == b"bye\n"
+
+
+def test_hold_keeps_the_connection_past_end_of_input_until_released() -> None:
+    heard: list[str] = []
+    kernel, conn, t = open_connection(input=echo)
+    conn.hold(lambda s: heard.append("eof"))
+    conn.data_received(b"a\n")
+    conn.eof_received()
+    drain(kernel)
+    assert heard == ["eof"] and conn.state == "reading" and not t.shut
+    conn.put("late reply")  # from elsewhere (a proxy's upstream), after the client's end
+    drain(kernel)
+    conn.release()
+    drain(kernel)
+    assert t.written == b"a\nlate reply\n" and t.shut
+    assert conn.state in ("closing", "closed")
+
+
+def test_release_before_end_of_input_leaves_the_usual_close() -> None:
+    kernel, conn, t = open_connection(input=echo)
+    conn.hold(lambda s: None)
+    conn.release()
+    conn.data_received(b"a\n")
+    conn.eof_received()
+    drain(kernel)
+    assert t.written == b"a\n" and t.shut

@@ -354,6 +354,28 @@ async def test_line_proxy_spec_forwards_10000_lines_in_order(serve_spec: Any) ->
             await asyncio.sleep(0.01)
 
 
+async def test_line_proxy_spec_answers_a_client_that_half_closes(serve_spec: Any) -> None:
+    # printf 'a\nb\n' | nc: the client's end of input reaches the proxy before the
+    # upstream's replies; they are still delivered, then the connection closes.
+    upstream = await serve_spec("handlers:\n  input: [reply: 'echo {input}']\n")
+    proxy = await serve_spec(
+        ROOT / "specs" / "line-proxy.yaml", heap={"upstream_port": str(upstream.port)}
+    )
+    lines = [f"line {i}" for i in range(2_000)]
+    expected = "".join(f"echo {line}\n" for line in lines).encode()
+    for early in (True, False):  # before the upstream connection is up, and after
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, limit=1 << 24)
+        if not early:
+            writer.write(b"first\n")
+            async with asyncio.timeout(TIMEOUT):
+                assert await reader.readline() == b"echo first\n"
+        writer.write("".join(line + "\n" for line in lines).encode())
+        writer.write_eof()
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == expected
+        writer.close()
+
+
 async def test_line_proxy_spec_tells_the_client_when_upstream_is_down(serve_spec: Any) -> None:
     gone = await serve_spec("handlers: {}\n")
     port = gone.port

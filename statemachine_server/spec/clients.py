@@ -74,6 +74,10 @@ class Outbound:
         self.queued: dict[tuple[int, str], list[Any]] = {}
         self.shared: dict[str, TCPClient] = {}
         self.shared_queue: dict[str, list[Any]] = {}
+        # Sessions' own clients that hold their session open, and those whose
+        # session's client has half-closed before they were connected.
+        self.holding: set[tuple[int, str]] = set()
+        self.half_wanted: set[tuple[int, str]] = set()
 
     # -- the server's side ------------------------------------------------------------
 
@@ -92,15 +96,22 @@ class Outbound:
             key = (session.id, program.name)
             self.queued[key] = []
             try:
-                self.own[key] = self._client(program, session, session, session.server)
+                client = self._client(program, session, session, session.server)
             except ValueError as exc:  # a bad port from a template: this session's error
                 raise ProtocolError(str(exc)) from None
+            self.own[key] = client
+            # The client's end of input waits for the upstream's last replies: it is
+            # passed on upstream (half-close), and the session ends when upstream does.
+            session.hold(lambda s, c=client, k=key: self._half_close(c, k))
+            self.holding.add(key)
 
     def gone(self, session: Any) -> None:
         """A session ended: close its own clients, drop what they had queued."""
         for program in self.per_session:
             key = (session.id, program.name)
             self.queued.pop(key, None)
+            self.holding.discard(key)
+            self.half_wanted.discard(key)
             client = self.own.pop(key, None)
             if client is not None:
                 client.close()
@@ -124,6 +135,22 @@ class Outbound:
                                 "before it connected")  # fmt: skip
         queue.append(record)
 
+    def _half_close(self, client: TCPClient, key: tuple[int, str]) -> None:
+        if not client.connected:
+            self.half_wanted.add(key)  # once connected and the queue is written
+            return
+        queue = self.queued.get(key)
+        if queue:
+            client.put(*queue)
+            queue.clear()
+        assert client.connection is not None
+        client.connection.shutdown_output()
+
+    def _release(self, owner: Any, key: tuple[int, str]) -> None:
+        if key in self.holding:
+            self.holding.discard(key)
+            owner.release()
+
     # -- a client --------------------------------------------------------------------
 
     def _client(self, program: ClientProgram, context: Any, owner: Any, server: Any) -> TCPClient:
@@ -142,6 +169,9 @@ class Outbound:
             if queue:
                 up.put(*queue)
                 queue.clear()
+            if own and queue_key in self.half_wanted:
+                self.half_wanted.discard(queue_key)
+                up.shutdown_output()
             handler = handlers.get("connected")
             if handler is not None and _alive(me(up)):
                 handler(me(up))
@@ -156,6 +186,8 @@ class Outbound:
 
         def on_disconnected(up: Any) -> None:
             handler = handlers.get("disconnected")
+            if own:
+                self._release(owner, queue_key)  # its replies are all in
             if not _alive(me(up)):
                 return
             if handler is not None:
@@ -167,6 +199,8 @@ class Outbound:
             reason = _reason(exc)
             handler = handlers.get("connect_error")
             target = owner if own else client
+            if own:
+                self._release(owner, queue_key)
             if handler is not None:
                 if _alive(target):
                     handler(target, reason)
