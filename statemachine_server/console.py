@@ -35,9 +35,10 @@ log = logging.getLogger("statemachine_server")
 
 DEFAULT_MAX_BACKLOG = 16 << 20
 DEFAULT_MAX_LINE = 1024
-# Printable ASCII and the newline that joins lines: deleting these from a tick's
-# text leaves nothing when no line needs cleaning (one pass in C for the batch).
-_SAFE = bytes(range(0x20, 0x7F)) + b"\n"
+# Printable ASCII: deleting it from a tick's text leaves only the newlines that
+# join the lines when no line needs cleaning (one pass in C for the batch). A
+# newline inside a line would forge a log line: it leaves one more, so it is caught.
+_SAFE = bytes(range(0x20, 0x7F))
 
 
 def clean(line: str, limit: int) -> str:
@@ -110,7 +111,7 @@ class ConsoleLog:
         text = "\n".join(lines)
         # The usual batch is short printable ASCII lines: checked at once.
         data = text.encode("ascii") if text.isascii() else b"\0"
-        if data.translate(None, _SAFE) or max(map(len, lines)) > limit:
+        if len(data.translate(None, _SAFE)) != len(lines) - 1 or max(map(len, lines)) > limit:
             for i, line in enumerate(lines):
                 if len(line) > limit or not line.isprintable():
                     lines[i] = clean(line, limit)

@@ -246,6 +246,7 @@ def test_console_checks_a_batch_at_once_and_cleans_only_what_needs_it() -> None:
         ["plain", "also plain"],  # the fast path: printable ASCII, short
         ["ok", "tab\there", "x" * 20, "café", "\udcff"],  # each kind of line to clean
         ["exactly 12 c"],
+        ["forged\nclient 1: x", "ok"],  # a newline inside a line never makes two
     ]
     for batch in batches:
         console.lines.extend(batch)
@@ -254,4 +255,5 @@ def test_console_checks_a_batch_at_once_and_cleans_only_what_needs_it() -> None:
         "plain", "also plain",
         "ok", "tab\\x09here", "xxxxxxxxx...", "café", "\\xff",
         "exactly 12 c",
+        "forged\\x0...", "ok",
     ]  # fmt: skip
