@@ -337,11 +337,13 @@ class Connection(Session, asyncio.Protocol):
         if event is _PULL:
             self._pull(first=False)
             return None
-        if event is EOF and self._holds:
-            for on_eof in list(self._holds):  # held: see hold()
+        rules = FAST[self.state]
+        if event is EOF and self._holds and rules.get(EOF) is not POSTPONE:
+            # Held (see hold()); while working it waits in order like input, so what
+            # came before it is handled (and sent on) first.
+            for on_eof in list(self._holds):
                 on_eof(self)
             return None
-        rules = FAST[self.state]
         step = rules.get(event)
         if step is None:
             if event.__class__ is not str:

@@ -262,6 +262,16 @@ async def test_stream_filter_hands_bytes_as_they_come_and_keeps_any_byte(serve_s
             "t.yaml:6:15: goto is not available in a client's handlers",
         ),
         (
+            "server: {filter: {type: json, schema: {messages: {add: {__dict__: int}}}}}\n",
+            "t.yaml:1:50: expected a name (letters, digits and _, starting with a letter)",
+        ),
+        ("clients:\n  up: {port: 0}\n", "t.yaml:2:14: a client's port must be 1 to 65535"),
+        (
+            "clients:\n  up:\n    port: 1\n    per: server\n    handlers:\n"
+            "      connect_error: [close]\n",
+            "t.yaml:6:23: close is not available here: a shared client",
+        ),
+        (
             "server: {filter: {type: jsn}}\n",
             "t.yaml:1:18: unknown type 'jsn'",
         ),
@@ -458,3 +468,80 @@ async def test_a_client_speaks_tls_to_its_upstream(serve_spec: Any, tmp_path: Pa
     async with asyncio.timeout(TIMEOUT):
         assert (await reader.read()).startswith(b"no: [SSL: CERTIFICATE_VERIFY_FAILED]")
     writer.close()
+
+
+async def test_a_held_end_of_input_waits_behind_work_and_its_sends(
+    serve_spec: Any, tmp_path: Path
+) -> None:
+    # The end of input arrives while the session works: it waits in order, so the
+    # lines sent upstream after the work are not cut off by the half-close.
+    (tmp_path / "slow.py").write_text(
+        "import time\n\ndef nap(line, match):\n    time.sleep(0.05)\n    return line\n"
+    )
+    upstream = await serve_spec("handlers:\n  input: [reply: 'echo {input}']\n")
+    (tmp_path / "s.yaml").write_text(
+        f"clients:\n  up:\n    port: {upstream.port}\n    handlers:\n"
+        "      input: [reply: '{input}']\n"
+        "handlers:\n  input:\n    - work: {function: 'slow:nap', in: thread}\n    - send: up\n"
+    )
+    proxy = await serve_spec(tmp_path / "s.yaml")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"a\nb\n")
+    writer.write_eof()
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.read() == b"echo a\necho b\n"
+    writer.close()
+
+
+async def test_a_shared_client_hears_its_disconnect_and_shares_the_server_heap(
+    serve_spec: Any,
+) -> None:
+    feed = await serve_spec("handlers:\n  connected: [reply: hi, close]\n")
+    lines: list[str] = []
+
+    class Console:
+        def __init__(self) -> None:
+            self.lines = self
+
+        def append(self, line: str) -> None:
+            lines.append(line)
+
+    gateway = await serve_spec(
+        f"""
+server: {{heap: {{greeting: hello}}}}
+clients:
+  feed:
+    port: {feed.port}
+    per: server
+    reconnect: {{initial: 30}}
+    handlers:
+      input: [set: {{server.last: "{{input}}"}}, log: "feed said {{input}} ({{server.greeting}})"]
+      disconnected: [log: "feed gone"]
+handlers:
+  input: [reply: "last: {{server.last}}"]
+""",
+        console=Console(),
+    )
+    async with asyncio.timeout(TIMEOUT):
+        while "feed gone" not in lines:
+            await asyncio.sleep(0.01)
+    assert lines == ["feed said hi (hello)", "feed gone"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"?\n")
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.readline() == b"last: hi\n"
+    writer.close()
+
+
+async def test_msgpack_values_json_cannot_show_are_logged_not_fatal(serve_spec: Any) -> None:
+    server = await serve_spec(
+        "server: {filter: msgpack}\nhandlers:\n  input:\n    - log: 'got {input}'\n"
+        "    - reply: ok\n"
+    )
+    ext = msgspec.msgpack.encode(msgspec.msgpack.Ext(5, b"xy"))
+    tuple_key = b"\x81\x92\x01\x02\xa1v"  # {[1, 2]: "v"}
+    after = msgspec.msgpack.encode("after")
+    out = await exchange(
+        server, b"".join(struct.pack(">I", len(d)) + d for d in (ext, tuple_key, after))
+    )
+    assert out.count(b"\xa2ok") == 3  # all three answered, the connection kept

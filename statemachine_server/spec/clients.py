@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, SpecError
 from ..filters import Filter, InvalidRecord
 from ..kernel import Kernel
 from ..lifecycle import CLOSED
@@ -77,6 +77,7 @@ class Outbound:
         # Sessions' own clients that hold their session open, and those whose
         # session's client has half-closed before they were connected.
         self.holding: set[tuple[int, str]] = set()
+        self.dropped: dict[str, int] = {}  # records a shared client had no room for
         self.half_wanted: set[tuple[int, str]] = set()
 
     # -- the server's side ------------------------------------------------------------
@@ -84,11 +85,14 @@ class Outbound:
     def start_shared(self, server: Any) -> None:
         """Create the shared clients (they connect when the kernel is served)."""
         # Their host and port templates can name only the server's heap.
-        context = SimpleNamespace(server=server, heap={}, id=0, state="", protocol_state="",
-                                  remote_ip="", remote_port=0)  # fmt: skip
+        context = SimpleNamespace(server=server, heap=server.heap, id=0, state="",
+                                  protocol_state="", remote_ip="", remote_port=0)  # fmt: skip
         for name, program in self.shared_programs.items():
             self.shared_queue[name] = []
-            self.shared[name] = self._client(program, context, None, server)
+            try:
+                self.shared[name] = self._client(program, context, None, server)
+            except ValueError as exc:  # a port from the server heap (run --set)
+                raise SpecError(str(exc), f"clients.{name}") from None
 
     def connected(self, session: Any) -> None:
         """A session was admitted: open its own clients."""
@@ -98,7 +102,7 @@ class Outbound:
             try:
                 client = self._client(program, session, session, session.server)
             except ValueError as exc:  # a bad port from a template: this session's error
-                raise ProtocolError(str(exc)) from None
+                raise ProtocolError(f"clients.{program.name}: {exc}") from None
             self.own[key] = client
             # The client's end of input waits for the upstream's last replies: it is
             # passed on upstream (half-close), and the session ends when upstream does.
@@ -118,24 +122,38 @@ class Outbound:
 
     def send(self, session: Any, name: str, record: Any) -> None:
         """``send: NAME``: on the session's own client, or the shared one."""
-        if name in self.shared:
+        shared = name in self.shared
+        if shared:
             client, queue = self.shared[name], self.shared_queue[name]
         else:
             key = (session.id, name)
-            client, queue = self.own[key], self.queued[key]
+            own = self.own.get(key)
+            if own is None:  # it failed to start for this session
+                raise ProtocolError(f"client {name!r} is not open for this session")
+            client, queue = own, self.queued[key]
         if client.connected and not queue:
             client.put(record)
             return
         if len(queue) >= self.programs[name].settings.max_queued:
-            if name in self.shared:
-                log.warning("client %r: not connected, %d records queued; dropping one",
-                            name, len(queue))  # fmt: skip
+            if shared:
+                self.dropped[name] = dropped = self.dropped.get(name, 0) + 1
+                if dropped % 1000 == 1:  # the first, then one line per thousand
+                    log.warning("client %r: not connected, %d records queued; %d dropped",
+                                name, len(queue), dropped)  # fmt: skip
                 return
             raise ProtocolError(f"client {name!r}: more than {len(queue)} records queued "
                                 "before it connected")  # fmt: skip
+        if not shared:
+            # Read no more from this client until its records can go: what waits
+            # is then bounded by one read, not by how fast it sends.
+            session.pause_input()
         queue.append(record)
 
     def _half_close(self, client: TCPClient, key: tuple[int, str]) -> None:
+        if client.ssl is not None:
+            # TLS cannot half-close, and closing would lose the replies to come:
+            # the session stays held until upstream closes or its idle timeout.
+            return
         if not client.connected:
             self.half_wanted.add(key)  # once connected and the queue is written
             return
@@ -169,6 +187,8 @@ class Outbound:
             if queue:
                 up.put(*queue)
                 queue.clear()
+            if own and _alive(owner):
+                owner.resume_input()  # paused while its records waited (send)
             if own and queue_key in self.half_wanted:
                 self.half_wanted.discard(queue_key)
                 up.shutdown_output()
@@ -188,17 +208,29 @@ class Outbound:
             handler = handlers.get("disconnected")
             if own:
                 self._release(owner, queue_key)  # its replies are all in
-            if not _alive(me(up)):
-                return
+                if not _alive(owner):
+                    return
             if handler is not None:
-                handler(me(up))
+                handler(me(up))  # a shared client's: its closed connection (log, broadcast)
             elif own:
                 owner.close()  # a proxy's client goes with its upstream
+
+        def on_high(up: Any) -> None:
+            # Upstream does not keep up: stop reading the client that feeds it
+            # (TCP flow control end to end), until it drains.
+            if own and _alive(owner):
+                owner.pause_input()
+
+        def on_low(up: Any) -> None:
+            if own and _alive(owner):
+                owner.resume_input()
 
         def on_connect_error(client: TCPClient, exc: BaseException) -> None:
             reason = _reason(exc)
             handler = handlers.get("connect_error")
-            target = owner if own else client
+            # A shared client has no connection then: its handler (log, broadcast,
+            # set only) runs with the server's context.
+            target = owner if own else context
             if own:
                 self._release(owner, queue_key)
             if handler is not None:
@@ -218,7 +250,7 @@ class Outbound:
             except (TypeError, ValueError):
                 port = -1
             if not 0 < port <= 65535:
-                raise ValueError(f"client {name!r}: port {port_text!r} is not a port number")
+                raise ValueError(f"port {port_text!r} is not a port number (1 to 65535)")
         return TCPClient(
             self.kernel,
             host=host,
@@ -230,6 +262,9 @@ class Outbound:
             limits=CLIENT_LIMITS,
             connect_timeout=settings.connect_timeout,
             reconnect=None if own else settings.reconnect,
+            heap=None if own else server.heap,  # a shared client's heap is the server's
+            on_high=on_high,
+            on_low=on_low,
             on_connected=on_connected,
             on_input=on_input,
             on_disconnected=on_disconnected,
@@ -244,7 +279,8 @@ def _client_context(name: str, ca: str | None, base_dir: str) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"clients.{name}.tls: {cafile}: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        raise SpecError(f"cannot read clients.{name}.tls.ca: {reason}", str(cafile)) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

@@ -464,6 +464,8 @@ class Checker:
             if "matching regex" in msg and "list" in msg:  # a schema's field type
                 msg = "expected a field type: str, int, float, bool, any or list[T] of those, "
                 msg += "with ? after it if optional"
+            elif "matching regex '^[A-Za-z][" in msg:  # a schema's name
+                msg = "expected a name (letters, digits and _, starting with a letter)"
             elif "matching regex" in msg:  # a Name
                 msg = "expected a name (letters, digits and _, not starting with a digit)"
             self.src.report(f"{msg} at ${_dotted(path)}{m.group('path') or ''}", path)

@@ -93,15 +93,18 @@ def _declared(schema: Schema) -> tuple[Any, Messages]:
                 spec.append((name, kind_type | None, None))
             else:
                 spec.append((name, kind_type))
-        struct = msgspec.defstruct(
-            kind,
-            spec,
-            tag_field=schema.tag,
-            tag=kind,
-            kw_only=True,  # optional fields may come before required ones
-            forbid_unknown_fields=True,
-            frozen=True,
-        )
+        try:
+            struct = msgspec.defstruct(
+                kind,
+                spec,
+                tag_field=schema.tag,
+                tag=kind,
+                kw_only=True,  # optional fields may come before required ones
+                forbid_unknown_fields=True,
+                frozen=True,
+            )
+        except (TypeError, ValueError) as exc:  # e.g. a field named like a keyword's clash
+            raise ValueError(f"message {kind!r}: {exc}") from None
         messages[kind] = (struct, tuple(fields))
     structs = [struct for struct, _ in messages.values()]
     return Union[tuple(structs)] if len(structs) > 1 else structs[0], messages  # noqa: UP007
@@ -111,8 +114,10 @@ def _imported(target: str, resolve: Callable[[str], Any]) -> tuple[Any, Messages
     found = resolve(target)
     try:
         msgspec.json.Decoder(found)
-    except TypeError as exc:
-        raise ValueError(f"schema {target!r} is not a type msgspec can decode: {exc}") from None
+    except Exception as exc:  # not a type, or annotations that do not resolve
+        raise ValueError(
+            f"schema {target!r} is not a type msgspec can decode: {type(exc).__name__}: {exc}"
+        ) from None
     # Tagged Structs, alone or in a union, are messages that `message:` can name.
     candidates = getattr(found, "__args__", (found,))
     messages: Messages = {}
@@ -218,4 +223,7 @@ def structured_input(record: Any) -> str:
     """``{input}`` of a structured record: its compact JSON text (a string as it is)."""
     if type(record) is str:
         return record
-    return msgspec.json.encode(record).decode("utf-8", "surrogateescape")
+    try:
+        return msgspec.json.encode(record).decode("utf-8", "surrogateescape")
+    except (TypeError, ValueError):  # MessagePack has values JSON has not (Ext, array keys)
+        return repr(record)

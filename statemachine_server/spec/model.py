@@ -133,6 +133,10 @@ class BlockFilterSettings(_Strict, tag="block", tag_field="type", frozen=True):
     max_length: BlockLimit = 1 << 22
 
 
+#: A schema's message kind or field name: a field is an attribute of a msgspec
+#: Struct, so no leading "_" (Python's own names start with one).
+FieldName = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+
 #: A field of a schema message: ``str``, ``int``, ``float``, ``bool``, ``any`` or
 #: ``list[T]`` of those; a trailing ``?`` makes it optional (absent: null).
 FieldType = Annotated[
@@ -146,7 +150,7 @@ class Schema(_Strict, frozen=True):
     error reply to that client (the ``invalid`` event), and the connection goes on."""
 
     #: Message kind to its fields (name to type); unknown fields are refused.
-    messages: Annotated[dict[Name, dict[Name, FieldType]], Meta(min_length=1)]
+    messages: Annotated[dict[FieldName, dict[FieldName, FieldType]], Meta(min_length=1)]
     #: The field that names the kind.
     tag: Name = "type"
 

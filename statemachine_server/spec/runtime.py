@@ -451,6 +451,8 @@ class _Compiler:
             self._check_graph(initial)
         program.transitions = self._transitions()
         program.filter_factory = self._filter_factory()
+        # Compiled before the error check: their errors are reported with the rest.
+        program.clients = [self._client(name, c) for name, c in self.spec.clients.items()]
         if self.errors:
             return program  # reported: nothing will run it
         if self._fast_path_fits(rules[None]):
@@ -459,7 +461,6 @@ class _Compiler:
             self._handlers(program, rules, initial)
         if self.structured:
             _take_invalid(program)
-        program.clients = [self._client(name, c) for name, c in self.spec.clients.items()]
         program.runtime = self.rt
         return program
 
@@ -490,6 +491,8 @@ class _Compiler:
 
         if (c.port is None) == (c.path is None):
             self.report("a client needs either port (with host) or path", path)
+        elif isinstance(c.port, int) and not c.port:
+            self.report("a client's port must be 1 to 65535", (*path, "port"))
         program = ClientProgram(
             name, c, factory, address(c.host, "host"), address(c.port, "port"),
             None if c.path is None else str(Path(self.base_dir) / c.path),
@@ -507,10 +510,24 @@ class _Compiler:
                                 f"{', '.join(CLIENT_EVENTS)}", (*where, "<key>"))  # fmt: skip
                     continue
                 for at, action in _walk(items, where):
+                    kind = type(action).__name__.lower()
                     if isinstance(action, Goto | Work | Run):
-                        self.report(f"{type(action).__name__.lower()} is not available in a "
-                                    "client's handlers (they run beside the session's own "
-                                    "events)", at)  # fmt: skip
+                        self.report(f"{kind} is not available in a client's handlers (they "
+                                    "run beside the session's own events)", at)  # fmt: skip
+                    elif c.per == "server" and isinstance(action, Send):
+                        target = self.spec.clients.get(action.to)
+                        if target is not None and target.per == "connection":
+                            self.report(f"a shared client's handlers run for no session: "
+                                        f"they cannot send to {action.to!r}, which is each "
+                                        "session's own", at)  # fmt: skip
+                    elif (
+                        c.per == "server"
+                        and event == "connect_error"
+                        and not isinstance(action, Log | Broadcast | Set)
+                    ):
+                        self.report(f"{kind} is not available here: a shared client that "
+                                    "cannot connect has no connection (log, broadcast and set "
+                                    "are)", at)  # fmt: skip
                 rules = self._rules(items, where, None, event)
                 handler = _entry(event, rules, set())
                 if handler is not None:
@@ -1449,10 +1466,7 @@ def build_server(
     handlers = program.handlers
     outbound = None
     if program.clients:
-        try:
-            outbound = Outbound(kernel, program.clients, spec._base_dir or str(Path.cwd()))
-        except ValueError as exc:
-            raise SpecError(str(exc)) from None
+        outbound = Outbound(kernel, program.clients, spec._base_dir or str(Path.cwd()))
         assert program.runtime is not None
         program.runtime.outbound = outbound
         handlers["connected"] = _first(outbound.connected, handlers.get("connected"))
@@ -1484,9 +1498,9 @@ def build_server(
     if outbound is not None:
         try:
             outbound.start_shared(server)
-        except ValueError as exc:
-            server.close()
-            raise SpecError(str(exc)) from None
+        except SpecError:
+            server.close()  # nothing listens after an error
+            raise
     return server
 
 
