@@ -545,3 +545,16 @@ async def test_msgpack_values_json_cannot_show_are_logged_not_fatal(serve_spec: 
         server, b"".join(struct.pack(">I", len(d)) + d for d in (ext, tuple_key, after))
     )
     assert out.count(b"\xa2ok") == 3  # all three answered, the connection kept
+
+
+async def test_message_fields_in_a_text_are_written_as_json(serve_spec: Any) -> None:
+    server = await serve_spec(
+        "server:\n  filter:\n    type: json\n    schema:\n      messages:\n"
+        "        m: {flag: bool, tags: 'list[str]', n: 'int?', name: str}\n"
+        "handlers:\n  input:\n    - message: m\n"
+        "      do: [reply: 'flag={match.flag} tags={match.tags} n={match.n} name={match.name}']\n"
+    )
+    out = await exchange(
+        server, json_lines({"type": "m", "flag": True, "tags": ["a"], "name": "x"})
+    )
+    assert json.loads(out) == 'flag=true tags=["a"] n=null name=x'

@@ -107,6 +107,18 @@ def compile_template(
 
         elif raw and len(parsed) == 1 and not lit:
             return lambda s, i, m=None, _get=getter: _get(s, i, m)
+        elif input_text is not None and field.startswith("match."):
+            # A message's field inside a text: written as JSON, like {input}
+            # (true, null, [1, 2]), not as Python would (True, None).
+            def getter(
+                s: Any,
+                i: Any,
+                m: Any,
+                _get: Getter = getter,
+                _text: Callable[[Any], str] = input_text,
+            ) -> Any:
+                return _text(_get(s, i, m))
+
         getters.append(getter)
         literal.append("%s")
     if not getters:
