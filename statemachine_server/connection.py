@@ -271,6 +271,9 @@ class Connection(Session, asyncio.Protocol):
         old, self._filter = self._filter, new_filter
         if self._out:  # replies already put were put for the old framing
             out, self._out = self._out, []
+            if self._half >= 0:  # shutdown_output() came first: only what preceded it
+                del out[self._half :]
+                self._half = 0
             if self._transport_open() and not self._eof_sent:
                 self.transport.write(self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
