@@ -35,11 +35,10 @@ def line_proxy(kernel: Kernel, upstream: tuple[str, int], port: int = 0) -> TCPS
         down.hold(client_done)  # the client's end of input waits for upstream's
 
     def client_done(down: Connection) -> None:
-        up = down.heap["up"]
-        if up.connected:
-            up.connection.shutdown_output()  # upstream answers what it has, then closes
-        else:
+        if "early" in down.heap:  # upstream not connected yet: after the early lines
             down.heap["half_closed"] = True
+        else:
+            down.heap["up"].connection.shutdown_output()  # it answers, then closes
 
     def upstream_connected(up: Connection) -> None:
         down = up.heap["down"]
@@ -52,11 +51,12 @@ def line_proxy(kernel: Kernel, upstream: tuple[str, int], port: int = 0) -> TCPS
         down.close()  # after the replies already put
 
     def from_client(down: Connection, line: str) -> None:
-        up = down.heap["up"]
-        if up.connected:
-            up.put(line)
-        elif len(down.heap["early"]) < MAX_EARLY_LINES:
-            down.heap["early"].append(line)
+        # "early" is there until upstream_connected has sent it: lines keep their order.
+        early = down.heap.get("early")
+        if early is None:
+            down.heap["up"].put(line)
+        elif len(early) < MAX_EARLY_LINES:
+            early.append(line)
         else:
             down.close()
 

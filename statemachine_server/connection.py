@@ -151,7 +151,7 @@ class Connection(Session, asyncio.Protocol):
         # shutdown_output(): FIN after the replies put before it (how many of _out
         # those are, until written), input goes on; -1: not called.
         self._half = -1
-        # hold(): callbacks waiting for the client's end of input, and whether it came.
+        # hold(): callbacks waiting for the client's end of input (None: no hold).
         self._holds: list[Callable[[Connection], Any]] | None = None
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
         self._paused = 0
@@ -226,11 +226,7 @@ class Connection(Session, asyncio.Protocol):
             self.close()
             return
         self._half = len(self._out)
-        if not self._dirty:
-            self._dirty = True
-            self.kernel._dirty.append(self)
-            if self.kernel.current is None:
-                self.kernel._wake()
+        self.put()  # nothing more to send: only for the flush that shuts output
 
     def hold(self, on_eof: Callable[[Connection], Any]) -> None:
         """Keep the connection open after the client's end of input until :meth:`release`.
@@ -274,7 +270,7 @@ class Connection(Session, asyncio.Protocol):
             if self._half >= 0:  # shutdown_output() came first: only what preceded it
                 del out[self._half :]
                 self._half = 0
-            if self._transport_open() and not self._eof_sent:
+            if out and self._transport_open() and not self._eof_sent:
                 self.transport.write(self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
         pending = old.get_pending()
@@ -659,7 +655,7 @@ class Connection(Session, asyncio.Protocol):
             out, self._out = self._out, []
             if self._half >= 0 and not self._eof_sent:
                 del out[self._half :]  # put after shutdown_output: dropped
-            if not transport.is_closing() and not self._eof_sent:
+            if out and not transport.is_closing() and not self._eof_sent:
                 transport.write(self._encode(self._filter, out))
                 if transport.get_write_buffer_size() > self.server.limits.max_output:
                     self._overflow()

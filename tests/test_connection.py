@@ -372,3 +372,14 @@ def test_release_before_end_of_input_leaves_the_usual_close() -> None:
     conn.eof_received()
     drain(kernel)
     assert t.written == b"a\n" and t.shut
+
+
+def test_shutdown_output_with_nothing_put_writes_nothing_but_the_end() -> None:
+    def handle(session: Connection, line: str) -> None:
+        session.shutdown_output()
+        session.put("dropped")  # after the end of output: no stray empty record either
+
+    kernel, conn, t = open_connection(input=handle)
+    conn.data_received(b"x\n")
+    drain(kernel)
+    assert t.written == b"" and t.eof
