@@ -110,20 +110,26 @@ class ConsoleLog:
         limit = self.max_line
         text = "\n".join(lines)
         # The usual batch is short printable ASCII lines: checked at once.
-        data = text.encode("ascii") if text.isascii() else b"\0"
-        if len(data.translate(None, _SAFE)) != len(lines) - 1 or max(map(len, lines)) > limit:
+        data = text.encode("ascii") if text.isascii() else None
+        if (
+            data is None
+            or len(data.translate(None, _SAFE)) != len(lines) - 1
+            or max(map(len, lines)) > limit
+        ):
             for i, line in enumerate(lines):
                 if len(line) > limit or not line.isprintable():
                     lines[i] = clean(line, limit)
             text = "\n".join(lines)
-            data = b""
+            data = None
         lines.clear()  # in place: compiled actions hold lines.append
         if self._fd is None and (self._plain or not self._start_nonblocking()):
             stream = self._stream or sys.stdout
             stream.write(text + "\n")
             stream.flush()
             return
-        data = (data or text.encode("utf-8", "surrogateescape")) + b"\n"
+        if data is None:
+            data = text.encode("utf-8", "surrogateescape")
+        data += b"\n"
         if self._pending:
             self._keep(data)
             return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from statemachine_server.spec import build_server, load_spec, load_spec_text
 
 #: Every network test bounds its own time with this, on top of pytest-timeout.
 TIMEOUT = 20.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _served(
@@ -67,6 +70,15 @@ async def serve_spec() -> AsyncIterator[Callable[..., Any]]:
 
     yield start
     await _stop(kernels)
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``statemachine-server ARGS`` from the repository root: status, stdout, stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "statemachine_server", *args],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 async def connect(server: TCPServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

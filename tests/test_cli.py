@@ -12,20 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TIMEOUT, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 20.0
 ENV = {**os.environ, "PYTHONUNBUFFERED": "0"}
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    import subprocess
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "statemachine_server", *args],
-        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
-    )  # fmt: skip
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 @asynccontextmanager

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import ssl
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 import trustme
-from conftest import TIMEOUT
+from conftest import TIMEOUT, run_cli
 
-from statemachine_server import Kernel, SpecError, TCPServer
+from statemachine_server import Kernel, SpecError
 from statemachine_server.spec import build_server, load_spec, load_spec_text
 from statemachine_server.spec.model import TLSSettings
 
@@ -30,38 +27,6 @@ def write_spec(folder: Path, server: str) -> Path:
     spec = folder / "spec.yaml"
     spec.write_text(f"server:\n{server}{ECHO}")
     return spec
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "statemachine_server", *args],
-        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
-    )  # fmt: skip
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-@pytest.fixture
-async def spec_server() -> AsyncIterator[Callable[..., Any]]:
-    """``await spec_server(spec_path, **build_server kwargs)`` -> a served TCPServer."""
-    running: list[tuple[Kernel, asyncio.Task[None]]] = []
-
-    async def start(path: Path, **kwargs: Any) -> TCPServer:
-        kernel = Kernel()
-        started = asyncio.Event()
-        server = build_server(load_spec(path), kernel, on_started=lambda s: started.set(), **kwargs)
-        running.append((kernel, asyncio.create_task(kernel.serve())))
-        async with asyncio.timeout(TIMEOUT):
-            await started.wait()
-        return server
-
-    yield start
-    for kernel, task in running:
-        async with asyncio.timeout(TIMEOUT):
-            await kernel.shutdown(deadline=1.0)
-        kernel.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(TIMEOUT):
-                await task
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +53,13 @@ async def echo_through(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 async def test_tls_spec_echoes(
-    spec_server: Any, ca: trustme.CA, certs: Path, tmp_path: Path
+    serve_spec: Any, ca: trustme.CA, certs: Path, tmp_path: Path
 ) -> None:
     # Paths relative to the spec's folder, whatever the current directory.
     spec = write_spec(
         tmp_path, "  port: 0\n  tls: {cert: certs/server.pem, key: certs/server.key}\n"
     )
-    server = await spec_server(spec)
+    server = await serve_spec(spec)
     client = ssl.create_default_context()
     ca.configure_trust(client)
     reader, writer = await asyncio.open_connection(
@@ -115,9 +80,9 @@ def test_tls_client_ca_requires_client_certificates(certs: Path, tmp_path: Path)
         server.close()
 
 
-async def test_unix_socket_spec_echoes(spec_server: Any, tmp_path: Path) -> None:
+async def test_unix_socket_spec_echoes(serve_spec: Any, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "  path: echo.sock\n")
-    server = await spec_server(spec)
+    server = await serve_spec(spec)
     assert server.path == str(tmp_path / "echo.sock")
     reader, writer = await asyncio.open_unix_connection(server.path)
     await echo_through(reader, writer)

@@ -38,6 +38,7 @@ __all__ = [
     "TextRecords",
     "check_filter",
     "compile_value",
+    "is_structured",
     "make_filter",
     "schema_of",
     "structured_input",
@@ -48,6 +49,11 @@ _FIELD = re.compile(r"(?:list\[(\w+)\]|(\w+))(\??)")
 
 #: Message kind -> (its Struct, its field names, in order).
 Messages = dict[str, tuple[type, tuple[str, ...]]]
+
+
+def is_structured(settings: FilterSettings) -> bool:
+    """Whether the filter's records are decoded values (json, msgpack), not text."""
+    return isinstance(settings, JSONFilterSettings | MsgPackFilterSettings)
 
 
 def schema_of(
@@ -67,7 +73,7 @@ def schema_of(
             msgspec type (one line).
     """
     if not isinstance(settings, JSONFilterSettings | MsgPackFilterSettings):
-        return Any, None
+        return Any, None  # (not is_structured: this way the type checker narrows)
     schema = settings.schema
     if schema is None:
         return Any, None
@@ -156,7 +162,8 @@ def _as_bytes(record: Any) -> bytes:
 
 def make_filter(settings: FilterSettings, schema: Any) -> Callable[[], Filter]:
     """What makes each connection's filter, for every framing but switchable lines
-    (:mod:`.framing` has those)."""
+    (:mod:`.framing` has those). Filters are made per connection: settings that
+    could not make one are reported by :func:`check_filter` at load time."""
     if isinstance(settings, LineFilterSettings):
         max_length = settings.max_length
         if settings.separator is not None:
@@ -175,7 +182,6 @@ def make_filter(settings: FilterSettings, schema: Any) -> Callable[[], Filter]:
         return lambda: TextRecords(BlockFilter(size, codec=codec, max_length=limit))  # type: ignore[return-value]
     if isinstance(settings, JSONFilterSettings):
         limit = settings.max_length
-        JSONFilter(schema, max_length=limit)  # fail here, at load time, if ever
         return lambda: JSONFilter(schema, max_length=limit)
     limit = settings.max_length
     return lambda: MsgPackFilter(schema, max_length=limit)

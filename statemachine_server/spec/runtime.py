@@ -47,7 +47,15 @@ from ..net.tls import server_ssl_context
 from ..work import Cancelled, WorkTimeout, in_process, in_thread
 from .clients import ClientProgram, Outbound
 from .framing import BlockFilter, PullLineFilter
-from .messages import check_filter, compile_value, make_filter, schema_of, structured_input
+from .messages import (
+    Messages,
+    check_filter,
+    compile_value,
+    is_structured,
+    make_filter,
+    schema_of,
+    structured_input,
+)
 from .model import (
     BUILTIN_EVENTS,
     CLIENT_EVENTS,
@@ -56,13 +64,12 @@ from .model import (
     Call,
     ClientSettings,
     Close,
+    FilterSettings,
     Goto,
     Join,
-    JSONFilterSettings,
     Leave,
     LineFilterSettings,
     Log,
-    MsgPackFilterSettings,
     Post,
     Reply,
     Rule,
@@ -365,7 +372,7 @@ class _Compiler:
         settings = spec.server.filter
         self.filter_settings = settings
         # Records are decoded values (json, msgpack), not text.
-        self.structured = isinstance(settings, JSONFilterSettings | MsgPackFilterSettings)
+        self.structured = is_structured(settings)
         # The default line framing, the one switch_filter works with.
         self.plain_lines = (
             isinstance(settings, LineFilterSettings)
@@ -380,14 +387,7 @@ class _Compiler:
         # Whether input records are messages: the server's, or a client's while
         # its handlers compile (replies still go to the server's client).
         self.records_structured = self.structured
-        check_filter(settings, self.report)
-        try:
-            self.schema, self.messages = schema_of(
-                settings, lambda target: resolve_call(target, self.base_dir, kind="schema")
-            )
-        except ValueError as exc:
-            self.report(str(exc), ("server", "filter", "schema"))
-            self.schema, self.messages = Any, None
+        self.schema, self.messages = self._framing(settings, ("server", "filter"))
         self.switches = False
         # Named events: listed in `events`, or posted by a `post` action.
         self.named = set(spec.events) | {
@@ -401,6 +401,17 @@ class _Compiler:
         self.ways_out: set[Scope] = set()  # scopes with a close or a call
         self.bad_gotos = False  # then the graph checks would only echo those errors
 
+    def _framing(self, settings: FilterSettings, where: Path_) -> tuple[Any, Messages | None]:
+        """Report what is wrong with filter settings; the schema they declare."""
+        check_filter(settings, self.report, where)
+        try:
+            return schema_of(
+                settings, lambda target: resolve_call(target, self.base_dir, kind="schema")
+            )
+        except ValueError as exc:
+            self.report(str(exc), (*where, "schema"))
+            return Any, None
+
     # -- walking the spec -------------------------------------------------------------
 
     def _handler_maps(self) -> Iterator[tuple[Path_, dict[str, Any], Scope]]:
@@ -409,21 +420,14 @@ class _Compiler:
             yield ("states", name, "handlers"), state.handlers, name
 
     def _all_actions(self) -> Iterator[tuple[Path_, Any]]:
-        def in_list(items: list[Any], path: Path_) -> Iterator[tuple[Path_, Any]]:
-            for i, item in enumerate(items):
-                if isinstance(item, Rule):
-                    yield from in_list(item.do, (*path, i, "do"))
-                elif item is not None:
-                    yield (*path, i), item
-
         for path, handlers, _ in self._handler_maps():
             for event, items in handlers.items():
-                yield from in_list(items, (*path, event))
+                yield from _walk(items, (*path, event))
         for name, state in self.states.items():
-            yield from in_list(state.enter, ("states", name, "enter"))
-            yield from in_list(state.exit, ("states", name, "exit"))
+            yield from _walk(state.enter, ("states", name, "enter"))
+            yield from _walk(state.exit, ("states", name, "exit"))
             if state.timeout is not None:
-                yield from in_list(state.timeout.do, ("states", name, "timeout", "do"))
+                yield from _walk(state.timeout.do, ("states", name, "timeout", "do"))
 
     # -- the whole spec ----------------------------------------------------------------
 
@@ -466,19 +470,8 @@ class _Compiler:
 
     def _client(self, name: str, c: ClientSettings) -> ClientProgram:
         path: Path_ = ("clients", name)
-        check_filter(c.filter, self.report, (*path, "filter"))
-        try:
-            schema, messages = schema_of(
-                c.filter, lambda target: resolve_call(target, self.base_dir, kind="schema")
-            )
-        except ValueError as exc:
-            self.report(str(exc), (*path, "filter", "schema"))
-            schema, messages = Any, None
-        factory: Callable[[], Filter] = LineFilter
-        try:
-            factory = make_filter(c.filter, schema)
-        except (TypeError, ValueError) as exc:
-            self.report(f"cannot make the filter: {exc}", (*path, "filter"))
+        schema, messages = self._framing(c.filter, (*path, "filter"))
+        factory = make_filter(c.filter, schema)
 
         def address(value: Any, key: str) -> Callable[..., Any]:
             if not isinstance(value, str):
@@ -498,7 +491,7 @@ class _Compiler:
             None if c.path is None else str(Path(self.base_dir) / c.path),
         )  # fmt: skip
         saved = self.input_text, self.records_structured, self.messages
-        structured = isinstance(c.filter, JSONFilterSettings | MsgPackFilterSettings)
+        structured = is_structured(c.filter)
         self.input_text = structured_input if structured else None
         self.records_structured, self.messages = structured, messages
         try:
@@ -986,7 +979,7 @@ class _Compiler:
             self.report(f"send to unknown client {a.to!r}{near} (clients: {known})",
                         (*where, "to"))  # fmt: skip
             return None
-        if isinstance(client.filter, JSONFilterSettings | MsgPackFilterSettings):
+        if is_structured(client.filter):
             value = compile_value(a.text, lambda text: tpl(text, "text", raw=True))
         elif isinstance(a.text, str):
             value = tpl(a.text, "text")
@@ -1142,11 +1135,7 @@ class _Compiler:
         if self.plain_lines and (self.switches or newline != "\n"):
             # Records cut one at a time, so that switch_filter is exact.
             return lambda: PullLineFilter(max_length, newline)
-        try:
-            return make_filter(self.filter_settings, self.schema)
-        except (TypeError, ValueError) as exc:
-            self.report(f"cannot make the filter: {exc}", ("server", "filter"))
-            return LineFilter
+        return make_filter(self.filter_settings, self.schema)
 
     # -- the handlers a TCPServer takes -------------------------------------------------
 

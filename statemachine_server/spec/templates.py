@@ -98,33 +98,22 @@ def compile_template(
                 f"template field {{{field}}}: conversions and format specs are not allowed"
             )
         getter = _field(field, has_input, groups, has_result, states)
-        if field == "input" and input_text is not None:
-            if raw and len(parsed) == 1 and not lit:
-                return lambda s, i, m=None: i
-
-            def getter(s: Any, i: Any, m: Any, _text: Callable[[Any], str] = input_text) -> Any:
-                return _text(i)
-
-        elif raw and len(parsed) == 1 and not lit:
-            return lambda s, i, m=None, _get=getter: _get(s, i, m)
-        elif input_text is not None and field.startswith("match."):
-            # A message's field inside a text: written as JSON, like {input}
-            # (true, null, [1, 2]), not as Python would (True, None).
-            def getter(
-                s: Any,
-                i: Any,
-                m: Any,
-                _get: Getter = getter,
-                _text: Callable[[Any], str] = input_text,
-            ) -> Any:
-                return _text(_get(s, i, m))
-
+        if raw and len(parsed) == 1 and not lit:
+            return lambda s, i, m=None, _get=getter: _get(s, i, m)  # the value itself
+        if input_text is not None and (field == "input" or field.startswith("match.")):
+            # A record or a message's field inside a text: written as JSON (true,
+            # null, [1, 2]), not as Python would (True, None).
+            getter = _as_text(getter, input_text)
         getters.append(getter)
         literal.append("%s")
     if not getters:
         constant = text.replace("{{", "{").replace("}}", "}")
         return lambda s, i, m=None: constant
     return _render("".join(literal), getters)
+
+
+def _as_text(get: Getter, text: Callable[[Any], str]) -> Getter:
+    return lambda s, i, m: text(get(s, i, m))
 
 
 def _render(fmt: str, getters: list[Getter]) -> Template:
