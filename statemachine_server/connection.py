@@ -181,11 +181,16 @@ class Connection(Session, asyncio.Protocol):
             return
         self._out.extend(records)
         if not self._dirty:
-            self._dirty = True
-            kernel = self.kernel
-            kernel._dirty.append(self)
-            if kernel.current is None:  # not from a handler: no tick will flush it
-                kernel._wake()
+            self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        # Put's second half: have the kernel flush this connection at the end of
+        # the tick. (Generated spec handlers inline put's first half: see runtime.)
+        self._dirty = True
+        kernel = self.kernel
+        kernel._dirty.append(self)
+        if kernel.current is None:  # not from a handler: no tick will flush it
+            kernel._wake()
 
     def close(self) -> None:
         """Close gracefully: replies already put are sent, further input is dropped.

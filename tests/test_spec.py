@@ -186,6 +186,67 @@ def test_templates_cannot_reach_into_objects(template: str) -> None:
         compile_template(template)
 
 
+@given(st.text(max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_template_text_is_a_value_never_code(text: str) -> None:
+    # Quotes, backslashes, newlines, % and braces in a spec's text never reach the
+    # generated source: it renders exactly, and the expression is only names.
+    from statemachine_server.spec.templates import template_code
+
+    literal = text.replace("{", "{{").replace("}", "}}")
+    values: dict[str, Any] = {}
+    code = template_code(literal + "{input}" + literal, values)
+    assert code.expr == "_t0 % (i,)"
+    assert values == {"_t0": text.replace("%", "%%") + "%s" + text.replace("%", "%%")}
+    assert (
+        compile_template(literal + "{input}" + literal)(FakeSession(), "hi") == text + "hi" + text
+    )
+
+
+def test_generated_echo_handler_puts_like_connection_put() -> None:
+    # The echo spec's handler inlines Connection.put(record): same effect in a
+    # tick, outside one (the kernel is woken to flush it), and after the close.
+    import asyncio
+    import io
+
+    from fakes import FakeTransport
+
+    from statemachine_server import Kernel
+    from statemachine_server.console import ConsoleLog
+    from statemachine_server.spec import build_server
+    from statemachine_server.testing import drain
+
+    kernel = Kernel()
+    kernel._loop = loop = asyncio.new_event_loop()  # never run: the test drives the ticks
+    try:
+        out = io.StringIO()
+        console = ConsoleLog(kernel, out)
+        server = build_server(load_spec(builtin_spec_path()), kernel, port=0, console=console)
+        conn = server._connection_factory()
+        transport = FakeTransport()
+        transport.set_write_buffer_limits = lambda *a: None  # type: ignore[attr-defined]
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        drain(kernel)
+        conn.data_received(b"one\ntwo\n")  # dispatched in a tick
+        drain(kernel)
+        assert transport.written == b"one\ntwo\n"
+        kernel._scheduled = False
+        server.handlers["input"](conn, "three")  # outside a handler
+        assert kernel._scheduled  # a tick is on its way to flush it
+        drain(kernel)
+        assert transport.written == b"one\ntwo\nthree\n"
+        conn.connection_lost(None)
+        drain(kernel)
+        server.handlers["input"](conn, "late")  # closed: dropped, like put()
+        drain(kernel)
+        assert transport.written == b"one\ntwo\nthree\n"
+        logged = [f"client {conn.id}: {x}" for x in ("one", "two", "three")]
+        assert out.getvalue().splitlines() == logged
+        server.close()
+    finally:
+        loop.close()
+
+
 def test_log_lines_are_cut_and_escaped() -> None:
     from statemachine_server.console import clean
 
