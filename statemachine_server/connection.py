@@ -383,11 +383,12 @@ class Connection(Session, asyncio.Protocol):
         # cost. While the session stays in ``reading`` with nothing postponed, the
         # table's rule for input is "handle, stay" (checked at import), so the handler
         # is called directly; otherwise each record goes through the table.
-        self.kernel._dispatched += len(records) - 1
+        kernel = self.kernel
+        kernel._dispatched += len(records) - 1
         handler = self._handlers.get(INPUT)
-        trace = self.kernel.trace
+        direct = handler is not None and not kernel.trace
         for record in records:
-            if self.state is READING and handler is not None and not self._postponed and not trace:
+            if direct and self.state is READING and not self._postponed:
                 try:
                     handler(self, record)
                 except Exception as exc:
@@ -661,8 +662,17 @@ class Connection(Session, asyncio.Protocol):
             if self._half >= 0 and not self._eof_sent:
                 del out[self._half :]  # put after shutdown_output: dropped
             if out and not transport.is_closing() and not self._eof_sent:
-                transport.write(self._encode(self._filter, out))
-                if transport.get_write_buffer_size() > self.server.limits.max_output:
+                try:
+                    data = self._filter.put(out)  # one call for the tick's replies
+                except Exception:
+                    data = self._encode(self._filter, out)
+                transport.write(data)
+                # Past high water the transport has called pause_writing (during
+                # write), and high_water <= max_output: only then can it be over.
+                if (
+                    self._paused & _BACKLOG
+                    and transport.get_write_buffer_size() > self.server.limits.max_output
+                ):
                     self._overflow()
                     return
                 if FLUSHED in self._handlers:
@@ -763,29 +773,42 @@ class Connection(Session, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._paused & _DISCARD:
             return
-        self._seen = self.kernel.time()
+        kernel = self.kernel
+        self._seen = kernel._now()
         self._heard = True
         if self._pull_mode:
             # Cut when handled (see _pull). Bounded: every read is followed by a
             # pull, which enforces the filter's record limit, or is postponed and
             # counts towards max_postponed.
             self._filter.get_one_start(data)  # type: ignore[attr-defined]
-            self.kernel._post(self, _PULL, ())
+            kernel._post(self, _PULL, ())
             return
-        self._feed(data)
+        # _feed, inlined: this runs once per read.
+        try:
+            records = self._filter.get(data)
+        except ProtocolError as exc:
+            self._bad_input(exc)
+            return
+        if records:
+            kernel._post(self, _RECORDS, (records,))
 
     def _feed(self, data: bytes) -> None:
         try:
             records = self._filter.get(data)
-        except ProtocolError as exc:  # RecordTooLong included
-            self._linger = True
-            self._pause(_DISCARD)
-            if exc.records:
-                self.kernel._post(self, _RECORDS, (exc.records,))
-            self.kernel._post(self, ERROR, (exc, INPUT))
+        except ProtocolError as exc:
+            self._bad_input(exc)
             return
         if records:
             self.kernel._post(self, _RECORDS, (records,))
+
+    def _bad_input(self, exc: ProtocolError) -> None:
+        # RecordTooLong included: the records before the bad one are handled, then
+        # the error event; nothing after it is read.
+        self._linger = True
+        self._pause(_DISCARD)
+        if exc.records:
+            self.kernel._post(self, _RECORDS, (exc.records,))
+        self.kernel._post(self, ERROR, (exc, INPUT))
 
     def eof_received(self) -> bool:
         self._peer_eof = True

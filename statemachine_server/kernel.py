@@ -309,6 +309,10 @@ class Kernel:
         self._aliases: dict[str, Session] = {}
         self._ids: Iterator[int] = count(1)
         self._clock = clock
+        # What Connection reads at every read (the idle timeout's "last heard"):
+        # the monotonic clock the standard loop's time() returns, called directly.
+        # Another loop's own clock replaces it when the kernel starts serving.
+        self._now: Callable[[], float] = monotonic if clock is None else clock.time
         self._timers = TimerQueue()
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_due = _NEVER  # when the loop wakes us for timers next
@@ -701,6 +705,8 @@ class Kernel:
     async def serve(self) -> None:
         """Dispatch events until no session is left or :meth:`stop` is called."""
         self._loop = asyncio.get_running_loop()
+        if self._clock is None and type(self._loop).time is not asyncio.BaseEventLoop.time:
+            self._now = self._loop.time  # e.g. uvloop's
         self._finished = self._loop.create_future()
         starters, self._starters = self._starters, []
         for starter in starters:
