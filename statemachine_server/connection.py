@@ -390,7 +390,7 @@ class Connection(Session, asyncio.Protocol):
         for record in records:
             if direct and self.state is READING and not self._postponed:
                 try:
-                    handler(self, record)
+                    handler(self, record)  # type: ignore[misc]  # not None: see direct
                 except Exception as exc:
                     self.kernel._errors += 1
                     self._failed(INPUT, exc)
