@@ -19,15 +19,14 @@ rule has no group ``x``, ``{result}`` before any ``call``) the template is refus
 when the spec is loaded, as is any other name.
 
 Templates are compiled once, at load time, into one Python expression:
-``"client {session.id}: {input}"`` becomes ``_t0 % (s.id, i,)``, where ``_t0`` is
-bound to ``"client %s: %s"`` (the user's text with its ``%`` doubled, so no user
-text is ever a format directive). The expression is made only of the fixed
-fragments in ``_FIXED`` and ``_field`` and of generated names; everything from the
-spec (literal text, heap keys, group names) is bound to those names as a value and
-is never part of the source. A log line is rendered per message, so it counts:
-``%`` is about twice as fast as ``str.format`` with attribute fields, and an
-expression inlined into the handler (see ``runtime``) saves a call per field and
-per step.
+``"client {session.id}: {input}"`` becomes ``f"{_t0}{s.id!s}{_t1}{i!s}"``, where
+``_t0`` and ``_t1`` are bound to ``"client "`` and ``": "``. The expression is made
+only of the fixed fragments in ``_FIXED`` and ``_field`` and of generated names;
+everything from the spec (literal text, heap keys, group names) is bound to those
+names as a value and is never part of the source. A log line is rendered per
+message, so it counts: the f-string is about 1.3x as fast as ``%`` and 2.5x as
+fast as ``str.format`` with attribute fields, and an expression inlined into the
+handler (see ``runtime``) saves a call per field and per step.
 """
 
 from __future__ import annotations
@@ -103,14 +102,14 @@ def template_code(
 ) -> TemplateCode:
     """Compile ``text`` into a :class:`TemplateCode` (arguments as :func:`compile_template`)."""
     code = TemplateCode(values, prefix)
-    literal: list[str] = []
-    fields: list[str] = []
+    parts: list[str] = []  # of an f-string: a name for each piece of text, then the fields
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ValueError(f"malformed template {text!r}: {exc}") from None
     for lit, field, spec, conversion in parsed:
-        literal.append(lit.replace("%", "%%"))
+        if lit:
+            parts.append(code.name(lit))
         if field is None:
             continue
         if conversion or spec:
@@ -125,13 +124,10 @@ def template_code(
             # A record or a message's field inside a text: written as JSON (true,
             # null, [1, 2]), not as Python would (True, None).
             expr = f"{code.name(input_text)}({expr})"
-        fields.append(expr)
-        literal.append("%s")
-    if not fields:
-        code.expr = code.name(text.replace("{{", "{").replace("}}", "}"))
-    else:
-        # `%` with a tuple: about twice as fast as str.format with attribute fields.
-        code.expr = f"{code.name(''.join(literal))} % ({', '.join(fields)},)"
+        parts.append(f"{expr}!s")
+    # An f-string of names and fields: Python builds it in one step (BUILD_STRING),
+    # faster than `%` or str.format, and `!s` is str() as `%s` would be.
+    code.expr = 'f"' + "".join("{" + part + "}" for part in parts) + '"'
     return code
 
 
