@@ -72,6 +72,11 @@ _USER = 16  # pause_input(): the application's own flow control
 
 #: The queue entry that carries the records of one read (see _deliver_records).
 _RECORDS = "<records>"
+#: The handlers' key of an optional function taking all the records of one read
+#: at once, ``batch(session, records) -> (handled, exception or None)``, for an
+#: input handler that cannot change the connection's state (the spec compiler
+#: makes one for echo-shaped specs): one call per read instead of one per record.
+INPUT_BATCH = "<input batch>"
 #: The connection's timeout timer fired (see _check_timeouts).
 _WATCH = "<watch>"
 #: Bytes arrived for a pull filter: cut and handle its records (see _pull).
@@ -387,6 +392,17 @@ class Connection(Session, asyncio.Protocol):
         kernel._dispatched += len(records) - 1
         handler = self._handlers.get(INPUT)
         direct = handler is not None and not kernel.trace
+        if direct and self.state is READING and not self._postponed:
+            batch = self._handlers.get(INPUT_BATCH)
+            if batch is not None:
+                handled, exc = batch(self, records)
+                if exc is None:
+                    return
+                # As the loop below does for a record whose handler raised; the
+                # records after it go through the loop (the error may close us).
+                kernel._errors += 1
+                self._failed(INPUT, exc)
+                records = records[handled + 1 :]
         for record in records:
             if direct and self.state is READING and not self._postponed:
                 try:

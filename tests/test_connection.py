@@ -10,6 +10,7 @@ import pytest
 from fakes import FakeServer, FakeTransport
 
 from statemachine_server import BlockFilter, Connection, Kernel
+from statemachine_server.connection import INPUT_BATCH
 from statemachine_server.lifecycle import TABLE
 from statemachine_server.limits import Limits
 
@@ -157,6 +158,49 @@ def test_handler_error_closes_after_flushing_and_drops_later_input(
     assert t.written == b"a\n" and t.shut
     assert f"session {conn.id} (state closing, event 'input')" in caplog.text
     assert "RuntimeError: handler bug" in caplog.text
+
+
+def batch_echo(session: Connection, records: list[str]) -> tuple[int, BaseException | None]:
+    # An INPUT_BATCH function as the spec compiler makes them: the records it
+    # handled, and the exception that stopped it.
+    for n, line in enumerate(records):
+        if line == "boom":
+            return n, RuntimeError("handler bug")
+        session.put(line)
+    return len(records), None
+
+
+def test_an_input_batch_takes_a_reads_records_in_one_call() -> None:
+    one_by_one: list[str] = []
+    errors: list[BaseException] = []
+
+    def on_input(session: Connection, line: str) -> None:
+        one_by_one.append(line)
+
+    handlers = {"input": on_input, INPUT_BATCH: batch_echo, "error": lambda s, e: errors.append(e)}
+    kernel, conn, t = open_connection(**handlers)
+    conn.data_received(b"a\nb\n")
+    drain(kernel)
+    assert t.written == b"a\nb\n" and not one_by_one
+    # A failure is the error event of that record, as with a handler per record;
+    # the error closes the connection, so what follows is dropped.
+    conn.data_received(b"c\nboom\nd\n")
+    drain(kernel)
+    assert t.written == b"a\nb\nc\n" and t.shut and not one_by_one
+    assert [str(e) for e in errors] == ["handler bug"]
+
+
+def test_no_input_batch_outside_reading() -> None:
+    # Only while reading with nothing postponed: otherwise the table decides.
+    kernel, conn, t = open_connection(input=echo, **{INPUT_BATCH: batch_echo})
+    conn._enter("working", "work")
+    conn.data_received(b"held\n")
+    drain(kernel)
+    assert t.written == b""  # postponed by the table, not echoed by the batch
+    conn._enter("reading", "work_done")
+    conn._replay()
+    drain(kernel)
+    assert t.written == b"held\n"
 
 
 def test_error_handler_can_reply_before_the_close() -> None:

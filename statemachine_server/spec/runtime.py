@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..connection import Connection
+from ..connection import INPUT_BATCH, Connection
 from ..console import ConsoleLog
 from ..errors import LimitReached, ProtocolError, SpecError
 from ..filters import Filter, InvalidRecord, LineFilter
@@ -1158,19 +1158,19 @@ class _Compiler:
 
     def _fast_path(self, program: Program, top: dict[str, Any]) -> None:
         # The echo server's shape: each handler is one generated function with its
-        # steps inlined: for the recipe, _PUT_RECORD and ``_w(_s1_0 % (s.id, i,))``
+        # steps inlined: for the recipe, _PUT_RECORD and ``_w(f"{_s1_0}{s.id!s}...")``
         # (see templates.TemplateCode for why spec text is never code). A call
         # costs about 50 ns here, and the recipe's handler made six per line.
         for event in ("connected", "input", "disconnected"):
             has_input = event == "input"
             values: dict[str, Any] = {"_CLOSED": CLOSED, "_mark": Connection._mark_dirty}
             values["_w"] = self.rt.write
-            lines: list[str] = []
+            steps: list[str] = []
             for n, action in enumerate(self.spec.handlers.get(event, [])):
                 assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
                 assert isinstance(action.text, str)  # checked by _fast_path_fits
                 if isinstance(action, Reply) and has_input and is_identity(action.text):
-                    lines.append(_PUT_RECORD)  # the record itself; the filter frames it
+                    steps.extend(_PUT_RECORD)  # the record itself; the filter frames it
                     continue
                 if isinstance(action, Log) and not self.logs:
                     continue
@@ -1179,10 +1179,17 @@ class _Compiler:
                     input_text=self.input_text,
                     raw=self.structured and isinstance(action, Reply),
                 )  # fmt: skip
-                lines.append(f"{'s.put' if isinstance(action, Reply) else '_w'}({code.expr})")
-            if lines:
-                source = "def _f(s, i=None, m=None):\n" + "".join(f"    {x}\n" for x in lines)
-                program.handlers[event] = build_function(source, values, f"<spec {event}>")
+                steps.append(f"{'s.put' if isinstance(action, Reply) else '_w'}({code.expr})")
+            if not steps:
+                continue
+            source = "def _f(s, i=None, m=None):\n" + _indent(steps, 1)
+            program.handlers[event] = build_function(source, values, f"<spec {event}>")
+            if has_input and not self.structured:
+                # The same steps in a loop over a read's records (see INPUT_BATCH):
+                # replies and logs never change the connection's state. Structured
+                # input goes through _take_invalid first, so it keeps the loop.
+                source = _BATCH.format(steps=_indent(steps, 3))
+                program.named[INPUT_BATCH] = build_function(source, values, "<spec input>")
 
     def _handlers(
         self, program: Program, rules: dict[Scope, dict[str, Any]], initial: str | None
@@ -1303,10 +1310,25 @@ def _walk(items: list[Any], path: Path_) -> Iterator[tuple[Path_, Any]]:
 
 # Connection.put(i), inlined (a call and its tuple of records fewer per line): keep
 # it in step with put(); tests/test_spec.py checks the two behave alike.
-_PUT_RECORD = """if s.state is not _CLOSED:
-        s._out.append(i)
-        if not s._dirty:
-            _mark(s)"""
+_PUT_RECORD = [
+    "if s.state is not _CLOSED:",
+    "    s._out.append(i)",
+    "    if not s._dirty:",
+    "        _mark(s)",
+]
+_BATCH = """def _f(s, records):
+    n = 0
+    try:
+        for i in records:
+{steps}            n += 1
+    except Exception as exc:
+        return n, exc
+    return n, None
+"""
+
+
+def _indent(lines: list[str], level: int) -> str:
+    return "".join("    " * level + line + "\n" for line in lines)
 
 
 def _invalid_reply(session: Any, reason: str) -> None:
