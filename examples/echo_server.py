@@ -2,16 +2,21 @@
 
 import sys
 
-from statemachine_server import Kernel, TCPServer
+from statemachine_server import ConsoleLog, Kernel, TCPServer
+
+kernel = Kernel()
+console = ConsoleLog(kernel)  # the recipe's print: one write per kernel tick, never blocking
 
 
 def handle_input(session, line):
     session.client.put(line)  # echo it back to the client
-    print(f"client {session.id}: {line}")  # and log it to the console
+    console.write(f"client {session.id}: {line}")  # and log it to the console
 
 
-kernel = Kernel()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 12345
 server = TCPServer(kernel, port=port, on_input=handle_input)
 print(f"listening on {server.host}:{server.port}", flush=True)
-kernel.run()
+try:
+    kernel.run()
+finally:
+    console.close()  # what the console still holds is written before exiting

@@ -8,6 +8,7 @@ is exactly ``__all__``; everything else may change.
 from __future__ import annotations
 
 from .connection import Connection
+from .console import ConsoleLog
 from .errors import (
     LimitReached,
     ProtocolError,
@@ -37,6 +38,7 @@ __all__ = [
     "Backoff",
     "BlockFilter",
     "Connection",
+    "ConsoleLog",
     "Filter",
     "InvalidRecord",
     "JSONFilter",

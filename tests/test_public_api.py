@@ -10,9 +10,9 @@ import statemachine_server
 PACKAGE = Path(statemachine_server.__file__).parent
 
 EXPECTED = {
-    "Backoff", "BlockFilter", "Connection", "Filter", "InvalidRecord", "JSONFilter", "Kernel",
-    "KernelStatistics", "LimitReached", "Limits", "LineFilter", "MsgPackFilter", "ProtocolError",
-    "RecordTooLong",
+    "Backoff", "BlockFilter", "Connection", "ConsoleLog", "Filter", "InvalidRecord", "JSONFilter",
+    "Kernel", "KernelStatistics", "LimitReached", "Limits", "LineFilter", "MsgPackFilter",
+    "ProtocolError", "RecordTooLong",
     "ServerStatistics", "Session", "SpecError", "Stack", "StateMachineServerError",
     "StreamFilter", "TCPClient", "TCPServer", "__version__", "server_ssl_context",
 }  # fmt: skip
