@@ -92,3 +92,25 @@ def test_soak_samples_rss_and_checks_the_server(quick_run: tuple[Path, str]) -> 
     assert facts["rss_start"] > 0
     assert facts["check"]["error"] is None
     assert facts["within_bound"] in (True, False)
+
+
+def test_micro_path_times_the_echo_path_and_checks_the_echoes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.micro.path", "--reads", "500"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["lines_per_read"] == 16
+    assert len(figures["passes_ns_per_line"]) == 7
+    assert 0 < figures["ns_per_line"] == min(figures["passes_ns_per_line"])
+
+
+def test_micro_path_refuses_a_spec_that_does_not_echo(tmp_path: Path) -> None:
+    spec = tmp_path / "quiet.yaml"
+    spec.write_text("handlers:\n  input:\n    - log: '{input}'\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.micro.path", str(spec), "--reads", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "did not echo" in done.stderr
