@@ -284,13 +284,10 @@ class Connection(Session, asyncio.Protocol):
                 self.transport.write(self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
         pending = old.get_pending()
-        if not pending or self._paused & _DISCARD:
-            return
-        if self._pull_mode:
-            new_filter.get_one_start(pending)  # type: ignore[attr-defined]
-            self.kernel._post(self, _PULL, ())  # a no-op if a running pull takes them
-        else:
-            self._feed(pending)
+        if pending:
+            # As if they had just arrived. With a pull filter the _PULL posted is a
+            # no-op if a pull already under way takes them.
+            self.data_received(pending)
 
     def work(
         self,
@@ -799,7 +796,6 @@ class Connection(Session, asyncio.Protocol):
             self._filter.get_one_start(data)  # type: ignore[attr-defined]
             kernel._post(self, _PULL, ())
             return
-        # _feed, inlined: this runs once per read.
         try:
             records = self._filter.get(data)
         except ProtocolError as exc:
@@ -807,15 +803,6 @@ class Connection(Session, asyncio.Protocol):
             return
         if records:
             kernel._post(self, _RECORDS, (records,))
-
-    def _feed(self, data: bytes) -> None:
-        try:
-            records = self._filter.get(data)
-        except ProtocolError as exc:
-            self._bad_input(exc)
-            return
-        if records:
-            self.kernel._post(self, _RECORDS, (records,))
 
     def _bad_input(self, exc: ProtocolError) -> None:
         # RecordTooLong included: the records before the bad one are handled, then
