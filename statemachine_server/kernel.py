@@ -58,6 +58,8 @@ log = logging.getLogger("statemachine_server")
 Handler = Callable[..., Any]
 
 _NEVER = float("inf")
+# The standard loop's time(): monotonic() behind one more call (see Kernel._now).
+_BASE_TIME = asyncio.BaseEventLoop.time
 
 #: The default work slice: short enough that a client waiting behind chunked work
 #: waits about a millisecond, long enough that a tick's fixed cost (a socket poll,
@@ -705,8 +707,11 @@ class Kernel:
     async def serve(self) -> None:
         """Dispatch events until no session is left or :meth:`stop` is called."""
         self._loop = asyncio.get_running_loop()
-        if self._clock is None and type(self._loop).time is not asyncio.BaseEventLoop.time:
-            self._now = self._loop.time  # e.g. uvloop's
+        # Any loop whose time() is not the standard one (uvloop's, or a loop whose
+        # time was replaced on the instance): read its clock, not monotonic().
+        loop_time = self._loop.time
+        if self._clock is None and getattr(loop_time, "__func__", None) is not _BASE_TIME:
+            self._now = loop_time
         self._finished = self._loop.create_future()
         starters, self._starters = self._starters, []
         for starter in starters:

@@ -72,6 +72,13 @@ async def serve_spec() -> AsyncIterator[Callable[..., Any]]:
     await _stop(kernels)
 
 
+async def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` (a counter the server keeps, say) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def run_cli(*args: str) -> tuple[int, str, str]:
     """``statemachine-server ARGS`` from the repository root: status, stdout, stderr."""
     proc = subprocess.run(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, connect, read_all
+from conftest import TIMEOUT, connect, read_all, wait_until
 
 from statemachine_server import Connection
 from statemachine_server.limits import Limits
@@ -41,12 +41,6 @@ async def assert_serving(server: Any) -> None:
     async with asyncio.timeout(TIMEOUT):
         assert await reader.readline() == b"still serving\n"
     writer.close()
-
-
-async def wait_until(condition: Any, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 # -- slow, silent and idle clients ---------------------------------------------------------
@@ -97,6 +91,25 @@ async def test_idle_timeout_does_not_cut_a_working_session(serve: Any) -> None:
         assert await reader.readline() == b"done\n"  # 0.5 s of work outlived 0.2 s idle
     assert await read_all(reader) == b""  # and idle afterwards: closed
     writer.close()
+
+
+async def test_idle_timeout_reads_the_clock_of_a_loop_with_its_own_time(serve: Any) -> None:
+    # A loop whose time() is not monotonic() (here replaced on the instance, 1000 s
+    # behind): "last heard" must come from that clock too, or the deadline would
+    # lie 1000 s ahead and the client would never be cut off.
+    loop = asyncio.get_running_loop()
+    loop.time = lambda: time.monotonic() - 1000.0  # type: ignore[method-assign]
+    try:
+        server = await serve(on_input=echo, limits=Limits(idle_timeout=0.2))
+        reader, writer = await connect(server)
+        writer.write(b"hello\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"hello\n"
+            assert await reader.read() == b""  # idle for 0.2 s: closed
+        assert server.statistics().timeouts == 1
+        writer.close()
+    finally:
+        del loop.time  # type: ignore[method-assign]
 
 
 # -- floods and big inputs ---------------------------------------------------------------

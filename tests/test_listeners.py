@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import TIMEOUT, read_all
+from conftest import TIMEOUT, read_all, wait_until
 
 from statemachine_server import Connection, server_ssl_context
+from statemachine_server.limits import Limits
 
 
 def echo(session: Connection, line: str) -> None:
@@ -164,3 +165,26 @@ async def test_tls_client_closing_is_not_a_warning(
     async with asyncio.timeout(TIMEOUT):
         await gone.wait()
     assert "WARNING" not in caplog.text
+
+
+async def test_tls_replies_past_max_output_abort_only_that_client(
+    serve: Any, ca: trustme.CA, server_tls: ssl.SSLContext
+) -> None:
+    # Over TLS the transport's buffer size is what TLS holds back once the socket
+    # below it is full: the bound holds there too.
+    server = await serve(
+        on_input=lambda s, line: s.put("y" * 300_000 if line == "more" else line),
+        ssl=server_tls,
+        limits=Limits(high_water=65536, low_water=16384, max_output=1_000_000),
+    )
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=client_tls(ca), server_hostname="localhost"
+    )
+    writer.write(b"more\n" * 100)  # 30 MB of replies, and this client reads none
+    await wait_until(lambda: server.statistics().overflows == 1)
+    other = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=client_tls(ca), server_hostname="localhost"
+    )
+    await echo_through(*other)  # and the other clients are served
+    other[1].close()
+    writer.close()

@@ -205,6 +205,43 @@ def test_template_text_is_a_value_never_code(text: str) -> None:
     )
 
 
+def test_long_templates_render_like_short_ones() -> None:
+    # Past a few dozen fields a template compiles to `%` (an f-string's compile
+    # time grows with the square of its fields): same text, % signs and all.
+    unit = "%s {session.id}:{heap.name}%% {input}|"
+    for count in (1, 100, 5000):
+        assert compile_template(unit * count)(FakeSession(), "hi") == "%s 7:ada%% hi|" * count
+
+
+def test_generated_input_batch_stops_at_a_failing_record() -> None:
+    # The loop a read's records go through in an echo-shaped spec: it reports how
+    # many records it handled and the exception that stopped it (the generated
+    # code has no builtins, so the exception class is bound as a value).
+    from statemachine_server import Kernel
+    from statemachine_server.connection import INPUT_BATCH
+    from statemachine_server.spec import build_server
+
+    spec = load_spec_text("handlers:\n  input:\n    - reply: '{input} {session.id}'\n")
+    server = build_server(spec, Kernel(), port=0)
+    server.close()  # its handlers are all this needs
+    batch = server.handlers[INPUT_BATCH]
+
+    class Session(FakeSession):
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def put(self, text: str) -> None:
+            if text.startswith("boom"):
+                raise ZeroDivisionError(text)
+            self.sent.append(text)
+
+    session = Session()
+    assert batch(session, ["a", "b"]) == (2, None)
+    handled, exc = batch(session, ["c", "boom", "d"])
+    assert handled == 1 and isinstance(exc, ZeroDivisionError) and str(exc) == "boom 7"
+    assert session.sent == ["a 7", "b 7", "c 7"]
+
+
 def test_generated_echo_handler_puts_like_connection_put() -> None:
     # The echo spec's handler inlines Connection.put(record): same effect in a
     # tick, outside one (the kernel is woken to flush it), and after the close.

@@ -1165,6 +1165,7 @@ class _Compiler:
             has_input = event == "input"
             values: dict[str, Any] = {"_CLOSED": CLOSED, "_mark": Connection._mark_dirty}
             values["_w"] = self.rt.write
+            values["_Exception"] = Exception  # the generated code has no builtins
             steps: list[str] = []
             for n, action in enumerate(self.spec.handlers.get(event, [])):
                 assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
@@ -1321,7 +1322,7 @@ _BATCH = """def _f(s, records):
     try:
         for i in records:
 {steps}            n += 1
-    except Exception as exc:
+    except _Exception as exc:
         return n, exc
     return n, None
 """
