@@ -90,8 +90,6 @@ if FAST[READING][INPUT] is not STAY:  # pragma: no cover
 #: How often to look again for an empty write buffer when a ``flushed`` handler
 #: waits and the transport only said "below the low-water mark".
 _FLUSH_POLL = 0.005
-#: No bound on one tick's write beyond the transport's own count (plain TCP).
-_NO_CAP = float("inf")
 
 
 class Connection(Session, asyncio.Protocol):
@@ -143,6 +141,7 @@ class Connection(Session, asyncio.Protocol):
         self._handlers = server.dispatch
         self.heap: dict[str, Any] = {}
         self._refs = 1
+        self._plain = False  # its own _deliver: the lifecycle table
         self._timers = None
         self.state = ACCEPTING
         self.transport: asyncio.Transport | None = None
@@ -170,7 +169,7 @@ class Connection(Session, asyncio.Protocol):
         self._seen = 0.0  # loop time of admission, then of the last bytes received
         self._heard = False  # any byte received yet (first-byte vs idle timeout)
         self._watch = 0  # the timeout timer's id, 0 when none
-        self._write_cap = _NO_CAP  # see connection_made
+        self._write_cap = 0  # one tick's bytes at most, when not 0: see connection_made
         self.id = kernel._register(self)
 
     @property
@@ -689,7 +688,7 @@ class Connection(Session, asyncio.Protocol):
                 if (
                     self._paused & _BACKLOG
                     and transport.get_write_buffer_size() > self.server.limits.max_output
-                ) or len(data) > self._write_cap:
+                ) or (self._write_cap and len(data) > self._write_cap):
                     self._overflow()
                     return
                 if FLUSHED in self._handlers:

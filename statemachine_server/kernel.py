@@ -121,7 +121,8 @@ class Session:
     """
 
     __slots__ = (
-        "__weakref__", "_handlers", "_named", "_refs", "_timers", "heap", "id", "kernel", "state",
+        "__weakref__", "_handlers", "_named", "_plain", "_refs", "_timers", "heap", "id", "kernel",
+        "state",
     )  # fmt: skip
 
     def __init__(
@@ -139,6 +140,9 @@ class Session:
         self._timers: set[int] | None = None
         self._named: dict[str, int] | None = None
         self.state = "running"
+        # Whether the kernel may call the handlers without _deliver (see
+        # Kernel._tick): not where a subclass has its own. A slot, read per event.
+        self._plain = type(self)._deliver is Session._deliver
         self.id = kernel._register(self)
         if alias is not None:
             kernel.alias_set(alias, self)
@@ -501,7 +505,16 @@ class Kernel:
             session, event, args = popleft()
             self.current = session
             try:
-                session._deliver(event, args)
+                # Session._deliver inlined for plain sessions' named events (a call
+                # fewer per event); connections run their lifecycle table.
+                if session._plain and event.__class__ is str:
+                    handler = session._handlers.get(event)
+                    if handler is not None:
+                        handler(session, *args)
+                    else:
+                        session._deliver(event, args)
+                else:
+                    session._deliver(event, args)
             except Exception as exc:
                 self._errors += 1
                 session._failed(event, exc)

@@ -196,6 +196,28 @@ async def test_unhandled_exception_is_logged_with_the_session(
     assert caplog.text.count(f"session {s.id}: handler for 'boom' raised ZeroDivisionError") == 2
 
 
+async def test_a_session_class_with_its_own_deliver_gets_every_event() -> None:
+    # The kernel calls a plain session's handlers directly; a class with its own
+    # _deliver (as Connection has) sees each event first, and a subclass without
+    # one is still plain.
+    kernel = Kernel()
+    seen: list[tuple[str, str]] = []
+
+    class Routed(Session):
+        def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
+            seen.append(("routed", event))
+            return super()._deliver(event, args)
+
+    class Named(Session):
+        pass
+
+    handlers = {"started": lambda s: kernel.yield_("go"), "go": lambda s: seen.append(("go", ""))}
+    Routed(kernel, handlers)
+    Named(kernel, handlers)
+    await serve(kernel)
+    assert seen == [("routed", "started"), ("routed", "go"), ("go", ""), ("go", "")]
+
+
 async def test_alias_must_be_unique() -> None:
     kernel = Kernel()
     kernel.spawn({}, alias="one")
