@@ -242,6 +242,70 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
     assert session.sent == ["a 7", "b 7", "c 7"]
 
 
+@given(st.text(max_size=20), st.text(max_size=20))
+@settings(max_examples=100, deadline=None)
+def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str) -> None:
+    # In a loop over a read's records, the per-connection parts of a template are
+    # rendered once before it: same text, and still no spec text in the source.
+    from statemachine_server.spec.templates import build_function, template_code
+
+    def lit(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    template = f"{lit(a)}{{session.id}}{lit(b)}{{input}}{lit(a)}{{remote_port}}{{heap.name}}"
+    values: dict[str, Any] = {}
+    hoist: list[str] = []
+    code = template_code(template, values, hoist=hoist)
+    assert all(re.fullmatch(r'_th\d+ = f"(\{(_t\d+|s\.[a-z_]+!s)\})*"', h) for h in hoist), hoist
+    source = "def _f(s, i):\n" + "".join(f"    {h}\n" for h in hoist) + f"    return {code.expr}\n"
+    render = build_function(source, values, "<test>")
+    assert render(FakeSession(), "hi") == compile_template(template)(FakeSession(), "hi")
+
+
+def test_generated_input_batch_renders_like_the_handler() -> None:
+    # One read of several records (the batch, with its hoisted parts) and reads of
+    # one record each give the same replies and the same log lines.
+    import asyncio
+    import io
+
+    from fakes import FakeTransport
+
+    from statemachine_server import Kernel
+    from statemachine_server.console import ConsoleLog
+    from statemachine_server.spec import build_server
+    from statemachine_server.testing import drain
+
+    spec = load_spec_text(
+        "handlers:\n  input:\n"
+        "    - reply: '{input}'\n"
+        "    - reply: 'to {session.id} at {remote_ip}:{remote_port} ({session.state}): {input}'\n"
+        "    - log: 'client {session.id}: {input} {heap.missing}.'\n"
+    )
+    outputs = []
+    for reads in ([b"one\ntwo\nthree\n"], [b"one\n", b"two\n", b"three\n"]):
+        kernel = Kernel()
+        kernel._loop = loop = asyncio.new_event_loop()  # never run: the test ticks
+        try:
+            out = io.StringIO()
+            server = build_server(spec, kernel, port=0, console=ConsoleLog(kernel, out))
+            conn = server._connection_factory()
+            transport = FakeTransport()
+            transport.set_write_buffer_limits = lambda *a: None  # type: ignore[attr-defined]
+            conn.connection_made(transport)  # type: ignore[arg-type]
+            drain(kernel)
+            for data in reads:
+                conn.data_received(data)
+                drain(kernel)
+            outputs.append((conn.id, transport.written, out.getvalue()))
+            server.close()
+        finally:
+            loop.close()
+    assert outputs[0] == outputs[1]
+    cid, written, logged = outputs[0]
+    assert written.splitlines()[:2] == [b"one", b"to %d at 127.0.0.1:4242 (reading): one" % cid]
+    assert logged.splitlines() == [f"client {cid}: {x} ." for x in ("one", "two", "three")]
+
+
 def test_generated_echo_handler_puts_like_connection_put() -> None:
     # The echo spec's handler inlines Connection.put(record): same effect in a
     # tick, outside one (the kernel is woken to flush it), and after the close.

@@ -1166,31 +1166,50 @@ class _Compiler:
             values: dict[str, Any] = {"_CLOSED": CLOSED, "_mark": Connection._mark_dirty}
             values["_w"] = self.rt.write
             values["_Exception"] = Exception  # the generated code has no builtins
-            steps: list[str] = []
-            for n, action in enumerate(self.spec.handlers.get(event, [])):
-                assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
-                assert isinstance(action.text, str)  # checked by _fast_path_fits
-                if isinstance(action, Reply) and has_input and is_identity(action.text):
-                    steps.extend(_PUT_RECORD)  # the record itself; the filter frames it
-                    continue
-                if isinstance(action, Log) and not self.logs:
-                    continue
-                code = template_code(
-                    action.text, values, prefix=f"s{n}_", has_input=has_input,
-                    input_text=self.input_text,
-                    raw=self.structured and isinstance(action, Reply),
-                )  # fmt: skip
-                steps.append(f"{'s.put' if isinstance(action, Reply) else '_w'}({code.expr})")
+            steps = self._fast_steps(event, values)
             if not steps:
                 continue
             source = "def _f(s, i=None, m=None):\n" + _indent(steps, 1)
             program.handlers[event] = build_function(source, values, f"<spec {event}>")
             if has_input and not self.structured:
-                # The same steps in a loop over a read's records (see INPUT_BATCH):
-                # replies and logs never change the connection's state. Structured
-                # input goes through _take_invalid first, so it keeps the loop.
-                source = _BATCH.format(steps=_indent(steps, 3))
+                # The same steps in a loop over a read's records (see INPUT_BATCH).
+                # Structured input goes through _take_invalid first: it keeps the loop.
+                before: list[str] = []
+                steps = self._fast_steps(event, values, before)
+                source = _BATCH.format(before=_indent(before, 1), steps=_indent(steps, 3))
                 program.named[INPUT_BATCH] = build_function(source, values, "<spec input>")
+
+    def _fast_steps(
+        self, event: str, values: dict[str, Any], before: list[str] | None = None
+    ) -> list[str]:
+        # The handler's steps as lines of code; with ``before`` (the batch), what a
+        # loop over one read's records cannot change is done once, before it: the
+        # loop runs only in ``reading`` and its replies and logs never change the
+        # connection's state, so put() needs no state test and marks the
+        # connection once, and templates render their per-connection parts once.
+        has_input = event == "input"
+        steps: list[str] = []
+        for n, action in enumerate(self.spec.handlers.get(event, [])):
+            assert isinstance(action, Reply | Log)  # checked by _fast_path_fits
+            assert isinstance(action.text, str)  # checked by _fast_path_fits
+            if isinstance(action, Reply) and has_input and is_identity(action.text):
+                # The record itself; the filter frames it.
+                if before is None:
+                    steps.extend(_PUT_RECORD)
+                else:
+                    if _PUT_BEFORE[0] not in before:
+                        before.extend(_PUT_BEFORE)
+                    steps.append("_out.append(i)")
+                continue
+            if isinstance(action, Log) and not self.logs:
+                continue
+            code = template_code(
+                action.text, values, prefix=f"s{n}_", has_input=has_input,
+                input_text=self.input_text,
+                raw=self.structured and isinstance(action, Reply), hoist=before,
+            )  # fmt: skip
+            steps.append(f"{'s.put' if isinstance(action, Reply) else '_w'}({code.expr})")
+        return steps
 
     def _handlers(
         self, program: Program, rules: dict[Scope, dict[str, Any]], initial: str | None
@@ -1317,9 +1336,17 @@ _PUT_RECORD = [
     "    if not s._dirty:",
     "        _mark(s)",
 ]
+# Connection.put(i) in a loop over records of a connection in ``reading``: see
+# _fast_steps. Marking it before the first reply is harmless (the flush of the
+# tick finds the replies, or nothing).
+_PUT_BEFORE = [
+    "_out = s._out",
+    "if not s._dirty:",
+    "    _mark(s)",
+]
 _BATCH = """def _f(s, records):
     n = 0
-    try:
+{before}    try:
         for i in records:
 {steps}            n += 1
     except _Exception as exc:

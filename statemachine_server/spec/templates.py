@@ -99,8 +99,17 @@ def template_code(
     states: bool = False,
     input_text: Callable[[Any], str] | None = None,
     raw: bool = False,
+    hoist: list[str] | None = None,
 ) -> TemplateCode:
-    """Compile ``text`` into a :class:`TemplateCode` (arguments as :func:`compile_template`)."""
+    """Compile ``text`` into a :class:`TemplateCode` (arguments as :func:`compile_template`).
+
+    With ``hoist``, each run of literal text and fields that stay the same for a
+    connection (``{session.id}``, ``{remote_ip}``...) is rendered once into a
+    local: the assignment is appended to ``hoist``, to run before a loop over
+    records, and the expression names the local. A log line such as
+    ``client {session.id}: {input}`` is then one join per record, not a join
+    and an int-to-str conversion.
+    """
     code = TemplateCode(values, prefix)
     texts: list[str] = []  # the literal text between fields, one entry per field + 1
     fields: list[str] = []  # the fields' expressions
@@ -129,25 +138,70 @@ def template_code(
             expr = f"{code.name(input_text)}({expr})"
         fields.append(expr)
         texts.append("")
-    if len(fields) <= _FSTRING_FIELDS:
-        # An f-string of names and fields: Python builds it in one step
-        # (BUILD_STRING), faster than `%` or str.format; `!s` is str(), as `%s` is.
-        parts = [code.name(t) for t in texts[:1] if t]
-        for expr, text in zip(fields, texts[1:], strict=True):
-            parts.append(f"{expr}!s")
-            if text:
-                parts.append(code.name(text))
-        code.expr = 'f"' + "".join("{" + part + "}" for part in parts) + '"'
-    else:
-        # CPython compiles an f-string in time quadratic in its fields (20,000
-        # took seconds); `%` with the format string as a value is linear.
-        pattern = "%s".join(t.replace("%", "%%") for t in texts)
-        code.expr = f"{code.name(pattern)} % ({''.join(f + ', ' for f in fields)})"
+    hoisted: set[str] = set()  # locals that hold a str already
+    if hoist is not None:
+        texts, fields = _hoisted(code, texts, fields, hoist, hoisted)
+        if texts == ["", ""] and fields[0] in hoisted:
+            code.expr = fields[0]  # all of it the same for the whole loop: that str
+            return code
+    code.expr = _join(code, texts, fields, hoisted)
     return code
 
 
 # Above this many fields a template is compiled to `%` instead of an f-string.
 _FSTRING_FIELDS = 64
+# Fields whose value is a str or an int that a loop over one read's records
+# cannot change (only replies and logs run in such a loop): see ``hoist``.
+_INVARIANT = frozenset({"s.id", "s.state", "s.remote_ip", "s.remote_port", "s.protocol_state"})
+
+
+def _join(
+    code: TemplateCode, texts: list[str], fields: list[str], strs: Collection[str] = ()
+) -> str:
+    """The expression that joins ``texts[0] fields[0] texts[1] ... texts[-1]``
+    (``strs``: fields known to be a str, which need no conversion)."""
+    if len(fields) <= _FSTRING_FIELDS:
+        # An f-string of names and fields: Python builds it in one step
+        # (BUILD_STRING), faster than `%` or str.format; `!s` is str(), as `%s` is.
+        parts = [code.name(t) for t in texts[:1] if t]
+        for expr, text in zip(fields, texts[1:], strict=True):
+            parts.append(expr if expr in strs else f"{expr}!s")
+            if text:
+                parts.append(code.name(text))
+        return 'f"' + "".join("{" + part + "}" for part in parts) + '"'
+    # CPython compiles an f-string in time quadratic in its fields (20,000 took
+    # seconds); `%` with the format string as a value is linear.
+    pattern = "%s".join(t.replace("%", "%%") for t in texts)
+    return f"{code.name(pattern)} % ({''.join(f + ', ' for f in fields)})"
+
+
+def _hoisted(
+    code: TemplateCode, texts: list[str], fields: list[str], hoist: list[str], hoisted: set[str]
+) -> tuple[list[str], list[str]]:
+    """``texts`` and ``fields`` with each run of invariant fields, and the text
+    around them, replaced by a local (added to ``hoisted``) that ``hoist``'s new
+    assignment renders."""
+    out_texts, out_fields = [texts[0]], []
+    i = 0
+    while i < len(fields):
+        if fields[i] not in _INVARIANT:
+            out_fields.append(fields[i])
+            out_texts.append(texts[i + 1])
+            i += 1
+            continue
+        j = i
+        while j < len(fields) and fields[j] in _INVARIANT:
+            j += 1
+        # The run fields[i:j], the text before it (already out_texts[-1]) and after.
+        local = f"_{code._prefix}h{len(hoist)}"  # a generated name, as every name is
+        run = _join(code, [out_texts[-1], *texts[i + 1 : j], texts[j]], fields[i:j])
+        hoist.append(f"{local} = {run}")
+        hoisted.add(local)
+        out_texts[-1] = ""
+        out_fields.append(local)
+        out_texts.append("")
+        i = j
+    return out_texts, out_fields
 
 
 def compile_template(
