@@ -578,9 +578,12 @@ class Connection(Session, asyncio.Protocol):
     def _rewatch(self, delay: float) -> None:
         # One timer per connection, re-armed lazily: input only records its time,
         # and the timer, when it fires, works out whether a timeout really happened.
+        kernel = self.kernel
         if self._watch:
-            self.kernel.cancel(self._watch)
-        self._watch = self.kernel.delay(delay, _WATCH, session=self)
+            kernel.cancel(self._watch)
+        # kernel.delay(delay, _WATCH, session=self) without its two calls: one per
+        # connection at least, and the churn scenario is made of connections.
+        self._watch = kernel._add_timer(kernel.time() + delay, self, _WATCH, (), None, None)
 
     def _check_timeouts(self) -> None:
         if self._watch in self.kernel._timers:

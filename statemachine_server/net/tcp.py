@@ -258,11 +258,12 @@ class TCPServer(Session):
             conn.close()
 
     def _released(self, conn: Connection) -> None:
-        try:
-            self._parked.remove(conn)  # left while still waiting: O(n), but rare
-            return
-        except ValueError:
-            pass
+        if self._parked:  # (a failed remove() would format repr(conn) for its error)
+            try:
+                self._parked.remove(conn)  # left while still waiting: O(n), but rare
+                return
+            except ValueError:
+                pass
         self._active -= 1
         while self._parked and self._active < self.limits.max_connections:
             nxt = self._parked.popleft()
