@@ -107,6 +107,7 @@ class Connection(Session, asyncio.Protocol):
     """
 
     __slots__ = (
+        "_below",
         "_children",
         "_dirty",
         "_eof_sent",
@@ -124,7 +125,6 @@ class Connection(Session, asyncio.Protocol):
         "_pull_mode",
         "_seen",
         "_watch",
-        "_write_cap",
         "protocol_state",
         "remote_ip",
         "remote_port",
@@ -141,7 +141,6 @@ class Connection(Session, asyncio.Protocol):
         self._handlers = server.dispatch
         self.heap: dict[str, Any] = {}
         self._refs = 1
-        self._plain = False  # its own _deliver: the lifecycle table
         self._timers = None
         self.state = ACCEPTING
         self.transport: asyncio.Transport | None = None
@@ -169,7 +168,7 @@ class Connection(Session, asyncio.Protocol):
         self._seen = 0.0  # loop time of admission, then of the last bytes received
         self._heard = False  # any byte received yet (first-byte vs idle timeout)
         self._watch = 0  # the timeout timer's id, 0 when none
-        self._write_cap = 0  # one tick's bytes at most, when not 0: see connection_made
+        self._below: Any = None  # over TLS, the transport under it: see connection_made
         self.id = kernel._register(self)
 
     @property
@@ -691,7 +690,7 @@ class Connection(Session, asyncio.Protocol):
                 if (
                     self._paused & _BACKLOG
                     and transport.get_write_buffer_size() > self.server.limits.max_output
-                ) or (self._write_cap and len(data) > self._write_cap):
+                ) or (self._below is not None and self._over_below(transport, len(data))):
                     self._overflow()
                     return
                 if FLUSHED in self._handlers:
@@ -729,6 +728,15 @@ class Connection(Session, asyncio.Protocol):
             except Exception:
                 continue
         return b"".join(parts)
+
+    def _over_below(self, transport: asyncio.Transport, size: int) -> bool:
+        # After a write over TLS: what neither the TLS layer nor the socket under
+        # it has passed to the kernel yet, as get_write_buffer_size() is for TCP.
+        limit = self.server.limits.max_output
+        if self._below is True:
+            return size > limit
+        held = transport.get_write_buffer_size() + self._below.get_write_buffer_size()
+        return bool(held > limit)
 
     def _overflow(self) -> None:
         # The client does not read and its replies passed max_output: drop them
@@ -786,8 +794,12 @@ class Connection(Session, asyncio.Protocol):
         if transport.get_extra_info("ssl_object") is not None:
             # TLS hands each write, encrypted, to the socket transport below it
             # until that one pauses, and get_write_buffer_size() counts only what
-            # TLS still holds: one tick's burst could pass max_output unseen.
-            self._write_cap = self.server.limits.max_output
+            # TLS still holds: a tick's replies to a client that does not read
+            # would pass max_output unseen. asyncio's TLS transport lets us see
+            # the one below (a private attribute); where none can be seen
+            # (uvloop's), one tick's replies are capped at max_output instead.
+            below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+            self._below = below if hasattr(below, "get_write_buffer_size") else True
         self.server._arrived(self)
 
     def _admit(self) -> None:

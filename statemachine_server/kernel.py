@@ -124,6 +124,7 @@ class Session:
         "__weakref__", "_handlers", "_named", "_plain", "_refs", "_timers", "heap", "id", "kernel",
         "state",
     )  # fmt: skip
+    _plain: bool  # set by Kernel._register
 
     def __init__(
         self,
@@ -140,9 +141,6 @@ class Session:
         self._timers: set[int] | None = None
         self._named: dict[str, int] | None = None
         self.state = "running"
-        # Whether the kernel may call the handlers without _deliver (see
-        # Kernel._tick): not where a subclass has its own. A slot, read per event.
-        self._plain = type(self)._deliver is Session._deliver
         self.id = kernel._register(self)
         if alias is not None:
             kernel.alias_set(alias, self)
@@ -354,6 +352,10 @@ class Kernel:
         return Session(self, handlers, heap=heap, alias=alias)
 
     def _register(self, session: Session) -> int:
+        # Whether _tick may call the session's handlers without _deliver: not
+        # where its class has its own (Connection). A slot, read per event, set
+        # here since every session registers, Session.__init__ or not.
+        session._plain = type(session)._deliver is Session._deliver
         sid = next(self._ids)
         self._sessions[sid] = session
         return sid
@@ -723,8 +725,9 @@ class Kernel:
         # Any loop whose time() is not the standard one (uvloop's, or a loop whose
         # time was replaced on the instance): read its clock, not monotonic().
         loop_time = self._loop.time
-        if self._clock is None and getattr(loop_time, "__func__", None) is not _BASE_TIME:
-            self._now = loop_time
+        if self._clock is None:
+            standard = getattr(loop_time, "__func__", None) is _BASE_TIME
+            self._now = monotonic if standard else loop_time
         self._finished = self._loop.create_future()
         starters, self._starters = self._starters, []
         for starter in starters:

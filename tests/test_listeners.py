@@ -188,3 +188,24 @@ async def test_tls_replies_past_max_output_abort_only_that_client(
     await echo_through(*other)  # and the other clients are served
     other[1].close()
     writer.close()
+
+
+async def test_tls_client_that_reads_may_get_more_than_max_output_at_once(
+    serve: Any, ca: trustme.CA, server_tls: ssl.SSLContext
+) -> None:
+    # The bound is on what the client leaves unread, not on what one tick sends:
+    # a reply past max_output to a client that reads it is delivered whole.
+    size = 1_000_000 + 1000
+    server = await serve(
+        on_input=lambda s, line: s.put("z" * size),
+        ssl=server_tls,
+        limits=Limits(high_water=65536, low_water=16384, max_output=1_000_000),
+    )
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=client_tls(ca), server_hostname="localhost"
+    )
+    writer.write(b"go\n")
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.readexactly(size + 1) == b"z" * size + b"\n"
+    assert server.statistics().overflows == 0
+    writer.close()

@@ -242,9 +242,9 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
     assert session.sent == ["a 7", "b 7", "c 7"]
 
 
-@given(st.text(max_size=20), st.text(max_size=20))
+@given(st.text(max_size=20), st.text(max_size=20), st.sampled_from([0, 1, 20]))
 @settings(max_examples=100, deadline=None)
-def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str) -> None:
+def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str, n: int) -> None:
     # In a loop over a read's records, the per-connection parts of a template are
     # rendered once before it: same text, and still no spec text in the source.
     from statemachine_server.spec.templates import build_function, template_code
@@ -252,14 +252,22 @@ def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str) -
     def lit(text: str) -> str:
         return text.replace("{", "{{").replace("}", "}}")
 
-    template = f"{lit(a)}{{session.id}}{lit(b)}{{input}}{lit(a)}{{remote_port}}{{heap.name}}"
+    # n = 0: the empty template, or just the text; 20: past the f-string's 64 fields.
+    unit = f"{lit(a)}{{session.id}}{lit(b)}{{input}}{lit(a)}{{remote_port}}{{heap.name}}"
+    template = unit * n or lit(b)
     values: dict[str, Any] = {}
     hoist: list[str] = []
     code = template_code(template, values, hoist=hoist)
-    assert all(re.fullmatch(r'_th\d+ = f"(\{(_t\d+|s\.[a-z_]+!s)\})*"', h) for h in hoist), hoist
+    local = r'_th\d+ = (f"(\{(_t\d+|s\.[a-z_]+!s)\})*"|_t\d+ % \((s\.[a-z_]+, )+\))'
+    assert all(re.fullmatch(local, h) for h in hoist), hoist
     source = "def _f(s, i):\n" + "".join(f"    {h}\n" for h in hoist) + f"    return {code.expr}\n"
     render = build_function(source, values, "<test>")
     assert render(FakeSession(), "hi") == compile_template(template)(FakeSession(), "hi")
+
+
+def test_an_empty_reply_is_an_empty_line() -> None:
+    spec = load_spec_text("handlers:\n  input:\n    - reply: ''\n    - log: ''\n")
+    assert [a.text for a in spec.handlers["input"]] == ["", ""]  # type: ignore[union-attr]
 
 
 def test_generated_input_batch_renders_like_the_handler() -> None:

@@ -138,6 +138,7 @@ def template_code(
             expr = f"{code.name(input_text)}({expr})"
         fields.append(expr)
         texts.append("")
+    texts = texts or [""]  # an empty template: one empty text, no field
     hoisted: set[str] = set()  # locals that hold a str already
     if hoist is not None:
         texts, fields = _hoisted(code, texts, fields, hoist, hoisted)
@@ -151,7 +152,9 @@ def template_code(
 # Above this many fields a template is compiled to `%` instead of an f-string.
 _FSTRING_FIELDS = 64
 # Fields whose value is a str or an int that a loop over one read's records
-# cannot change (only replies and logs run in such a loop): see ``hoist``.
+# cannot change (only replies and logs run in such a loop): see ``hoist``. Only
+# plain attributes of those types: rendered before the loop's error handling,
+# their str() must not be able to raise.
 _INVARIANT = frozenset({"s.id", "s.state", "s.remote_ip", "s.remote_port", "s.protocol_state"})
 
 
