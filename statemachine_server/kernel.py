@@ -509,12 +509,13 @@ class Kernel:
             try:
                 # Session._deliver inlined for plain sessions' named events (a call
                 # fewer per event); connections run their lifecycle table.
-                if session._plain and event.__class__ is str:
-                    handler = session._handlers.get(event)
-                    if handler is not None:
-                        handler(session, *args)
-                    else:
-                        session._deliver(event, args)
+                handler = (
+                    session._handlers.get(event)
+                    if session._plain and event.__class__ is str
+                    else None
+                )
+                if handler is not None:
+                    handler(session, *args)
                 else:
                     session._deliver(event, args)
             except Exception as exc:

@@ -265,7 +265,7 @@ def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str, n
     assert render(FakeSession(), "hi") == compile_template(template)(FakeSession(), "hi")
 
 
-def test_an_empty_reply_is_an_empty_line() -> None:
+def test_an_empty_reply_or_log_loads() -> None:
     spec = load_spec_text("handlers:\n  input:\n    - reply: ''\n    - log: ''\n")
     assert [a.text for a in spec.handlers["input"]] == ["", ""]  # type: ignore[union-attr]
 

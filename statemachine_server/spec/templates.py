@@ -111,17 +111,14 @@ def template_code(
     and an int-to-str conversion.
     """
     code = TemplateCode(values, prefix)
-    texts: list[str] = []  # the literal text between fields, one entry per field + 1
+    texts = [""]  # the literal text around the fields: one more than there are fields
     fields: list[str] = []  # the fields' expressions
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ValueError(f"malformed template {text!r}: {exc}") from None
     for lit, field, spec, conversion in parsed:
-        if len(texts) == len(fields):
-            texts.append(lit)
-        else:
-            texts[-1] += lit  # text after a field and before the next: one piece
+        texts[-1] += lit
         if field is None:
             continue
         if conversion or spec:
@@ -138,7 +135,6 @@ def template_code(
             expr = f"{code.name(input_text)}({expr})"
         fields.append(expr)
         texts.append("")
-    texts = texts or [""]  # an empty template: one empty text, no field
     hoisted: set[str] = set()  # locals that hold a str already
     if hoist is not None:
         texts, fields = _hoisted(code, texts, fields, hoist, hoisted)
@@ -166,7 +162,7 @@ def _join(
     if len(fields) <= _FSTRING_FIELDS:
         # An f-string of names and fields: Python builds it in one step
         # (BUILD_STRING), faster than `%` or str.format; `!s` is str(), as `%s` is.
-        parts = [code.name(t) for t in texts[:1] if t]
+        parts = [code.name(texts[0])] if texts[0] else []
         for expr, text in zip(fields, texts[1:], strict=True):
             parts.append(expr if expr in strs else f"{expr}!s")
             if text:
