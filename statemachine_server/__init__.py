@@ -7,7 +7,8 @@ is exactly ``__all__``; everything else may change.
 
 from __future__ import annotations
 
-from .connection import Connection
+from .net.connection import Connection
+from . import compat
 from .console import ConsoleLog
 from .errors import (
     LimitReached,
@@ -26,13 +27,15 @@ from .filters import (
     Stack,
     StreamFilter,
 )
-from .kernel import Kernel, KernelStatistics, Session
+from .core.kernel import Kernel, KernelStatistics, Session
 from .limits import Limits
 from .net.client import Backoff, TCPClient
-from .net.tcp import ServerStatistics, TCPServer
+from .net.server import ServerStatistics, TCPServer
 from .net.tls import server_ssl_context
 
 __version__ = "0.1.0"
+
+compat.install()
 
 __all__ = [
     "Backoff",

@@ -15,14 +15,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, lifecycle
+from . import __version__
+from .core import lifecycle
 from .console import ConsoleLog
 from .errors import SpecError
-from .kernel import Kernel, loop_factory
-from .net.tcp import TCPServer
-from .spec import build_server, builtin_spec_path, load_spec, load_spec_text
-from .spec.graph import draw
-from .spec.runtime import beside_spec
+from .core.kernel import Kernel, loop_factory
+from .net.server import TCPServer
+from .language import build_server, builtin_spec_path, load_spec, load_spec_text
+from .language.graph import draw
+from .language.compile import beside_spec
 
 __all__ = ["main"]
 

@@ -27,7 +27,7 @@ import stat
 import sys
 from typing import TextIO
 
-from .kernel import Kernel
+from .core.kernel import Kernel
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "DEFAULT_MAX_LINE", "ConsoleLog", "clean"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from .core.kernel import Kernel
 
 __all__ = ["VirtualClock", "drain"]
 

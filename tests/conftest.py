@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from statemachine_server import Kernel, TCPServer
-from statemachine_server.spec import build_server, load_spec, load_spec_text
+from statemachine_server.language import build_server, load_spec, load_spec_text
 
 #: Every network test bounds its own time with this, on top of pytest-timeout.
 TIMEOUT = 20.0

@@ -10,8 +10,8 @@ import pytest
 from fakes import FakeServer, FakeTransport
 
 from statemachine_server import BlockFilter, Connection, Kernel
-from statemachine_server.connection import INPUT_BATCH
-from statemachine_server.lifecycle import TABLE
+from statemachine_server.net.connection import INPUT_BATCH
+from statemachine_server.core.lifecycle import TABLE
 from statemachine_server.limits import Limits
 
 

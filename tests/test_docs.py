@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from statemachine_server import lifecycle
+from statemachine_server.core import lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -82,7 +82,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
 
     import msgspec
 
-    from statemachine_server.spec import model
+    from statemachine_server.language import model
 
     doc = (ROOT / "docs" / "spec-reference.md").read_text()
     sections = {
@@ -131,7 +131,7 @@ def test_spec_reference_documents_every_key_with_its_default() -> None:
     # Every action, template name and event is there.
     for name in model.ACTIONS:
         assert f"### `{name}`" in doc
-    from statemachine_server.spec.templates import NAMES
+    from statemachine_server.language.templates import NAMES
 
     for name in NAMES:
         assert f"`{{{name}}}`" in doc, name
@@ -147,7 +147,7 @@ def test_walk_through_shows_the_real_files_and_errors(tmp_path: Path) -> None:
     import shutil
 
     from statemachine_server import SpecError
-    from statemachine_server.spec import load_spec
+    from statemachine_server.language import load_spec
 
     assert GREETER.read_text() in fenced(FIRST, "yaml")
     assert (ROOT / "docs" / "examples" / "greeter_words.py").read_text() in fenced(FIRST, "python")
@@ -172,7 +172,7 @@ async def test_walk_through_session_is_what_the_server_says() -> None:
 
     from statemachine_server import Kernel
     from statemachine_server.console import ConsoleLog
-    from statemachine_server.spec import build_server, load_spec
+    from statemachine_server.language import build_server, load_spec
 
     session = next(b for b in fenced(FIRST, "text") if b.startswith("$ nc")).splitlines()[1:]
     sent = [line for line in session if line.split()[0] in ("SAY", "USER", "QUIT")]
@@ -200,8 +200,8 @@ async def test_walk_through_session_is_what_the_server_says() -> None:
 
 
 def test_readme_diagrams_are_drawn_from_the_specs() -> None:
-    from statemachine_server.spec import load_spec
-    from statemachine_server.spec.graph import draw
+    from statemachine_server.language import load_spec
+    from statemachine_server.language.graph import draw
 
     diagrams = fenced(README, "mermaid")
     assert draw(load_spec(ROOT / "specs" / "echo.yaml")) in diagrams

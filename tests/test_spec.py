@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemachine_server import SpecError
-from statemachine_server.spec import builtin_spec_path, load_spec, load_spec_text
-from statemachine_server.spec.model import Log, Reply
-from statemachine_server.spec.templates import compile_template
+from statemachine_server.language import builtin_spec_path, load_spec, load_spec_text
+from statemachine_server.language.model import Log, Reply
+from statemachine_server.language.templates import compile_template
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +192,7 @@ def test_templates_cannot_reach_into_objects(template: str) -> None:
 def test_template_text_is_a_value_never_code(text: str) -> None:
     # Quotes, backslashes, newlines, % and braces in a spec's text never reach the
     # generated source: it renders exactly, and the expression is only names.
-    from statemachine_server.spec.templates import template_code
+    from statemachine_server.language.templates import template_code
 
     literal = text.replace("{", "{{").replace("}", "}}")
     values: dict[str, Any] = {}
@@ -218,8 +218,8 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
     # many records it handled and the exception that stopped it (the generated
     # code has no builtins, so the exception class is bound as a value).
     from statemachine_server import Kernel
-    from statemachine_server.connection import INPUT_BATCH
-    from statemachine_server.spec import build_server
+    from statemachine_server.net.connection import INPUT_BATCH
+    from statemachine_server.language import build_server
 
     spec = load_spec_text("handlers:\n  input:\n    - reply: '{input} {session.id}'\n")
     server = build_server(spec, Kernel(), port=0)
@@ -247,7 +247,7 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
 def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str, n: int) -> None:
     # In a loop over a read's records, the per-connection parts of a template are
     # rendered once before it: same text, and still no spec text in the source.
-    from statemachine_server.spec.templates import build_function, template_code
+    from statemachine_server.language.templates import build_function, template_code
 
     def lit(text: str) -> str:
         return text.replace("{", "{{").replace("}", "}}")
@@ -280,7 +280,7 @@ def test_generated_input_batch_renders_like_the_handler() -> None:
 
     from statemachine_server import Kernel
     from statemachine_server.console import ConsoleLog
-    from statemachine_server.spec import build_server
+    from statemachine_server.language import build_server
     from statemachine_server.testing import drain
 
     spec = load_spec_text(
@@ -324,7 +324,7 @@ def test_generated_echo_handler_puts_like_connection_put() -> None:
 
     from statemachine_server import Kernel
     from statemachine_server.console import ConsoleLog
-    from statemachine_server.spec import build_server
+    from statemachine_server.language import build_server
     from statemachine_server.testing import drain
 
     kernel = Kernel()
@@ -371,7 +371,7 @@ async def test_log_settings_reach_the_console() -> None:
 
     from statemachine_server import Kernel
     from statemachine_server.console import ConsoleLog
-    from statemachine_server.spec import build_server
+    from statemachine_server.language import build_server
 
     for enabled, expected in ((True, "client 2: \\x1b]0;pwne...\n"), (False, "")):
         kernel = Kernel()
@@ -392,8 +392,8 @@ async def test_log_settings_reach_the_console() -> None:
 
 def test_high_and_low_handlers_are_the_servers() -> None:
     from statemachine_server import Kernel
-    from statemachine_server.lifecycle import OUTPUT_HIGH, OUTPUT_LOW
-    from statemachine_server.spec import build_server
+    from statemachine_server.core.lifecycle import OUTPUT_HIGH, OUTPUT_LOW
+    from statemachine_server.language import build_server
 
     spec = load_spec_text(
         "handlers:\n  high: [log: 'slow reader {session.id}']\n  low: [log: 'caught up']\n"

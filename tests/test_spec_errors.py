@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemachine_server import SpecError
-from statemachine_server.spec import load_spec, load_spec_text
+from statemachine_server.language import load_spec, load_spec_text
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,9 +9,9 @@ import pytest
 from test_connection import FakeServer, FakeTransport, _close_loops, drain, new_kernel  # noqa: F401
 
 from statemachine_server import ProtocolError, RecordTooLong
-from statemachine_server.connection import Connection
+from statemachine_server.net.connection import Connection
 from statemachine_server.filters import LineFilter
-from statemachine_server.spec.framing import BlockFilter, PullLineFilter
+from statemachine_server.language.framing import BlockFilter, PullLineFilter
 
 DATA = b"one\r\ntwo\n\xff\xfe bytes\n\nlast without end"
 

@@ -15,8 +15,8 @@ import trustme
 from conftest import TIMEOUT, run_cli
 
 from statemachine_server import Kernel, SpecError
-from statemachine_server.spec import build_server, load_spec, load_spec_text
-from statemachine_server.spec.model import TLSSettings
+from statemachine_server.language import build_server, load_spec, load_spec_text
+from statemachine_server.language.model import TLSSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = 'handlers:\n  input: [reply: "{input}"]\n'

@@ -19,7 +19,7 @@ import pytest
 from conftest import TIMEOUT
 
 from statemachine_server import Kernel, SpecError, TCPServer
-from statemachine_server.spec import load_spec, load_spec_text
+from statemachine_server.language import load_spec, load_spec_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from statemachine_server import Kernel
-from statemachine_server.spec import build_server, load_spec
+from statemachine_server.language import build_server, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

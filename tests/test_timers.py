@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from statemachine_server import Connection, Kernel, Limits
 from statemachine_server.testing import VirtualClock, drain
-from statemachine_server.timers import TimerQueue
+from statemachine_server.core.timers import TimerQueue
 
 
 @given(st.lists(st.tuples(st.floats(0, 100), st.booleans()), max_size=50))

@@ -28,7 +28,7 @@ from typing import Any
 
 from statemachine_server import Kernel
 from statemachine_server.console import ConsoleLog
-from statemachine_server.spec import build_server, builtin_spec_path, load_spec
+from statemachine_server.language import build_server, builtin_spec_path, load_spec
 
 CONNECTIONS = 50
 LINE = b"x" * 63 + b"\n"  # the harness's 64-byte line

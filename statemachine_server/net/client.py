@@ -2,7 +2,7 @@
 
 A :class:`TCPClient` is a session that keeps one connection to a server: it
 connects when the kernel starts, and each connection it makes is a
-:class:`~statemachine_server.connection.Connection` session, the same machine a
+:class:`~statemachine_server.net.connection.Connection` session, the same machine a
 server's clients get (filter, lifecycle, output batching, postponing, limits).
 Handlers are the server's: ``on_input(session, record)`` for what the server
 sends, ``session.put(...)`` to send; plus ``on_connect_error(client, exc)`` when
@@ -33,12 +33,12 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from ..connection import Connection
+from .connection import Connection
 from ..filters import Filter, LineFilter
-from ..kernel import Handler, Kernel, Session
-from ..lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, OUTPUT_HIGH, OUTPUT_LOW
+from ..core.kernel import Handler, Kernel, Session
+from ..core.lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, OUTPUT_HIGH, OUTPUT_LOW
 from ..limits import Limits
-from .tcp import _AfterHandshake
+from .server import _AfterHandshake
 
 __all__ = ["Backoff", "TCPClient"]
 

@@ -37,7 +37,7 @@ from ..errors import LimitReached, RecordTooLong
 from ..filters.line import LineFilter
 
 if TYPE_CHECKING:
-    from ..kernel import Session
+    from ..core.kernel import Session
     from .job import Job
 
 __all__ = ["DEFAULT_MAX_CHILDREN", "Child"]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .child import Child
 
 if TYPE_CHECKING:
-    from ..kernel import Kernel, Session
+    from ..core.kernel import Kernel, Session
 
 __all__ = [
     "Cancelled",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .job import Cancelled, Job, Offload
 
 if TYPE_CHECKING:
-    from ..kernel import Kernel
+    from ..core.kernel import Kernel
 
 __all__ = ["DEFAULT_MAX_POOL_JOBS", "Pools"]
 

@@ -2,7 +2,7 @@
 
 The machine is declared with ``transitions`` (a hierarchical machine: the spec's
 protocol states are children of the lifecycle's ``reading``), from the same data
-the runtime compiles: :data:`~statemachine_server.lifecycle.TRANSITIONS` and the
+the runtime compiles: :data:`~statemachine_server.core.lifecycle.TRANSITIONS` and the
 ``goto`` edges :func:`~.runtime.compile_spec` found. It is only declared and
 drawn here, never triggered: connections follow compiled dicts.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import lifecycle
+from ..core import lifecycle
 from .model import Spec
-from .runtime import compile_spec
+from .compile import compile_spec
 
 __all__ = ["declare", "draw"]
 

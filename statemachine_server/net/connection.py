@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ProtocolError
-from .kernel import Session
-from .lifecycle import (
+from ..errors import ProtocolError
+from ..core.kernel import Session
+from ..core.lifecycle import (
     ACCEPTING,
     CLOSE,
     CLOSED,
@@ -48,13 +48,13 @@ from .lifecycle import (
     WORK_FAILED,
     WORKING,
 )
-from .work.child import Child
-from .work.job import HELD_BACKLOG, Cancelled, Job, Offload
+from ..work.child import Child
+from ..work.job import HELD_BACKLOG, Cancelled, Job, Offload
 
 if TYPE_CHECKING:
-    from .filters import Filter
-    from .net.client import TCPClient
-    from .net.tcp import TCPServer
+    from ..filters import Filter
+    from .client import TCPClient
+    from .server import TCPServer
 
 __all__ = ["Connection"]
 

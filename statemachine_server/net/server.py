@@ -3,7 +3,7 @@
 It listens on TCP (IPv4 or IPv6) or on a Unix domain socket, with TLS when given
 an :class:`ssl.SSLContext`. It binds the listening socket at once (so the real
 port is known even with port 0, before the kernel runs), serves it when the
-kernel starts, and makes one :class:`~statemachine_server.connection.Connection`
+kernel starts, and makes one :class:`~statemachine_server.net.connection.Connection`
 session per accepted client.
 
 Concurrency limit: at ``max_connections`` admitted clients, a new one is accepted
@@ -39,10 +39,10 @@ from typing import Any
 
 import msgspec
 
-from ..connection import Connection
+from .connection import Connection
 from ..filters import Filter, LineFilter
-from ..kernel import Handler, Kernel, Session
-from ..lifecycle import (
+from ..core.kernel import Handler, Kernel, Session
+from ..core.lifecycle import (
     CLOSED_EVENT,
     CONNECTED,
     ERROR,

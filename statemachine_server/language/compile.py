@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..connection import INPUT_BATCH, Connection
+from ..net.connection import INPUT_BATCH, Connection
 from ..console import ConsoleLog
 from ..errors import LimitReached, ProtocolError, SpecError
 from ..filters import Filter, InvalidRecord, LineFilter
-from ..kernel import Kernel
-from ..lifecycle import CLOSED, EVENTS
-from ..net.tcp import TCPServer
+from ..core.kernel import Kernel
+from ..core.lifecycle import CLOSED, EVENTS
+from ..net.server import TCPServer
 from ..net.tls import server_ssl_context
 from ..work import Cancelled, WorkTimeout, in_process, in_thread
 from .clients import ClientProgram, Outbound

@@ -2,7 +2,7 @@
 
 from .loader import builtin_spec_path, load_spec, load_spec_text
 from .model import Spec
-from .runtime import build_server, compile_spec
+from .compile import build_server, compile_spec
 
 __all__ = [
     "Spec",

@@ -156,7 +156,7 @@ def load_spec_text(
     checked = Checker(src).value(data, Spec, ())
     if isinstance(checked, Spec):
         spec = msgspec.structs.replace(checked, _base_dir=str(base_dir or Path.cwd()))
-        from .runtime import compile_spec  # the runtime imports this module
+        from .compile import compile_spec  # the runtime imports this module
 
         compile_spec(spec, report=src.report)
         _check_listener(spec, data, src)
@@ -168,7 +168,7 @@ def load_spec_text(
 def _check_listener(spec: Spec, data: dict[str, Any], src: Source) -> None:
     """A Unix socket has no host or port; ``tls`` files exist (whether they load is
     known when the server starts, which reads them)."""
-    from .runtime import beside_spec
+    from .compile import beside_spec
 
     server = data["server"] if isinstance(data.get("server"), dict) else {}
     if spec.server.path is not None:

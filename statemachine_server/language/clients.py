@@ -29,8 +29,8 @@ from typing import Any
 
 from ..errors import ProtocolError, SpecError
 from ..filters import Filter, InvalidRecord
-from ..kernel import Kernel
-from ..lifecycle import CLOSED
+from ..core.kernel import Kernel
+from ..core.lifecycle import CLOSED
 from ..net.client import CLIENT_LIMITS, TCPClient
 from .model import ClientSettings
 

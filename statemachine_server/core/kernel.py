@@ -45,9 +45,9 @@ from typing import Any, Protocol
 import msgspec
 
 from .timers import TimerQueue
-from .work.child import Child
-from .work.job import Cancelled, Job, Offload
-from .work.pools import Pools
+from ..work.child import Child
+from ..work.job import Cancelled, Job, Offload
+from ..work.pools import Pools
 
 __all__ = ["Handler", "Kernel", "KernelStatistics", "Session"]
 
