@@ -322,7 +322,7 @@ class Kernel:
         self._timer_due = _NEVER  # when the loop wakes us for timers next
         if clock is not None:
             clock._attach(self)
-        # Objects with a ``_flush()`` method, flushed once at the end of the tick.
+        # Objects with a ``flush()`` method, flushed once at the end of the tick.
         self._dirty: list[Any] = []
         # Called at the end of every tick (e.g. the console log's flush).
         self._tick_hooks: list[Callable[[], None]] = []
@@ -471,6 +471,14 @@ class Kernel:
             self._scheduled = True
             self._loop.call_soon(self._run_ticks)
 
+    def mark_dirty(self, item: Any) -> None:
+        """Have ``item.flush()`` called once at the end of this tick (its output is
+        written in one go); sets ``item.dirty``, which the caller tests first."""
+        item.dirty = True
+        self._dirty.append(item)
+        if self.current is None:  # not from a handler: no tick will flush it
+            self._wake()
+
     def _wake(self) -> None:
         """Make sure a tick runs soon (for output put from outside any handler)."""
         if not self._scheduled and self._loop is not None:
@@ -548,7 +556,7 @@ class Kernel:
         dirty, self._dirty = self._dirty, []
         for item in dirty:
             try:
-                item._flush()
+                item.flush()
             except Exception as exc:  # a bug below us: cost that session, not the loop
                 self._errors += 1
                 log.error("session %d: writing its output raised %r; aborting it",

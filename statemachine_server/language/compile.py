@@ -1163,7 +1163,7 @@ class _Compiler:
         # costs about 50 ns here, and the recipe's handler made six per line.
         for event in ("connected", "input", "disconnected"):
             has_input = event == "input"
-            values: dict[str, Any] = {"_CLOSED": CLOSED, "_mark": Connection._mark_dirty}
+            values: dict[str, Any] = {"_CLOSED": CLOSED}
             values["_w"] = self.rt.write
             values["_Exception"] = Exception  # the generated code has no builtins
             steps = self._fast_steps(event, values)
@@ -1332,17 +1332,17 @@ def _walk(items: list[Any], path: Path_) -> Iterator[tuple[Path_, Any]]:
 # it in step with put(); tests/test_spec.py checks the two behave alike.
 _PUT_RECORD = [
     "if s.state is not _CLOSED:",
-    "    s._out.append(i)",
-    "    if not s._dirty:",
-    "        _mark(s)",
+    "    s.outbox.append(i)",
+    "    if not s.dirty:",
+    "        s.kernel.mark_dirty(s)",
 ]
 # Connection.put(i) in a loop over records of a connection in ``reading``: see
 # _fast_steps. Marking it before the first reply is harmless (the flush of the
 # tick finds the replies, or nothing).
 _PUT_BEFORE = [
-    "_out = s._out",
-    "if not s._dirty:",
-    "    _mark(s)",
+    "_out = s.outbox",
+    "if not s.dirty:",
+    "    s.kernel.mark_dirty(s)",
 ]
 _BATCH = """def _f(s, records):
     n = 0

@@ -6,7 +6,7 @@ queued as an ``input`` event, and when the kernel dispatches it
 :meth:`Connection._deliver` looks the rule up in :data:`~.lifecycle.TABLE`:
 handle now (run the handler), postpone (keep it, in order), or ignore. Replies
 from :meth:`put` are buffered and go out in one write at the end of the kernel's
-tick (:meth:`_flush`).
+tick (:meth:`flush`).
 
 The asyncio ``Protocol`` methods only translate socket happenings into queued
 events; all decisions are the table's, so the logic can be driven in tests with a
@@ -109,8 +109,7 @@ class Connection(Session, asyncio.Protocol):
     __slots__ = (
         "_below",
         "_children",
-        "_dirty",
-        "_eof_sent",
+                "_eof_sent",
         "_filter",
         "_flush_wanted",
         "_half",
@@ -118,13 +117,14 @@ class Connection(Session, asyncio.Protocol):
         "_holds",
         "_job",
         "_linger",
-        "_out",
-        "_paused",
+                "_paused",
         "_peer_eof",
         "_postponed",
         "_pull_mode",
         "_seen",
         "_watch",
+        "dirty",
+        "outbox",
         "protocol_state",
         "remote_ip",
         "remote_port",
@@ -149,8 +149,8 @@ class Connection(Session, asyncio.Protocol):
         self._filter: Filter = server.filter_factory()
         self._pull_mode = hasattr(self._filter, "get_one")
         self.protocol_state: str | None = None
-        self._out: list[Any] = []
-        self._dirty = False
+        self.outbox: list[Any] = []
+        self.dirty = False
         self._eof_sent = False  # our side is shut (lingering close under way)
         self._peer_eof = False  # the client's side is shut
         self._linger = False  # the client broke the framing: it may still be sending
@@ -186,18 +186,9 @@ class Connection(Session, asyncio.Protocol):
         """
         if self.state is CLOSED:
             return
-        self._out.extend(records)
-        if not self._dirty:
-            self._mark_dirty()
-
-    def _mark_dirty(self) -> None:
-        # Put's second half: have the kernel flush this connection at the end of
-        # the tick. (Generated spec handlers inline put's first half: see runtime.)
-        self._dirty = True
-        kernel = self.kernel
-        kernel._dirty.append(self)
-        if kernel.current is None:  # not from a handler: no tick will flush it
-            kernel._wake()
+        self.outbox.extend(records)
+        if not self.dirty:
+            self.kernel.mark_dirty(self)
 
     def close(self) -> None:
         """Close gracefully: replies already put are sent, further input is dropped.
@@ -237,7 +228,7 @@ class Connection(Session, asyncio.Protocol):
         if self.transport is not None and not self.transport.can_write_eof():
             self.close()
             return
-        self._half = len(self._out)
+        self._half = len(self.outbox)
         self.put()  # nothing more to send: only for the flush that shuts output
 
     def hold(self, on_eof: Callable[[Connection], Any]) -> None:
@@ -277,8 +268,8 @@ class Connection(Session, asyncio.Protocol):
         of a read, so with it the switch applies from the next read on.
         """
         old, self._filter = self._filter, new_filter
-        if self._out:  # replies already put were put for the old framing
-            out, self._out = self._out, []
+        if self.outbox:  # replies already put were put for the old framing
+            out, self.outbox = self.outbox, []
             if self._half >= 0:  # shutdown_output() came first: only what preceded it
                 del out[self._half :]
                 self._half = 0
@@ -485,12 +476,11 @@ class Connection(Session, asyncio.Protocol):
             if paused and self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
             self._rewatch(self.server.limits.drain_timeout)
-            if not self._dirty:
-                self._dirty = True
-                self.kernel._dirty.append(self)
+            if not self.dirty:
+                self.kernel.mark_dirty(self)
         elif dest is CLOSED:
             self._postponed = None
-            self._out = []
+            self.outbox = []
             self._close_job()
             if self._children:
                 for child in list(self._children):
@@ -669,14 +659,14 @@ class Connection(Session, asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         # Called by the kernel once per tick: one write for everything put.
-        self._dirty = False
+        self.dirty = False
         transport = self.transport
         if transport is None:
             return
-        if self._out:
-            out, self._out = self._out, []
+        if self.outbox:
+            out, self.outbox = self.outbox, []
             if self._half >= 0 and not self._eof_sent:
                 del out[self._half :]  # put after shutdown_output: dropped
             if out and not transport.is_closing() and not self._eof_sent:
