@@ -7,9 +7,9 @@ is exactly ``__all__``; everything else may change.
 
 from __future__ import annotations
 
-from .net.connection import Connection
 from . import compat
 from .console import ConsoleLog
+from .core.kernel import Kernel, KernelStatistics, Session
 from .errors import (
     LimitReached,
     ProtocolError,
@@ -27,9 +27,9 @@ from .filters import (
     Stack,
     StreamFilter,
 )
-from .core.kernel import Kernel, KernelStatistics, Session
 from .limits import Limits
 from .net.client import Backoff, TCPClient
+from .net.connection import Connection
 from .net.server import ServerStatistics, TCPServer
 from .net.tls import server_ssl_context
 

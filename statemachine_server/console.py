@@ -97,7 +97,7 @@ class ConsoleLog:
         self._plain = False  # stdout is known not to be a pipe: write it as usual
         #: Lines of this tick. Compiled ``log`` actions append to it directly.
         self.lines: list[str] = []
-        kernel._tick_hooks.append(self._flush)
+        kernel.add_tick_hook(self._flush)
 
     def write(self, line: str) -> None:
         """Log one line (without its newline)."""

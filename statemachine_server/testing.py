@@ -17,16 +17,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from .core.kernel import Clock, Kernel
 
-if TYPE_CHECKING:
-    from .core.kernel import Kernel
-
-__all__ = ["VirtualClock", "drain"]
+__all__ = ["Clock", "VirtualClock", "drain"]
 
 
-class VirtualClock:
-    """Time that moves only when told to.
+class VirtualClock(Clock):
+    """Time that moves only when told to (a :class:`~.core.kernel.Clock`).
 
     Args:
         start: the time at creation, in seconds.
@@ -39,7 +36,7 @@ class VirtualClock:
     def time(self) -> float:
         return self.now
 
-    def _attach(self, kernel: Kernel) -> None:
+    def attach(self, kernel: Kernel) -> None:
         self._kernels.append(kernel)
 
     def advance(self, seconds: float, *, run_ticks: bool = True) -> None:
@@ -55,13 +52,13 @@ class VirtualClock:
             raise ValueError("time does not go backwards")
         target = self.now + seconds
         while True:
-            due = [(d, k) for k in self._kernels if (d := k._timers.next_due()) is not None]
+            due = [(d, k) for k in self._kernels if (d := k.next_timer_due()) is not None]
             due = [(d, k) for d, k in due if d <= target]
             if not due:
                 break
             when, kernel = min(due, key=lambda item: item[0])
             self.now = max(self.now, when)
-            kernel._fire_due(self.now)
+            kernel.fire_due(self.now)
             if run_ticks:
                 drain(kernel)
         self.now = target
@@ -79,9 +76,9 @@ def drain(kernel: Kernel, max_ticks: int = 100_000) -> int:
             forever, for instance).
     """
     ticks = 0
-    while kernel._busy():
+    while kernel.busy():
         if ticks >= max_ticks:
             raise RuntimeError(f"kernel still busy after {max_ticks} ticks")
-        kernel._tick()
+        kernel.tick()
         ticks += 1
     return ticks

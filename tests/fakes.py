@@ -59,12 +59,12 @@ class FakeServer:
         self.handlers = handlers
         self.dispatch = Connection.dispatch(handlers)
         self.filter_factory = lambda: LineFilter(max_length=16)
-        self.released: list[int] = []
+        self.gone: list[int] = []
         self.limits = Limits()
-        self._counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
 
-    def _arrived(self, conn: Connection) -> None:
-        conn._admit()
+    def arrived(self, conn: Connection) -> None:
+        conn.admit()
 
-    def _released(self, conn: Connection) -> None:
-        self.released.append(conn.id)
+    def released(self, conn: Connection) -> None:
+        self.gone.append(conn.id)

@@ -131,7 +131,7 @@ async def test_connect_errors_back_off_and_give_up() -> None:
             await kernel.serve()  # returns once the client, the only session, gives up
         errors = [events.queue.get_nowait() for _ in range(events.queue.qsize())]
         assert errors == [("connect_error", "ConnectionRefusedError")] * 3
-        assert client._counts["connect_errors"] == 3
+        assert client.counts["connect_errors"] == 3
 
 
 def test_backoff_delays_grow_are_capped_and_jittered() -> None:

@@ -10,14 +10,14 @@ import pytest
 from fakes import FakeServer, FakeTransport
 
 from statemachine_server import BlockFilter, Connection, Kernel
-from statemachine_server.net.connection import INPUT_BATCH
 from statemachine_server.core.lifecycle import TABLE
 from statemachine_server.limits import Limits
+from statemachine_server.net.connection import INPUT_BATCH
 
 
 def drain(kernel: Kernel) -> None:
-    while kernel._busy():
-        kernel._tick()
+    while kernel.busy():
+        kernel.tick()
 
 
 def new_kernel(**kwargs: Any) -> Kernel:
@@ -102,7 +102,7 @@ def test_input_during_work_is_postponed_in_order_with_eof() -> None:
     kernel.slice = 1e-9  # one step per tick
     conn.data_received(b"a\nwork\nb\nc\n")
     conn.eof_received()
-    kernel._tick()  # a, work (starts), b, c, eof: the last three are postponed
+    kernel.tick()  # a, work (starts), b, c, eof: the last three are postponed
     assert conn.state == "working"
     assert t.reading  # still reading: a client that leaves is noticed
     drain(kernel)
@@ -273,10 +273,10 @@ def test_postponed_input_is_bounded_by_pausing_reading() -> None:
     kernel.slice = 1e-9  # one step per tick
     conn.server.limits = Limits(max_postponed=3)  # type: ignore[misc]
     conn.data_received(b"work\n1\n2\n")
-    kernel._tick()
+    kernel.tick()
     assert conn.state == "working" and t.reading
     conn.data_received(b"3\n")
-    kernel._tick()
+    kernel.tick()
     assert not t.reading  # 3 postponed: the client waits, nothing is dropped
     drain(kernel)
     assert t.reading and t.written == b"work\n1\n2\n3\n"
@@ -295,12 +295,12 @@ def test_a_timeout_check_already_queued_does_not_abort_a_fresh_close() -> None:
     t.abort = lambda: aborted.append(True)  # type: ignore[attr-defined]
     t.buffered = 1 << 20  # the client is slow: the close waits for the drain
     conn.data_received(b"quit\n")
-    kernel._fire_due(kernel.time() + 3600)  # the old timer fires: its event queued behind
+    kernel.fire_due(kernel.time() + 3600)  # the old timer fires: its event queued behind
     drain(kernel)
     assert conn.state == "closing"
     assert t.written == b"bye\n"
     assert not aborted
-    assert conn.server._counts["aborted"] == 0
+    assert conn.server.counts["aborted"] == 0
     assert conn._watch in kernel._timers  # the drain deadline still stands
 
 
@@ -342,7 +342,7 @@ def test_switch_filter_with_broken_pending_bytes_closes_after_the_good_records()
     conn.data_received(b"NET\n1:a,x:")
     drain(kernel)
     assert t.written == b"1:a,"
-    assert t.shut and conn.server._counts["protocol_errors"] == 1
+    assert t.shut and conn.server.counts["protocol_errors"] == 1
 
 
 def test_high_and_low_events_reach_handlers() -> None:

@@ -198,15 +198,15 @@ async def test_unhandled_exception_is_logged_with_the_session(
 
 async def test_a_session_class_with_its_own_deliver_gets_every_event() -> None:
     # The kernel calls a plain session's handlers directly; a class with its own
-    # _deliver (as Connection has) sees each event first, and a subclass without
+    # deliver (as Connection has) sees each event first, and a subclass without
     # one is still plain.
     kernel = Kernel()
     seen: list[tuple[str, str]] = []
 
     class Routed(Session):
-        def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
+        def deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
             seen.append(("routed", event))
-            return super()._deliver(event, args)
+            return super().deliver(event, args)
 
     class Named(Session):
         pass

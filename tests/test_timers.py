@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemachine_server import Connection, Kernel, Limits
-from statemachine_server.testing import VirtualClock, drain
 from statemachine_server.core.timers import TimerQueue
+from statemachine_server.testing import VirtualClock, drain
 
 
 @given(st.lists(st.tuples(st.floats(0, 100), st.booleans()), max_size=50))
@@ -67,7 +67,7 @@ def test_idle_timeout_with_a_virtual_clock() -> None:
     assert conn.state == "reading"
     clock.advance(0.2)
     assert conn.state == "closing" and transport.shut
-    assert server._counts["timeouts"] == 1
+    assert server.counts["timeouts"] == 1
 
 
 async def test_timers_on_a_real_loop_once_periodic_and_cancelled() -> None:

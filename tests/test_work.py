@@ -50,7 +50,7 @@ def test_a_slice_runs_as_many_steps_as_fit(kernel: Kernel) -> None:
     )
     kernel.slice = 0.2  # ample even on a slow machine: 1000 steps take ~0.2 ms
     conn.data_received(b"go\n")
-    kernel._tick()  # the input starts the job, and its first slice runs in the same tick
+    kernel.tick()  # the input starts the job, and its first slice runs in the same tick
     assert done == [1000]  # 1000 tiny steps fit in one slice
     assert conn.state == "reading"
 
@@ -82,9 +82,9 @@ def test_replies_of_the_tick_are_written_before_a_slice_runs(kernel: Kernel) -> 
 
     _other, _t2 = connect(kernel, input=on_input)
     conn.server.handlers["input"] = on_input
-    conn._handlers = Connection.dispatch(conn.server.handlers)
+    conn.handler_table = Connection.dispatch(conn.server.handlers)
     conn.data_received(b"hello\nwork\n")
-    kernel._tick()
+    kernel.tick()
     assert seen == [b"hello\n"]
 
 
@@ -175,7 +175,7 @@ def test_a_failing_step_without_on_error_closes_only_that_connection(kernel: Ker
     other.data_received(b"fine\n")
     drain(kernel)
     assert conn.state == "closing" and t.shut
-    assert conn.server._counts["handler_errors"] == 1
+    assert conn.server.counts["handler_errors"] == 1
     assert t2.written == b"fine\n" and other.state == "reading"
 
 
@@ -212,8 +212,8 @@ def test_disconnect_mid_job_stops_it_within_one_slice(kernel: Kernel) -> None:
 
     conn, _t = connect(kernel, input=lambda s, line: s.work(long()))
     conn.data_received(b"go\n")
-    kernel._tick()
-    kernel._tick()
+    kernel.tick()
+    kernel.tick()
     before = len(ran)
     conn.connection_lost(None)
     drain(kernel)
@@ -229,7 +229,7 @@ def test_backpressure_holds_the_job_until_the_client_reads(kernel: Kernel) -> No
     ran: list[int] = []
     conn, _t = connect(kernel, input=lambda s, line: s.work(steps(100, ran)))
     conn.data_received(b"go\n")
-    kernel._tick()
+    kernel.tick()
     conn.pause_writing()  # the client stopped reading
     count = len(ran)
     drain(kernel)
@@ -253,7 +253,7 @@ def test_shutdown_cancels_the_job_and_the_client_hears_of_it(kernel: Kernel) -> 
     conn, t = connect(kernel, input=lambda s, line: s.work(forever(), on_error=on_error))
     conn.data_received(b"go\n")
     drain(kernel)
-    conn._shutdown()
+    conn.begin_shutdown()
     drain(kernel)
     assert said == ["Cancelled"]
     assert t.written == b"error: server shutting down\n" and t.shut
@@ -307,12 +307,12 @@ def test_cancelled_is_quiet_without_on_error(kernel: Kernel) -> None:
     conn, _t = connect(kernel, input=lambda s, line: s.work(steps(10**9)))
     kernel.slice = 1e-9
     conn.data_received(b"go\n")
-    kernel._tick()
+    kernel.tick()
     assert conn._job is not None
     conn._job.cancel(Cancelled("stop"))
     drain(kernel)
     assert conn.state == "reading"
-    assert conn.server._counts["handler_errors"] == 0
+    assert conn.server.counts["handler_errors"] == 0
 
 
 def test_work_timeout_is_an_exception_type() -> None:

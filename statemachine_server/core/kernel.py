@@ -37,25 +37,23 @@ import asyncio
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator
 from itertools import count
 from time import monotonic, perf_counter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 
-from .timers import TimerQueue
-from ..work.child import Child
-from ..work.job import Cancelled, Job, Offload
+from ..work.job import Job, Offload
 from ..work.pools import Pools
+from .session import SHUTDOWN, STARTED, STOPPED, Handler, Session
+from .timers import Timer, TimerQueue
 
-__all__ = ["Handler", "Kernel", "KernelStatistics", "Session"]
+__all__ = [
+    "SHUTDOWN", "STARTED", "STOPPED", "Clock", "Handler", "Kernel", "KernelStatistics", "Session",
+]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
-
-#: A handler: called as ``handler(session, *args)``; what it returns is what
-#: :meth:`Kernel.call` returns.
-Handler = Callable[..., Any]
 
 _NEVER = float("inf")
 # The standard loop's time(): monotonic() behind one more call (see Kernel._now).
@@ -70,17 +68,14 @@ _BUSY_SHARE = 0.25
 #: How long the kernel may run tick after tick before the loop polls sockets.
 _TICKS_BUDGET = 0.00025
 
-STARTED = "started"
-STOPPED = "stopped"
-SHUTDOWN = "shutdown"
-
 
 class Clock(Protocol):
     """A source of time for the kernel's timers (see :class:`~.testing.VirtualClock`)."""
 
     def time(self) -> float: ...
 
-    def _attach(self, kernel: Kernel) -> None: ...
+    def attach(self, kernel: Kernel) -> None:
+        """The kernel made with this clock: it fires that kernel's timers."""
 
 
 class KernelStatistics(msgspec.Struct, frozen=True):
@@ -99,188 +94,6 @@ class KernelStatistics(msgspec.Struct, frozen=True):
     #: Calls running in the thread and process pools, and calls waiting for a slot.
     pool_calls: int = 0
     pool_waiting: int = 0
-
-
-class Session:
-    """A unit of work with its own heap and handlers (POE::Session).
-
-    Args:
-        kernel: the kernel it lives in.
-        handlers: event name to handler, each called as ``handler(session, *args)``.
-            ``started`` runs at creation, ``stopped`` when the session is freed,
-            ``error`` (with the exception) when another handler raised,
-            ``shutdown`` when the kernel begins a graceful shutdown.
-        heap: the session's private storage; a new dict by default.
-        alias: a name other sessions can post to; an alias keeps the session alive.
-
-    Attributes:
-        id: unique, positive, never reused within a kernel.
-        heap: storage that lives as long as the session.
-        state: ``"running"`` or ``"stopped"`` for plain sessions; connections
-            report their lifecycle state.
-    """
-
-    __slots__ = (
-        "__weakref__", "_handlers", "_named", "_plain", "_refs", "_timers", "heap", "id", "kernel",
-        "state",
-    )  # fmt: skip
-    _plain: bool  # set by Kernel._register
-
-    def __init__(
-        self,
-        kernel: Kernel,
-        handlers: dict[str, Handler] | None = None,
-        *,
-        heap: dict[str, Any] | None = None,
-        alias: str | None = None,
-    ):
-        self.kernel = kernel
-        self.heap: dict[str, Any] = {} if heap is None else heap
-        self._handlers = handlers or {}
-        self._refs = 0
-        self._timers: set[int] | None = None
-        self._named: dict[str, int] | None = None
-        self.state = "running"
-        self.id = kernel._register(self)
-        if alias is not None:
-            kernel.alias_set(alias, self)
-        self._start()
-
-    def _start(self) -> None:
-        # POE runs _start synchronously, inside create(): so do we.
-        handler = self._handlers.get(STARTED)
-        if handler is not None:
-            self.kernel._call_now(self, STARTED, ())
-        if self._refs == 0:
-            self.kernel._stop_session(self)
-
-    def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
-        if event.__class__ is not str:  # a callable queued by a timer or a job
-            return event(*args)  # type: ignore[operator]
-        handler = self._handlers.get(event)
-        if handler is None:
-            if self.kernel.trace:
-                log.debug("session %d: no handler for %r", self.id, event)
-            return None
-        return handler(self, *args)
-
-    def _failed(self, event: str, exc: BaseException) -> None:
-        handler = self._handlers.get("error")
-        if handler is not None and event != "error":
-            try:
-                handler(self, exc)
-                return
-            except Exception as again:  # the error handler itself is broken
-                exc = again
-        log.error(
-            "session %d: handler for %r raised %s: %s",
-            self.id, event, type(exc).__name__, exc, exc_info=exc,
-        )  # fmt: skip
-
-    def _shutdown(self) -> None:
-        if SHUTDOWN in self._handlers:
-            self.kernel._post(self, SHUTDOWN, ())
-
-    def _abort(self) -> None:
-        """Cut off at once (a shutdown past its deadline). Plain sessions just stop."""
-
-    def _stopped(self) -> None:
-        self.state = "stopped"
-        if STOPPED in self._handlers:
-            self.kernel._call_now(self, STOPPED, ())
-
-    def post(self, event: str, *args: Any) -> None:
-        """Queue ``event`` for this session."""
-        self.kernel._post(self, event, args)
-
-    def work(
-        self,
-        job: Iterator[Any] | Offload,
-        on_done: Callable[..., Any] | None = None,
-        *,
-        on_progress: Callable[..., Any] | None = None,
-        progress_every: float = 0.5,
-        on_error: Callable[..., Any] | None = None,
-        timeout: float | None = None,
-    ) -> Job:
-        """Run a generator as chunked work (see :mod:`statemachine_server.work`).
-
-        ``on_done(session, result)`` gets its return value; ``on_progress(session,
-        value)`` what it yields (rate-limited); ``on_error(session, exc)`` its
-        exception, a :class:`~.work.WorkTimeout` after ``timeout`` seconds, or a
-        :class:`~.work.Cancelled`; without ``on_error`` those are the session's
-        error event.
-        """
-        started = Job(
-            self, job, on_done,
-            on_progress=on_progress, progress_every=progress_every, on_error=on_error,
-        )  # fmt: skip
-        self._refs += 1  # a job keeps its session alive until it ends
-        if timeout is not None:
-            started.set_timeout(timeout)
-        self.kernel._schedule_work(started)
-        return started
-
-    def _work_done(self, job: Job, result: Any) -> None:
-        try:
-            if job.on_done is not None:
-                self.kernel._call_now(self, job.on_done, (self, result))
-        finally:
-            self.kernel._release(self)
-
-    def _work_failed(self, job: Job, exc: BaseException) -> None:
-        try:
-            if job.on_error is not None:
-                self.kernel._call_now(self, job.on_error, (self, exc))
-            elif not isinstance(exc, Cancelled):
-                self.kernel._errors += 1
-                self._failed("work", exc)
-        finally:
-            self.kernel._release(self)
-
-    def run_process(self, argv: Sequence[str], **options: Any) -> Child:
-        """Start a child process; its output lines and exit come as queued events.
-
-        See :class:`~.work.child.Child` for ``options`` (``stdin``, ``on_stdout``,
-        ``on_stderr``, ``on_exit``, ``on_error``, ``max_line``, ``kill_grace``).
-
-        Raises:
-            LimitReached: the server runs ``max_children`` children already.
-        """
-        return Child(self, argv, **options)
-
-    def timer(
-        self, event: str, seconds: float | None, *args: Any, every: float | None = None
-    ) -> int | None:
-        """Set this session's timer named ``event``: post ``event`` in ``seconds``.
-
-        A session has at most one timer per name: setting it again replaces it, and
-        ``seconds=None`` clears it (POE's ``delay``). With ``every`` it repeats.
-
-        Returns:
-            The timer id, or None when it was cleared.
-        """
-        kernel = self.kernel
-        named = self._named
-        if named is not None and event in named:
-            kernel.cancel(named[event])
-        if seconds is None:
-            return None
-        if named is None:
-            named = self._named = {}
-        tid = kernel._add_timer(kernel.time() + seconds, self, event, args, every, event)
-        named[event] = tid
-        return tid
-
-    def timers(self) -> dict[str, float]:
-        """This session's named timers: name to due time on the kernel's clock."""
-        if not self._named:
-            return {}
-        found = {name: self.kernel._timers.get(tid) for name, tid in self._named.items()}
-        return {name: timer.when for name, timer in found.items() if timer is not None}
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self.state}>"
 
 
 class Kernel:
@@ -306,8 +119,8 @@ class Kernel:
         # Jobs that can run a step now, in turn order (see statemachine_server.work).
         self._runnable: deque[Job] = deque()
         self._pool: Pools | None = None
-        self._jobs = 0  # jobs alive
-        # (session, event name or a callable, args): see Session._deliver.
+        self.jobs = 0  # jobs alive
+        # (session, event name or a callable, args): see Session.deliver.
         self._queue: deque[tuple[Session, Any, tuple[Any, ...]]] = deque()
         self._sessions: dict[int, Session] = {}
         self._aliases: dict[str, Session] = {}
@@ -316,12 +129,12 @@ class Kernel:
         # What Connection reads at every read (the idle timeout's "last heard"):
         # the monotonic clock the standard loop's time() returns, called directly.
         # Another loop's own clock replaces it when the kernel starts serving.
-        self._now: Callable[[], float] = monotonic if clock is None else clock.time
+        self.read_clock: Callable[[], float] = monotonic if clock is None else clock.time
         self._timers = TimerQueue()
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_due = _NEVER  # when the loop wakes us for timers next
         if clock is not None:
-            clock._attach(self)
+            clock.attach(self)
         # Objects with a ``flush()`` method, flushed once at the end of the tick.
         self._dirty: list[Any] = []
         # Called at the end of every tick (e.g. the console log's flush).
@@ -332,10 +145,14 @@ class Kernel:
         self._stopping: list[Callable[[], None]] = []
         self._finished: asyncio.Future[None] | None = None
         self._shutting_down = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         #: The session whose handler is running, or None between handlers.
         self.current: Session | None = None
-        self._dispatched = 0
+        #: Events dispatched (statistics): the tick counts its queue entries, and a
+        #: connection adds the records of one read that shared an entry.
+        self.dispatched = 0
+        #: Child processes running, per owner (see statemachine_server.work.child).
+        self.children: dict[object, int] = {}
         self._ticks = 0
         self._errors = 0
 
@@ -351,11 +168,19 @@ class Kernel:
         """Create a session from a dict of handlers (POE's ``inline_states``)."""
         return Session(self, handlers, heap=heap, alias=alias)
 
-    def _register(self, session: Session) -> int:
-        # Whether _tick may call the session's handlers without _deliver: not
+    # -- the component interface -------------------------------------------------
+    #
+    # What the layers built on the kernel use (sessions, connections, servers,
+    # jobs, child processes, generated spec code), as trio's ``lowlevel`` is what
+    # trio's own higher layers use: public and documented, but not for handlers.
+
+    def register(self, session: Session) -> int:
+        """Give ``session`` its id and list it as live (every session calls this
+        once, at creation)."""
+        # Whether tick() may call the session's handlers without deliver(): not
         # where its class has its own (Connection). A slot, read per event, set
         # here since every session registers, Session.__init__ or not.
-        session._plain = type(session)._deliver is Session._deliver
+        session.direct = type(session).deliver is Session.deliver
         sid = next(self._ids)
         self._sessions[sid] = session
         return sid
@@ -377,30 +202,36 @@ class Kernel:
         if other is not None:
             raise ValueError(f"alias {alias!r} is taken by session {other.id}")
         self._aliases[alias] = session
-        session._refs += 1
+        session.refcount += 1
 
     def alias_remove(self, alias: str) -> None:
         """Drop an alias; the session ends if nothing else keeps it alive."""
         session = self._aliases.pop(alias)
-        self._release(session)
+        self.release(session)
 
-    def _release(self, session: Session) -> None:
-        session._refs -= 1
-        if session._refs == 0:
-            self._stop_session(session)
+    def retain(self, session: Session) -> None:
+        """One more thing keeps ``session`` alive (a job, a child, a socket...)."""
+        session.refcount += 1
 
-    def _stop_session(self, session: Session) -> None:
+    def release(self, session: Session) -> None:
+        """One thing less keeps ``session`` alive; at none left it is freed."""
+        session.refcount -= 1
+        if session.refcount == 0:
+            self.stop_session(session)
+
+    def stop_session(self, session: Session) -> None:
+        """Free ``session`` now: cancel its timers and aliases, run ``stopped``."""
         if self._sessions.pop(session.id, None) is None:
             return
         for alias in [a for a, s in self._aliases.items() if s is session]:
             del self._aliases[alias]
-        if session._timers:
-            for tid in session._timers:
+        if session.timer_ids:
+            for tid in session.timer_ids:
                 self._timers.cancel(tid)
-            session._timers = None
-        session._named = None
+            session.timer_ids = None
+        session.named_timers = None
         try:
-            session._stopped()
+            session.on_stopped()
         except Exception as exc:
             self._errors += 1
             log.error("session %d: stopped handler raised %r", session.id, exc, exc_info=exc)
@@ -423,7 +254,7 @@ class Kernel:
         session = self.session(target)
         if session is None:
             return False
-        self._post(session, event, args)
+        self.enqueue(session, event, args)
         return True
 
     def yield_(self, event: str, *args: Any) -> None:
@@ -431,12 +262,11 @@ class Kernel:
         session = self.current
         if session is None:
             raise RuntimeError("no current session: call this from inside a handler")
-        # _post, inlined: a session yielding to itself is POE's way to chunk work.
-        session._refs += 1
+        # enqueue(), inlined: a session yielding to itself is POE's way to chunk work.
+        session.refcount += 1
         self._queue.append((session, event, args))
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._run_ticks)
+        if not self._scheduled:
+            self.wake()
 
     def call(self, target: Session | int | str, event: str, *args: Any) -> Any:
         """Run the handler for ``event`` now, synchronously, and return its value.
@@ -447,29 +277,41 @@ class Kernel:
         session = self.session(target)
         if session is None:
             raise LookupError(f"no session {target!r}")
-        return self._call_now(session, event, args)
+        return self.deliver_now(session, event, args)
 
-    def _call_now(
+    def deliver_now(
         self, session: Session, event: str | Callable[..., Any], args: tuple[Any, ...]
     ) -> Any:
+        """Run ``session``'s handler for ``event`` (a name or a callable) now, as
+        the current session; an exception becomes its error (:meth:`handler_failed`)."""
         previous, self.current = self.current, session
         try:
-            return session._deliver(event, args)
+            return session.deliver(event, args)
         except Exception as exc:
-            self._errors += 1
-            session._failed(event if isinstance(event, str) else "work", exc)
+            self.handler_failed(session, event if isinstance(event, str) else "work", exc)
             return None
         finally:
             self.current = previous
 
-    def _post(
+    def handler_failed(self, session: Session, event: str, exc: BaseException) -> None:
+        """A handler of ``session`` for ``event`` raised ``exc``: count it, and let
+        the session handle it (its ``error`` handler; a connection then closes).
+        The one place every layer reports a handler's exception."""
+        self._errors += 1
+        session.handle_error(event, exc)
+
+    def enqueue(
         self, session: Session, event: str | Callable[..., Any], args: tuple[Any, ...]
     ) -> None:
-        session._refs += 1
+        """Queue ``event`` (a name, or a callable run as that session's event) for a
+        live ``session`` object, with ``args`` as a tuple: :meth:`post` without
+        the look-up."""
+        session.refcount += 1
         self._queue.append((session, event, args))
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._run_ticks)
+        if not self._scheduled:
+            self.wake()
+
+    _post = enqueue  # old name, while the spec runtime moves to enqueue()
 
     def mark_dirty(self, item: Any) -> None:
         """Have ``item.flush()`` called once at the end of this tick (its output is
@@ -477,10 +319,10 @@ class Kernel:
         item.dirty = True
         self._dirty.append(item)
         if self.current is None:  # not from a handler: no tick will flush it
-            self._wake()
+            self.wake()
 
-    def _wake(self) -> None:
-        """Make sure a tick runs soon (for output put from outside any handler)."""
+    def wake(self) -> None:
+        """Make sure a tick runs soon: the one place that schedules ticks."""
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._run_ticks)
@@ -492,11 +334,11 @@ class Kernel:
         # a small tick, and a socket waits at most that long for its poll.
         self._scheduled = True  # posts during these ticks need no new callback
         queue = self._queue
-        self._tick()
+        self.tick()
         if queue and not self._runnable:
             deadline = perf_counter() + _TICKS_BUDGET
             while True:
-                self._tick()
+                self.tick()
                 if not queue or self._runnable or perf_counter() >= deadline:
                     break
         if (queue or self._runnable) and self._loop is not None:
@@ -504,7 +346,9 @@ class Kernel:
         else:
             self._scheduled = False
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Run one tick (the loop's callback runs them; :func:`~statemachine_server.testing.drain`
+        runs them by hand)."""
         # Dispatch the snapshot: len() is taken once, so what handlers post now
         # lands behind it and waits for the next tick (see the fairness rule).
         self._ticks += 1
@@ -515,26 +359,25 @@ class Kernel:
             session, event, args = popleft()
             self.current = session
             try:
-                # Session._deliver inlined for plain sessions' named events (a call
+                # Session.deliver inlined for plain sessions' named events (a call
                 # fewer per event); connections run their lifecycle table.
                 handler = (
-                    session._handlers.get(event)
-                    if session._plain and event.__class__ is str
+                    session.handler_table.get(event)
+                    if session.direct and event.__class__ is str
                     else None
                 )
                 if handler is not None:
                     handler(session, *args)
                 else:
-                    session._deliver(event, args)
+                    session.deliver(event, args)
             except Exception as exc:
-                self._errors += 1
-                session._failed(event, exc)
-            refs = session._refs - 1
-            session._refs = refs
+                self.handler_failed(session, event, exc)
+            refs = session.refcount - 1
+            session.refcount = refs
             if not refs:
-                self._stop_session(session)
+                self.stop_session(session)
         self.current = None
-        self._dispatched += n
+        self.dispatched += n
         if self._dirty:
             self._flush_dirty()
         if self._runnable:
@@ -561,19 +404,20 @@ class Kernel:
                 self._errors += 1
                 log.error("session %d: writing its output raised %r; aborting it",
                           item.id, exc, exc_info=exc)  # fmt: skip
-                item._abort()
+                item.abort()
 
-    def _busy(self) -> bool:
+    def busy(self) -> bool:
         """Anything to do at the next tick: events, runnable work, or output."""
         return bool(self._queue or self._runnable or self._dirty)
 
     # -- chunked work -----------------------------------------------------------
 
-    def _schedule_work(self, job: Job) -> None:
+    def schedule_work(self, job: Job) -> None:
+        """Make ``job`` runnable: it steps in the work phase of the next ticks."""
         if not job.queued:
             job.queued = True
             self._runnable.append(job)
-            self._wake()
+            self.wake()
 
     def _run_work(self, budget: float) -> None:
         # Round robin within one slice: the job at the head steps until the slice
@@ -583,12 +427,11 @@ class Kernel:
         deadline = perf_counter() + budget
         for _ in range(len(runnable)):
             job = runnable[0]
-            session = self.current = job.session
+            session = self.current = cast(Session, job.session)
             try:
                 more = job.run(deadline)
             except Exception as exc:  # raised by on_done / on_error: the session's error
-                self._errors += 1
-                session._failed("work", exc)
+                self.handler_failed(session, "work", exc)
                 more = False
             finally:
                 self.current = None
@@ -600,10 +443,13 @@ class Kernel:
             if perf_counter() >= deadline:
                 break
 
-    def _pools(self) -> Pools:
+    def offload(self, job: Job, call: Offload) -> None:
+        """Run a job's :func:`~statemachine_server.work.in_thread` or
+        :func:`~statemachine_server.work.in_process` call in the kernel's pools
+        (made on first use, shut down when the kernel stops serving)."""
         if self._pool is None:
             self._pool = Pools(self)
-        return self._pool
+        self._pool.submit(job, call)
 
     # -- timers ---------------------------------------------------------------
 
@@ -644,22 +490,25 @@ class Kernel:
         every: float | None = None,
     ) -> int:
         """Post ``event`` at the absolute time ``when`` on :meth:`time`'s clock."""
-        return self._add_timer(when, session or self._current(), event, args, every, None)
+        return self.add_timer(when, session or self._current(), event, args, every, None)
 
-    def _add_timer(
+    def add_timer(
         self,
         when: float,
         target: Session,
         event: str | Callable[..., Any],
-        args: tuple[Any, ...],
-        every: float | None,
-        name: str | None,
+        args: tuple[Any, ...] = (),
+        every: float | None = None,
+        name: str | None = None,
     ) -> int:
+        """Post ``event`` (a name, or a callable run as the session's event) to
+        ``target`` at ``when``: :meth:`alarm` without its checks. A session's
+        :meth:`~.session.Session.timer` passes its ``name``."""
         timer = self._timers.add(when, target, event, args, every=every, name=name)
-        if target._timers is None:
-            target._timers = set()
-        target._timers.add(timer.id)
-        target._refs += 1  # a pending timer keeps its session alive (POE's rule)
+        if target.timer_ids is None:
+            target.timer_ids = set()
+        target.timer_ids.add(timer.id)
+        target.refcount += 1  # a pending timer keeps its session alive (POE's rule)
         if when < self._timer_due:
             self._arm()
         return timer.id
@@ -669,12 +518,25 @@ class Kernel:
         timer = self._timers.cancel(timer_id)
         if timer is None:
             return False
-        session = timer.target
-        session._timers.discard(timer_id)
-        if timer.name is not None and session._named is not None:
-            session._named.pop(timer.name, None)
-        self._release(session)
+        self._forget(timer)
         return True
+
+    def timer_due(self, timer_id: int) -> float | None:
+        """When a pending timer fires, or None if it is not pending."""
+        timer = self._timers.get(timer_id)
+        return None if timer is None else timer.when
+
+    def next_timer_due(self) -> float | None:
+        """When the earliest pending timer fires, or None (for a virtual clock)."""
+        return self._timers.next_due()
+
+    def _forget(self, timer: Timer) -> None:
+        # A one-shot timer fired, or a timer was cancelled: its session's books.
+        session = timer.target
+        session.timer_ids.discard(timer.id)
+        if timer.name is not None and session.named_timers is not None:
+            session.named_timers.pop(timer.name, None)
+        self.release(session)
 
     def _arm(self) -> None:
         # One loop wake-up, for the earliest timer; re-armed when an earlier one
@@ -694,39 +556,49 @@ class Kernel:
         self._timer_handle = None
         # A loop may wake a little early (uvloop's timers have millisecond grain):
         # timers due within that grain fire now rather than spin the loop.
-        loop = self._running_loop()
-        self._fire_due(self.time() + getattr(loop, "_clock_resolution", 0.001))
+        loop = self.running_loop()
+        self.fire_due(self.time() + getattr(loop, "_clock_resolution", 0.001))
 
-    def _fire_due(self, now: float) -> None:
+    def fire_due(self, now: float) -> None:
+        """Queue the events of every timer due at ``now`` (a virtual clock calls this)."""
         timers = self._timers
         while (timer := timers.pop_due(now)) is not None:
             session = timer.target
             # Timer events go through the queue like any other; post before any
             # release so the session stays alive to receive it.
-            self._post(session, timer.event, timer.args)  # type: ignore[arg-type]
+            self.enqueue(session, timer.event, timer.args)  # type: ignore[arg-type]
             if timer.every is None:
-                session._timers.discard(timer.id)
-                if timer.name is not None and session._named is not None:
-                    session._named.pop(timer.name, None)
-                self._release(session)
+                self._forget(timer)
         self._arm()
 
     # -- running --------------------------------------------------------------
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the kernel serves on (the running one, once known)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def _on_serve(self, starter: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def on_serve(self, starter: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``starter`` when the kernel starts serving (now, if it already is)."""
         if self._finished is not None:
-            self._running_loop().create_task(starter())
+            self.track_task(self.running_loop().create_task(starter()))
         else:
             self._starters.append(starter)
 
-    def _on_shutdown(self, hook: Callable[[], None]) -> None:
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when a graceful shutdown begins (a server stops accepting)."""
         self._stopping.append(hook)
+
+    def add_tick_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at the end of every tick (the console log's one write)."""
+        self._tick_hooks.append(hook)
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to ``task`` until it is done (asyncio keeps only a weak
+        one: an untracked task can be collected mid-flight)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def serve(self) -> None:
         """Dispatch events until no session is left or :meth:`stop` is called."""
@@ -736,14 +608,13 @@ class Kernel:
         loop_time = self._loop.time
         if self._clock is None:
             standard = getattr(loop_time, "__func__", None) is _BASE_TIME
-            self._now = monotonic if standard else loop_time
+            self.read_clock = monotonic if standard else loop_time
         self._finished = self._loop.create_future()
         starters, self._starters = self._starters, []
         for starter in starters:
             await starter()
-        if self._busy() and not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._run_ticks)
+        if self.busy():
+            self.wake()
         if self._timers and self._timer_handle is None:
             self._arm()  # timers set before the loop ran
         try:
@@ -772,7 +643,7 @@ class Kernel:
         for hook in self._stopping:
             hook()
         for session in list(self._sessions.values()):
-            session._shutdown()
+            session.begin_shutdown()
         if self._finished is None:
             return
         try:
@@ -782,7 +653,7 @@ class Kernel:
                 "shutdown: %d sessions still busy after %.1fs", len(self._sessions), deadline
             )
             for session in list(self._sessions.values()):
-                session._abort()
+                session.abort()
             self.stop()
 
     def run(
@@ -808,7 +679,7 @@ class Kernel:
 
     def install_signal_handlers(self, drain_timeout: float = 5.0) -> None:
         """First SIGINT/SIGTERM: graceful :meth:`shutdown`; the second: :meth:`stop`."""
-        loop = self._running_loop()
+        loop = self.running_loop()
         tasks: set[asyncio.Task[None]] = set()
 
         def on_signal(signum: int) -> None:
@@ -829,11 +700,11 @@ class Kernel:
         return KernelStatistics(
             sessions=len(self._sessions),
             queue_depth=len(self._queue),
-            events_dispatched=self._dispatched,
+            events_dispatched=self.dispatched,
             timers_pending=len(self._timers),
             ticks=self._ticks,
             handler_errors=self._errors,
-            jobs=self._jobs,
+            jobs=self.jobs,
             jobs_runnable=sum(1 for job in self._runnable if not job.held and not job.finished),
             pool_calls=self._pool.statistics()[0] if self._pool else 0,
             pool_waiting=self._pool.statistics()[1] if self._pool else 0,

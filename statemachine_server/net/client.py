@@ -33,12 +33,12 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from .connection import Connection
-from ..filters import Filter, LineFilter
 from ..core.kernel import Handler, Kernel, Session
 from ..core.lifecycle import CLOSED_EVENT, CONNECTED, ERROR, FLUSHED, INPUT, OUTPUT_HIGH, OUTPUT_LOW
+from ..filters import Filter, LineFilter
 from ..limits import Limits
-from .server import _AfterHandshake
+from .connection import Connection
+from .tls import AfterHandshake
 
 __all__ = ["Backoff", "TCPClient"]
 
@@ -118,14 +118,16 @@ class TCPClient(Session):
         connection: the current connection, or None between connections.
     """
 
+    kernel: Kernel
+
     __slots__ = (
         "_attempt",
         "_closed",
-        "_counts",
         "_retry",
         "_task",
         "connect_timeout",
         "connection",
+        "counts",
         "dispatch",
         "filter_factory",
         "handlers",
@@ -187,18 +189,18 @@ class TCPClient(Session):
         self.connect_timeout = connect_timeout
         self.reconnect = reconnect
         self.connection: Connection | None = None
-        self._counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self._attempt = 0  # failed attempts in a row
         self._retry = 0  # the pending retry timer's id, 0 when none
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        own = {_RETRY: TCPClient._connect, _CONNECT_ERROR: TCPClient._failed_attempt}
-        super().__init__(kernel, own, heap=heap, alias=alias)  # type: ignore[arg-type]
-        kernel._on_serve(self._begin)
+        own: dict[str, Handler] = {_RETRY: self._retry_now, _CONNECT_ERROR: self._attempt_failed}
+        super().__init__(kernel, own, heap=heap, alias=alias)
+        kernel.on_serve(self._begin)
 
-    def _start(self) -> None:
-        self._refs += 1  # held until close(): the client lives while it may connect
-        super()._start()
+    def start(self) -> None:
+        self.kernel.retain(self)  # held until close(): the client lives while it may connect
+        super().start()
 
     @property
     def connected(self) -> bool:
@@ -227,12 +229,12 @@ class TCPClient(Session):
             self._task.cancel()
         if self.connection is not None:
             self.connection.close()
-        self.kernel._release(self)
+        self.kernel.release(self)
 
-    def _shutdown(self) -> None:
+    def begin_shutdown(self) -> None:
         self.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
@@ -245,14 +247,14 @@ class TCPClient(Session):
         self._retry = 0
         if self._closed:
             return
-        loop = self.kernel._running_loop()
+        loop = self.kernel.running_loop()
         self._task = loop.create_task(self._open())
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         # The Connection is made only once the transport is ready (TLS included):
         # an attempt that fails leaves no session behind.
-        factory = _AfterHandshake.factory(self._new_connection)
+        factory = AfterHandshake.factory(self._new_connection)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.path is not None:
@@ -270,16 +272,19 @@ class TCPClient(Session):
         except Exception as exc:  # refused, unreachable, timed out, bad name, TLS...
             # Whatever ended the attempt, the client must hear of it and retry:
             # an exception left in this task would only reach asyncio's log.
-            self.kernel._post(self, _CONNECT_ERROR, (exc,))
+            self.kernel.enqueue(self, _CONNECT_ERROR, (exc,))
         finally:
             self._task = None
 
     def _new_connection(self) -> Connection:
         return Connection(self)
 
-    def _failed_attempt(self, exc: BaseException) -> None:
+    def _retry_now(self, _: Session) -> None:
+        self._connect()
+
+    def _attempt_failed(self, _: Session, exc: BaseException) -> None:
         self._attempt += 1
-        self._counts["connect_errors"] += 1
+        self.counts["connect_errors"] += 1
         where = self.path or f"{self.host}:{self.port}"
         log.info("client %d: cannot connect to %s: %r", self.id, where, exc)
         try:
@@ -303,7 +308,7 @@ class TCPClient(Session):
 
     # -- what the connection calls (as it would call its server) -----------------------
 
-    def _arrived(self, conn: Connection) -> None:
+    def arrived(self, conn: Connection) -> None:
         assert conn.transport is not None
         if self._closed:
             conn.transport.close()  # closed while this attempt was finishing
@@ -313,9 +318,9 @@ class TCPClient(Session):
         conn.heap = self.heap
         self.connection = conn
         self._attempt = 0
-        conn._admit()
+        conn.admit()
 
-    def _released(self, conn: Connection) -> None:
+    def released(self, conn: Connection) -> None:
         if self.connection is conn:
             self.connection = None
         self._schedule()

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, ClassVar, Protocol, cast
 
-from ..errors import ProtocolError
-from ..core.kernel import Session
+from ..core.kernel import Kernel
 from ..core.lifecycle import (
     ACCEPTING,
     CLOSE,
@@ -48,13 +47,12 @@ from ..core.lifecycle import (
     WORK_FAILED,
     WORKING,
 )
+from ..core.session import Session
+from ..errors import ProtocolError
+from ..filters import Filter
+from ..limits import Limits
 from ..work.child import Child
 from ..work.job import HELD_BACKLOG, Cancelled, Job, Offload
-
-if TYPE_CHECKING:
-    from ..filters import Filter
-    from .client import TCPClient
-    from .server import TCPServer
 
 __all__ = ["Connection"]
 
@@ -92,6 +90,26 @@ if FAST[READING][INPUT] is not STAY:  # pragma: no cover
 _FLUSH_POLL = 0.005
 
 
+class Endpoint(Protocol):
+    """What a connection needs from the component that made it: a
+    :class:`~.server.TCPServer` (accepted clients) or a :class:`~.client.TCPClient`."""
+
+    kernel: Any
+    limits: Limits
+    #: The connection's event-to-callable map (see :meth:`Connection.dispatch`).
+    dispatch: dict[str, Any]
+    #: The user's handlers (the built-in actions call ``error``, ``closed``...).
+    handlers: dict[str, Any]
+    #: Counters the connection adds to (``overflows``, ``timeouts``...).
+    counts: Counter[str]
+
+    def filter_factory(self) -> Filter: ...
+
+    def arrived(self, conn: Connection) -> None: ...
+
+    def released(self, conn: Connection) -> None: ...
+
+
 class Connection(Session, asyncio.Protocol):
     """One client connection: a session, its heap, and its client handle.
 
@@ -106,10 +124,12 @@ class Connection(Session, asyncio.Protocol):
             when the server declares none. The lifecycle state is :attr:`state`.
     """
 
+    kernel: Kernel
+
     __slots__ = (
         "_below",
         "_children",
-                "_eof_sent",
+        "_eof_sent",
         "_filter",
         "_flush_wanted",
         "_half",
@@ -117,7 +137,7 @@ class Connection(Session, asyncio.Protocol):
         "_holds",
         "_job",
         "_linger",
-                "_paused",
+        "_paused",
         "_peer_eof",
         "_postponed",
         "_pull_mode",
@@ -132,16 +152,16 @@ class Connection(Session, asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, server: TCPServer | TCPClient):
+    def __init__(self, server: Endpoint):
         # Not Session.__init__: a connection has no ``started`` handler to run and
         # is kept alive by its socket (one reference, released on ``closed``).
         kernel = server.kernel
         self.kernel = kernel
         self.server = server
-        self._handlers = server.dispatch
+        self.handler_table = server.dispatch
         self.heap: dict[str, Any] = {}
-        self._refs = 1
-        self._timers = None
+        self.refcount = 1
+        self.timer_ids = None
         self.state = ACCEPTING
         self.transport: asyncio.Transport | None = None
         self.remote_ip = ""
@@ -163,13 +183,13 @@ class Connection(Session, asyncio.Protocol):
         self._paused = 0
         self._job: Job | None = None
         self._children: set[Child] | None = None  # child processes it started
-        self._named = None
+        self.named_timers = None
         self._flush_wanted = False
         self._seen = 0.0  # loop time of admission, then of the last bytes received
         self._heard = False  # any byte received yet (first-byte vs idle timeout)
         self._watch = 0  # the timeout timer's id, 0 when none
         self._below: Any = None  # over TLS, the transport under it: see connection_made
-        self.id = kernel._register(self)
+        self.id = kernel.register(self)
 
     @property
     def client(self) -> Connection:
@@ -198,9 +218,9 @@ class Connection(Session, asyncio.Protocol):
         waiting, so those are handled first.
         """
         if self.kernel.current is self:
-            self._deliver(CLOSE, ())
+            self.deliver(CLOSE, ())
         else:
-            self.kernel._post(self, CLOSE, ())
+            self.kernel.enqueue(self, CLOSE, ())
 
     def pause_input(self) -> None:
         """Stop reading from the client (POE's ``pause_input``) until :meth:`resume_input`.
@@ -251,7 +271,7 @@ class Connection(Session, asyncio.Protocol):
         self._holds.pop()
         if not self._holds and self._peer_eof and self.state is not CLOSED:
             self._holds = None
-            self.kernel._post(self, EOF, ())
+            self.kernel.enqueue(self, EOF, ())
 
     def switch_filter(self, new_filter: Filter) -> None:
         """Frame the following input with ``new_filter`` (POE's ``set_filter``).
@@ -318,14 +338,14 @@ class Connection(Session, asyncio.Protocol):
             on_progress=on_progress, progress_every=progress_every, on_error=on_error,
         )  # fmt: skip
         if self.state is READING:
-            self._deliver(WORK, (started, timeout))
+            self.deliver(WORK, (started, timeout))
         else:  # closing or closed: nothing more is done for this client
             started.cancel()
         return started
 
     # -- the machine ----------------------------------------------------------------
 
-    def _deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
+    def deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
         # The per-message path: one table lookup, identity tests, one call.
         if event is _RECORDS:
             self._deliver_records(args[0])
@@ -365,7 +385,7 @@ class Connection(Session, asyncio.Protocol):
         elif self.kernel.trace:
             log.debug("session %d: %s in %s", self.id, event, self.state)
         # ``_handlers`` is the server's dispatch(): built-in actions and user handlers.
-        action = self._handlers.get(event)
+        action = self.handler_table.get(event)
         result = None if action is None else action(self, *args)
         if self._postponed and self.state is READING:
             self._replay()
@@ -379,33 +399,30 @@ class Connection(Session, asyncio.Protocol):
         # table's rule for input is "handle, stay" (checked at import), so the handler
         # is called directly; otherwise each record goes through the table.
         kernel = self.kernel
-        kernel._dispatched += len(records) - 1
-        handler = self._handlers.get(INPUT)
+        kernel.dispatched += len(records) - 1
+        handler = self.handler_table.get(INPUT)
         direct = handler is not None and not kernel.trace
         if direct and self.state is READING and not self._postponed:
-            batch = self._handlers.get(INPUT_BATCH)
+            batch = self.handler_table.get(INPUT_BATCH)
             if batch is not None:
                 handled, exc = batch(self, records)
                 if exc is None:
                     return
                 # As the loop below does for a record whose handler raised; the
                 # records after it go through the loop (the error may close us).
-                kernel._errors += 1
-                self._failed(INPUT, exc)
+                self.kernel.handler_failed(self, INPUT, exc)
                 records = records[handled + 1 :]
         for record in records:
             if direct and self.state is READING and not self._postponed:
                 try:
                     handler(self, record)  # type: ignore[misc]  # not None: see direct
                 except Exception as exc:
-                    self.kernel._errors += 1
-                    self._failed(INPUT, exc)
+                    self.kernel.handler_failed(self, INPUT, exc)
             else:
                 try:
-                    self._deliver(INPUT, (record,))
+                    self.deliver(INPUT, (record,))
                 except Exception as exc:
-                    self.kernel._errors += 1
-                    self._failed(INPUT, exc)
+                    self.kernel.handler_failed(self, INPUT, exc)
 
     def _postpone(self, event: str, args: tuple[Any, ...], first: bool = False) -> None:
         if self._postponed is None:
@@ -435,7 +452,7 @@ class Connection(Session, asyncio.Protocol):
             except ProtocolError as exc:
                 self._linger = True
                 self._pause(_DISCARD)
-                self._deliver(ERROR, (exc, INPUT))
+                self.deliver(ERROR, (exc, INPUT))
                 return
             if not records:
                 return
@@ -443,21 +460,20 @@ class Connection(Session, asyncio.Protocol):
             # Called directly, as in _deliver_records (the table says "handle,
             # stay" for input in reading): through _deliver, a nested replay of
             # the postponed queue could run events that came after these bytes.
-            handler = self._handlers.get(INPUT)
+            handler = self.handler_table.get(INPUT)
             if handler is None:
                 continue
             try:
                 handler(self, records[0])
             except Exception as exc:
-                self.kernel._errors += 1
-                self._failed(INPUT, exc)
+                self.kernel.handler_failed(self, INPUT, exc)
 
-    @staticmethod
-    def dispatch(handlers: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def dispatch(cls, handlers: dict[str, Any]) -> dict[str, Any]:
         """The event-to-callable map that connections with these user handlers use:
         the user's handlers, with the built-in actions in front of them (those call
         the user's ``error`` and ``closed`` handlers themselves)."""
-        return {**handlers, **_ACTIONS}
+        return {**handlers, **cls.ACTIONS}
 
     def _enter(self, dest: str, event: str) -> None:
         old = self.state
@@ -486,8 +502,8 @@ class Connection(Session, asyncio.Protocol):
                 for child in list(self._children):
                     child.kill()  # their exit events still come, and free them
             self._watch = 0  # cancelled with the other timers just below
-            if self._timers:
-                for tid in list(self._timers):
+            if self.timer_ids:
+                for tid in list(self.timer_ids):
                     self.kernel.cancel(tid)
 
     def _replay(self) -> None:
@@ -497,14 +513,13 @@ class Connection(Session, asyncio.Protocol):
         while queue and self.state is READING:
             event, args = queue.popleft()
             try:
-                self._deliver(event, args)
+                self.deliver(event, args)
             except Exception as exc:
-                self.kernel._errors += 1
-                self._failed(event, exc)
+                self.kernel.handler_failed(self, event, exc)
         if not queue or len(queue) < self.server.limits.max_postponed:
             self._resume(_POSTPONED)
 
-    def _failed(self, event: str, exc: BaseException) -> None:
+    def handle_error(self, event: str, exc: BaseException) -> None:
         if self.state is CLOSED:
             log.error(
                 "session %d (closed): handler for %r raised %s: %s",
@@ -512,30 +527,39 @@ class Connection(Session, asyncio.Protocol):
             )  # fmt: skip
             return
         try:
-            self._deliver(ERROR, (exc, event))
+            self.deliver(ERROR, (exc, event))
         except Exception as again:
             log.error("session %d: error handler raised %r", self.id, again, exc_info=again)
 
-    def _stopped(self) -> None:
+    def adopt(self, child: Child) -> None:
+        if self._children is None:
+            self._children = set()
+        self._children.add(child)
+
+    def orphan(self, child: Child) -> None:
+        if self._children is not None:
+            self._children.discard(child)
+
+    def on_stopped(self) -> None:
         pass  # a freed connection stays ``closed``; on_disconnected already ran
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def _shutdown(self) -> None:
+    def begin_shutdown(self) -> None:
         # Graceful: queued behind the input already received, so it is answered.
         # A job would hold that input back until it ends: cancel it (its on_error
         # hears Cancelled and may tell the client) so the drain can finish.
         if self._job is not None and self.state is WORKING:
-            self.kernel._call_now(self, self._job.cancel, (Cancelled("server shutting down"),))
-        self.kernel._post(self, CLOSE, ())
+            self.kernel.deliver_now(self, self._job.cancel, (Cancelled("server shutting down"),))
+        self.kernel.enqueue(self, CLOSE, ())
 
     # -- built-in actions (events that do more than call the user's handler) ----------
 
     def _on_error(self, exc: BaseException, event: str = "?") -> None:
         protocol = isinstance(exc, ProtocolError)
-        self.server._counts["protocol_errors" if protocol else "handler_errors"] += 1
+        self.server.counts["protocol_errors" if protocol else "handler_errors"] += 1
         handler = self.server.handlers.get(ERROR)
         if handler is not None:
             handler(self, exc)
@@ -558,7 +582,7 @@ class Connection(Session, asyncio.Protocol):
             handler(self)
 
     def _on_timeout(self, reason: str) -> None:
-        self.server._counts["timeouts"] += 1
+        self.server.counts["timeouts"] += 1
         log.info("session %d: %s; closing", self.id, reason)
         handler = self.server.handlers.get(TIMEOUT)
         if handler is not None:
@@ -572,10 +596,10 @@ class Connection(Session, asyncio.Protocol):
             kernel.cancel(self._watch)
         # kernel.delay(delay, _WATCH, session=self) without its two calls: one per
         # connection at least, and the churn scenario is made of connections.
-        self._watch = kernel._add_timer(kernel.time() + delay, self, _WATCH, (), None, None)
+        self._watch = kernel.add_timer(kernel.time() + delay, self, _WATCH)
 
     def _check_timeouts(self) -> None:
-        if self._watch in self.kernel._timers:
+        if self.kernel.timer_due(self._watch) is not None:
             # Stale: this check was queued by a timer that fired just before the
             # timer was re-armed (e.g. for the drain deadline) in the same tick.
             # The timer now pending makes the real check when it fires.
@@ -588,11 +612,11 @@ class Connection(Session, asyncio.Protocol):
         if state is CLOSING:
             # The replies did not leave within drain_timeout: the client is not
             # reading. Cut it off rather than hold the socket forever.
-            self.server._counts["aborted"] += 1
+            self.server.counts["aborted"] += 1
             log.warning(
                 "session %d: close not finished in %.1f s; aborting", self.id, limits.drain_timeout
             )
-            self._abort()
+            self.abort()
             return
         now = self.kernel.time()
         if self._heard or limits.first_byte_timeout is None:
@@ -610,16 +634,16 @@ class Connection(Session, asyncio.Protocol):
                 wait = min(wait, limits.idle_timeout)
             self._rewatch(wait)
             return
-        self._deliver(TIMEOUT, (reason.format(timeout),))
+        self.deliver(TIMEOUT, (reason.format(timeout),))
 
     def _on_closed(self) -> None:
-        self.server._released(self)
+        self.server.released(self)
         handler = self.server.handlers.get(CLOSED_EVENT)
         try:
             if handler is not None:
                 handler(self)
         finally:
-            self._refs -= 1  # the socket's reference: the tick frees the session
+            self.refcount -= 1  # the socket's reference: the tick frees the session
 
     def _on_work(self, job: Job, timeout: float | None) -> None:
         self._job = job
@@ -628,18 +652,18 @@ class Connection(Session, asyncio.Protocol):
         if self._paused & _BACKLOG:
             job.hold(HELD_BACKLOG)
         else:
-            self.kernel._schedule_work(job)
+            self.kernel.schedule_work(job)
 
     # The job calls these when it ends (see work.Job).
-    def _work_done(self, job: Job, result: Any) -> None:
-        self._deliver(DONE, (job, result))
+    def work_done(self, job: Job, result: Any) -> None:
+        self.deliver(DONE, (job, result))
 
-    def _work_failed(self, job: Job, exc: BaseException) -> None:
+    def work_failed(self, job: Job, exc: BaseException) -> None:
         if job.on_error is None and not isinstance(exc, Cancelled):
-            self.kernel._errors += 1
-            self._failed(WORK, exc)  # the connection's error: logged, then closed
+            # The connection's error: logged, then closed.
+            self.kernel.handler_failed(self, WORK, exc)
         else:
-            self._deliver(WORK_FAILED, (job, exc))
+            self.deliver(WORK_FAILED, (job, exc))
 
     def _on_done(self, job: Job, result: Any) -> None:
         self._job = None
@@ -683,7 +707,7 @@ class Connection(Session, asyncio.Protocol):
                 ) or (self._below is not None and self._over_below(transport, len(data))):
                     self._overflow()
                     return
-                if FLUSHED in self._handlers:
+                if FLUSHED in self.handler_table:
                     self._want_flushed()
         if self._half >= 0:
             if not self._eof_sent:
@@ -710,7 +734,7 @@ class Connection(Session, asyncio.Protocol):
         # A record the filter cannot encode (a JSON reply holding an object, a
         # block of the wrong size) is this connection's error event, like a
         # handler's exception; the records around it still go out, in order.
-        self.kernel._post(self, ERROR, (exc, "output"))
+        self.kernel.enqueue(self, ERROR, (exc, "output"))
         parts = []
         for record in out:
             try:
@@ -732,9 +756,9 @@ class Connection(Session, asyncio.Protocol):
         # The client does not read and its replies passed max_output: drop them
         # (abort, not close: a close would wait for a reader that never comes).
         limit = self.server.limits.max_output
-        self.server._counts["overflows"] += 1
+        self.server.counts["overflows"] += 1
         log.warning("session %d: over %d bytes of replies unread; aborting", self.id, limit)
-        self._abort()
+        self.abort()
         self._pause(_DISCARD)
         if self.state is not CLOSING:
             self.state = CLOSING  # the transport is gone: nothing to flush
@@ -744,7 +768,7 @@ class Connection(Session, asyncio.Protocol):
         assert self.transport is not None
         if self.transport.get_write_buffer_size() == 0:
             self._flush_wanted = False
-            self.kernel._post(self, FLUSHED, ())
+            self.kernel.enqueue(self, FLUSHED, ())
         else:
             self._flush_wanted = True
 
@@ -753,7 +777,7 @@ class Connection(Session, asyncio.Protocol):
             if self.transport.get_write_buffer_size() == 0:
                 self._want_flushed()
             else:
-                self.kernel._running_loop().call_later(_FLUSH_POLL, self._poll_flushed)
+                self.kernel.running_loop().call_later(_FLUSH_POLL, self._poll_flushed)
 
     # -- reading flow control ---------------------------------------------------------
 
@@ -790,27 +814,27 @@ class Connection(Session, asyncio.Protocol):
             # (uvloop's), one tick's replies are capped at max_output instead.
             below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
             self._below = below if hasattr(below, "get_write_buffer_size") else True
-        self.server._arrived(self)
+        self.server.arrived(self)
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         self._resume(_PARKED)
-        self.kernel._post(self, CONNECTED, ())
+        self.kernel.enqueue(self, CONNECTED, ())
 
-    def _park(self) -> None:
+    def park(self) -> None:
         self._pause(_PARKED)
 
     def data_received(self, data: bytes) -> None:
         if self._paused & _DISCARD:
             return
         kernel = self.kernel
-        self._seen = kernel._now()
+        self._seen = kernel.read_clock()
         self._heard = True
         if self._pull_mode:
             # Cut when handled (see _pull). Bounded: every read is followed by a
             # pull, which enforces the filter's record limit, or is postponed and
             # counts towards max_postponed.
             self._filter.get_one_start(data)  # type: ignore[attr-defined]
-            kernel._post(self, _PULL, ())
+            kernel.enqueue(self, _PULL, ())
             return
         try:
             records = self._filter.get(data)
@@ -818,7 +842,7 @@ class Connection(Session, asyncio.Protocol):
             self._bad_input(exc)
             return
         if records:
-            kernel._post(self, _RECORDS, (records,))
+            kernel.enqueue(self, _RECORDS, (records,))
 
     def _bad_input(self, exc: ProtocolError) -> None:
         # RecordTooLong included: the records before the bad one are handled, then
@@ -826,8 +850,8 @@ class Connection(Session, asyncio.Protocol):
         self._linger = True
         self._pause(_DISCARD)
         if exc.records:
-            self.kernel._post(self, _RECORDS, (exc.records,))
-        self.kernel._post(self, ERROR, (exc, INPUT))
+            self.kernel.enqueue(self, _RECORDS, (exc.records,))
+        self.kernel.enqueue(self, ERROR, (exc, INPUT))
 
     def eof_received(self) -> bool:
         self._peer_eof = True
@@ -838,11 +862,11 @@ class Connection(Session, asyncio.Protocol):
         if self.state is CLOSING and self._eof_sent and self.transport is not None:
             self.transport.close()  # the lingering close is over: both sides are done
             return keep_open
-        self.kernel._post(self, EOF, ())
+        self.kernel.enqueue(self, EOF, ())
         return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.kernel._post(self, CLOSED_EVENT, ())
+        self.kernel.enqueue(self, CLOSED_EVENT, ())
 
     def pause_writing(self) -> None:
         self._pause(_BACKLOG)
@@ -850,8 +874,8 @@ class Connection(Session, asyncio.Protocol):
             self._job.hold(HELD_BACKLOG)  # no more output from it until the client reads
         if self._children:
             for child in self._children:
-                child._pause_output(True)
-        self.kernel._post(self, OUTPUT_HIGH, ())
+                child.pause_output(True)
+        self.kernel.enqueue(self, OUTPUT_HIGH, ())
 
     def resume_writing(self) -> None:
         self._resume(_BACKLOG)
@@ -859,19 +883,18 @@ class Connection(Session, asyncio.Protocol):
             self._job.release(HELD_BACKLOG)
         if self._children:
             for child in self._children:
-                child._pause_output(False)
-        self.kernel._post(self, OUTPUT_LOW, ())
+                child.pause_output(False)
+        self.kernel.enqueue(self, OUTPUT_LOW, ())
         if self._flush_wanted:
             self._poll_flushed()
 
-
-#: Events whose effect is built in; the rest just call the user's handler.
-_ACTIONS: dict[str, Callable[..., Any]] = {
-    CONNECTED: Connection._on_connected,
-    TIMEOUT: Connection._on_timeout,
-    ERROR: Connection._on_error,
-    CLOSED_EVENT: Connection._on_closed,
-    WORK: Connection._on_work,
-    DONE: Connection._on_done,
-    WORK_FAILED: Connection._on_work_failed,
-}
+    #: Events whose effect is built in; the rest just call the user's handler.
+    ACTIONS: ClassVar[dict[str, Callable[..., Any]]] = {
+        CONNECTED: _on_connected,
+        TIMEOUT: _on_timeout,
+        ERROR: _on_error,
+        CLOSED_EVENT: _on_closed,
+        WORK: _on_work,
+        DONE: _on_done,
+        WORK_FAILED: _on_work_failed,
+    }

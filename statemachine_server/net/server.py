@@ -12,35 +12,23 @@ others leave (POE's ``Concurrency``), instead of being refused with a reset. Par
 clients are bounded too: past ``max_pending`` they are closed. Every limit is in
 :class:`~statemachine_server.limits.Limits`.
 
-When accepting fails for want of file descriptors or memory (EMFILE, ENFILE,
-ENOBUFS, ENOMEM), the server logs it, stops accepting for a second and tries
-again, rather than spinning (trio's rule), and so recovers by itself once clients
-leave (``tests/test_hostile.py``). asyncio's accept loop nearly does this, but on
-such an error it goes on calling ``accept()`` up to ``backlog`` times, logging a
-traceback and scheduling a retry each time: :class:`_Listener` makes the calls
-after the first one in a burst report "nothing to accept" instead. (uvloop
-accepts in C and handles this itself.)
+Listening sockets are made in :mod:`.listen`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
 import ssl as _ssl
-import stat
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from .connection import Connection
-from ..filters import Filter, LineFilter
 from ..core.kernel import Handler, Kernel, Session
 from ..core.lifecycle import (
     CLOSED_EVENT,
@@ -53,7 +41,11 @@ from ..core.lifecycle import (
     OUTPUT_LOW,
     TIMEOUT,
 )
+from ..filters import Filter, LineFilter
 from ..limits import Limits
+from .connection import Connection
+from .listen import bind_tcp, bind_unix
+from .tls import AfterHandshake
 
 __all__ = ["ServerStatistics", "TCPServer"]
 
@@ -124,14 +116,16 @@ class TCPServer(Session):
             :func:`~statemachine_server.net.tls.server_ssl_context`).
     """
 
+    kernel: Kernel
+
     __slots__ = (
         "_accepted",
         "_active",
-        "_counts",
         "_parked",
         "_refused",
         "_server",
         "_sock",
+        "counts",
         "dispatch",
         "filter_factory",
         "handlers",
@@ -186,7 +180,7 @@ class TCPServer(Session):
         self.filter_factory = filter
         self.limits = limits
         self.on_started = on_started
-        self._counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._active = 0
         self._parked: deque[Connection] = deque()
@@ -195,17 +189,17 @@ class TCPServer(Session):
         self.ssl = ssl
         self.path = None if path is None else os.fspath(path)
         if self.path is None:
-            self._sock: socket.socket | None = _bind(host, port, limits.backlog)
+            self._sock: socket.socket | None = bind_tcp(host, port, limits.backlog)
             self.host, self.port = self._sock.getsockname()[:2]
         else:
-            self._sock = _bind_unix(self.path, limits.backlog)
+            self._sock = bind_unix(self.path, limits.backlog)
             self.host, self.port = "", 0
         super().__init__(kernel, {}, alias=alias)
-        kernel._on_serve(self._serve)
+        kernel.on_serve(self._serve)
 
-    def _start(self) -> None:
-        self._refs += 1  # the listening socket keeps the server alive
-        super()._start()
+    def start(self) -> None:
+        self.kernel.retain(self)  # the listening socket keeps the server alive
+        super().start()
 
     async def _serve(self) -> None:
         if self._sock is None:  # closed before it ever served
@@ -215,7 +209,7 @@ class TCPServer(Session):
         # told: pass ours, or bursts of connects overflow and wait for SYN retries.
         factory: Callable[[], asyncio.Protocol] = self._connection_factory
         if self.ssl is not None:
-            factory = _AfterHandshake.factory(self._connection_factory)
+            factory = AfterHandshake.factory(self._connection_factory)
         if self.path is None:
             self._server = await loop.create_server(
                 factory, sock=self._sock, backlog=self.limits.backlog, ssl=self.ssl
@@ -239,16 +233,16 @@ class TCPServer(Session):
 
     # -- admission (called by Connection) ---------------------------------------------
 
-    def _arrived(self, conn: Connection) -> None:
+    def arrived(self, conn: Connection) -> None:
         self._accepted += 1
         assert conn.transport is not None
         limits = self.limits
         conn.transport.set_write_buffer_limits(limits.high_water, limits.low_water)
         if self._active < limits.max_connections:
             self._active += 1
-            conn._admit()
+            conn.admit()
         elif len(self._parked) < limits.max_pending:
-            conn._park()
+            conn.park()
             self._parked.append(conn)
         else:
             self._refused += 1
@@ -257,7 +251,7 @@ class TCPServer(Session):
             )
             conn.close()
 
-    def _released(self, conn: Connection) -> None:
+    def released(self, conn: Connection) -> None:
         if self._parked:  # (a failed remove() would format repr(conn) for its error)
             try:
                 self._parked.remove(conn)  # left while still waiting: O(n), but rare
@@ -269,7 +263,7 @@ class TCPServer(Session):
             nxt = self._parked.popleft()
             if nxt.transport is not None and not nxt.transport.is_closing():
                 self._active += 1
-                nxt._admit()
+                nxt.admit()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -286,14 +280,14 @@ class TCPServer(Session):
         if self.path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-        self.kernel._release(self)
+        self.kernel.release(self)
 
-    def _shutdown(self) -> None:
+    def begin_shutdown(self) -> None:
         self.close()
 
     def statistics(self) -> ServerStatistics:
         """Counters of clients and of the ways connections ended badly."""
-        counts = self._counts
+        counts = self.counts
         return ServerStatistics(
             connections=self._active,
             pending=len(self._parked),
@@ -305,89 +299,3 @@ class TCPServer(Session):
             overflows=counts["overflows"],
             aborted=counts["aborted"],
         )
-
-
-class _AfterHandshake(asyncio.Protocol):
-    """Stands in for a connection until its transport is ready, then steps aside.
-
-    With TLS, asyncio makes the protocol before the handshake, and never tells it
-    if the handshake fails: a :class:`Connection` made then would stay registered
-    with the kernel forever. This stand-in makes it only in ``connection_made``,
-    and hands it the transport (``set_protocol``), so data goes to it directly.
-    """
-
-    __slots__ = ("_make",)
-
-    def __init__(self, make: Callable[[], asyncio.Protocol]):
-        self._make = make
-
-    @classmethod
-    def factory(cls, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        return lambda: cls(make)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        protocol = self._make()
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-
-
-_OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-class _Listener(socket.socket):
-    """A listening socket that reports an overload once per burst (see above)."""
-
-    __slots__ = ("_quiet_until",)
-    _quiet_until: float
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        if time.monotonic() < self._quiet_until:
-            raise BlockingIOError(errno.EAGAIN, "accepting paused after an overload")
-        try:
-            return super().accept()
-        except OSError as exc:
-            if exc.errno in _OVERLOAD:
-                # asyncio retries after a second; stay quiet for half of that.
-                self._quiet_until = time.monotonic() + 0.5
-            raise
-
-
-def _bind(host: str, port: int, backlog: int) -> socket.socket:
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 0-65535")
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, proto, _, address = infos[0]
-    # The protocol number matters beyond the listener: accepted sockets inherit it, and
-    # asyncio sets TCP_NODELAY on a transport only when its socket says IPPROTO_TCP.
-    # With 0 there, small replies would wait on Nagle's algorithm for the peer's ACK.
-    sock = _Listener(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
-    sock._quiet_until = 0.0
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _bind_unix(path: str, backlog: int) -> socket.socket:
-    # A socket file left by a server that died is in the way: replace it (asyncio's
-    # create_unix_server does the same). Any other kind of file is an error.
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-    sock = _Listener(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock._quiet_until = 0.0
-    try:
-        sock.bind(path)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
+from collections.abc import Callable
 
-__all__ = ["server_ssl_context"]
+__all__ = ["AfterHandshake", "server_ssl_context"]
 
 StrPath = str | os.PathLike[str]
 
@@ -40,3 +42,27 @@ def server_ssl_context(
         context.load_verify_locations(client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+class AfterHandshake(asyncio.Protocol):
+    """Stands in for a connection until its transport is ready, then steps aside.
+
+    With TLS, asyncio makes the protocol before the handshake, and never tells it
+    if the handshake fails: a :class:`Connection` made then would stay registered
+    with the kernel forever. This stand-in makes it only in ``connection_made``,
+    and hands it the transport (``set_protocol``), so data goes to it directly.
+    """
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], asyncio.Protocol]):
+        self.make = make
+
+    @classmethod
+    def factory(cls, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        return lambda: cls(make)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = self.make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)

@@ -31,14 +31,11 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from ..errors import LimitReached, RecordTooLong
 from ..filters.line import LineFilter
-
-if TYPE_CHECKING:
-    from ..core.kernel import Session
-    from .job import Job
+from .host import Owner
 
 __all__ = ["DEFAULT_MAX_CHILDREN", "Child"]
 
@@ -46,11 +43,16 @@ log = logging.getLogger("statemachine_server")
 
 #: The cap for sessions that are not part of a server (plain sessions).
 DEFAULT_MAX_CHILDREN = 64
-_running: dict[object, int] = {}  # children alive, per server (or None)
 _GONE = ("closing", "closed", "stopped")  # the session takes no more output
 
 
-class Child:
+class Waiter(Protocol):
+    """A job waiting for a child's exit (``status = yield child``)."""
+
+    def resume(self, value: Any = None, error: BaseException | None = None) -> None: ...
+
+
+class Child(asyncio.SubprocessProtocol):
     """One child process, owned by one session. Made by ``session.run_process()``.
 
     Args:
@@ -70,7 +72,7 @@ class Child:
 
     def __init__(
         self,
-        session: Session,
+        session: Owner,
         argv: Sequence[str],
         *,
         stdin: bytes | str | None = None,
@@ -99,31 +101,27 @@ class Child:
         self._killing: asyncio.TimerHandle | None = None
         self._killed = False
         self._paused = False
-        self._waiters: list[Job] = []
+        self._waiters: list[Waiter] = []
         server = getattr(session, "server", None)
         self._owner = server
         cap = getattr(getattr(server, "limits", None), "max_children", DEFAULT_MAX_CHILDREN)
-        if _running.get(server, 0) >= cap:
+        running = self.kernel.children  # per kernel: every server has its own cap
+        if running.get(server, 0) >= cap:
             raise LimitReached(f"{cap} child processes are running already (max_children)")
-        _running[server] = _running.get(server, 0) + 1
-        session._refs += 1  # released once the exit event is handled
-        if hasattr(session, "_children"):  # a connection: it kills them when it closes
-            if session._children is None:
-                session._children = set()
-            session._children.add(self)
-        task = self.kernel._running_loop().create_task(self._start(env, cwd))
-        self.kernel._tasks.add(task)
-        task.add_done_callback(self.kernel._tasks.discard)
+        running[server] = running.get(server, 0) + 1
+        self.kernel.retain(session)  # released once the exit event is handled
+        session.adopt(self)  # a connection kills its children when it closes
+        self.kernel.track_task(self.kernel.running_loop().create_task(self._start(env, cwd)))
 
     def __repr__(self) -> str:
         state = "exited" if self.status is not None else "running"
         return f"<Child {self.pid} {self.argv[0]!r} {state}>"
 
     async def _start(self, env: dict[str, str] | None, cwd: Any) -> None:
-        loop = self.kernel._running_loop()
+        loop = self.kernel.running_loop()
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _Protocol(self),
+                lambda: self,
                 *self.argv,
                 stdin=subprocess.PIPE if self._stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -146,7 +144,7 @@ class Child:
             pipe.write(self._stdin)
             pipe.close()  # after the data: the child sees end of input
         if self._paused:
-            self._pause_output(True)
+            self.pause_output(True)
 
     # -- control --------------------------------------------------------------
 
@@ -160,11 +158,17 @@ class Child:
             return
         if self._killing is None and transport.get_returncode() is None:
             _signal(transport, signal.SIGTERM)
-            self._killing = self.kernel._running_loop().call_later(
+            self._killing = self.kernel.running_loop().call_later(
                 self.kill_grace, _signal, transport, signal.SIGKILL
             )
 
-    def _pause_output(self, paused: bool) -> None:
+    def add_waiter(self, job: Waiter) -> None:
+        """Resume ``job`` with the exit status when the child exits."""
+        self._waiters.append(job)
+
+    def pause_output(self, paused: bool) -> None:
+        """Stop (or restart) reading the child's output: its session's client is not
+        reading its replies (the pipes fill, and the child blocks on its writes)."""
         self._paused = paused
         if self._transport is None:
             return
@@ -176,7 +180,7 @@ class Child:
     # -- what the pipes and the process report -----------------------------------
 
     def _post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.kernel._post(self.session, callback, args)
+        self.kernel.enqueue(self.session, callback, args)
 
     def _received(self, fd: int, data: bytes) -> None:
         try:
@@ -233,30 +237,26 @@ class Child:
 
     def _release(self) -> None:
         self._waiters = []
-        _running[self._owner] -= 1
-        if not _running[self._owner]:
-            del _running[self._owner]
-        children = getattr(self.session, "_children", None)
-        if children is not None:
-            children.discard(self)
-        self.kernel._release(self.session)
+        running = self.kernel.children
+        running[self._owner] -= 1
+        if not running[self._owner]:
+            del running[self._owner]
+        self.session.orphan(self)
+        self.kernel.release(self.session)
 
-
-class _Protocol(asyncio.SubprocessProtocol):
-    def __init__(self, child: Child):
-        self.child = child
+    # -- asyncio.SubprocessProtocol: what the pipes and the process report -------------
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.child._received(fd, data)
+        self._received(fd, data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd in (1, 2):
-            self.child._pipe_closed(fd)
+            self._pipe_closed(fd)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Called once the process has exited and every pipe is closed: all output
         # was posted before this, so the exit event comes after the last line.
-        self.child._exited()
+        self._exited()
 
 
 def _signal(transport: asyncio.SubprocessTransport, signum: int) -> None:

@@ -33,12 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..errors import StateMachineServerError
 from .child import Child
-
-if TYPE_CHECKING:
-    from ..core.kernel import Kernel, Session
+from .host import Host, Owner
 
 __all__ = [
     "Cancelled",
@@ -60,11 +59,11 @@ HELD_BACKLOG = 4
 HELD_CHILD = 8
 
 
-class WorkTimeout(Exception):
+class WorkTimeout(StateMachineServerError):
     """A job ran past its ``timeout``; it was closed."""
 
 
-class Cancelled(Exception):
+class Cancelled(StateMachineServerError):
     """A job was closed before it finished (for example, the server shut down)."""
 
 
@@ -122,7 +121,7 @@ class Job:
 
     def __init__(
         self,
-        session: Session,
+        session: Owner,
         job: Iterator[Any] | Offload,
         on_done: Callable[..., Any] | None = None,
         *,
@@ -135,7 +134,7 @@ class Job:
         if not hasattr(job, "send"):
             job = _steps(job)  # any iterator: steps are its items
         self.session = session
-        self.kernel: Kernel = session.kernel
+        self.kernel: Host = session.kernel
         self.gen: Generator[Any, Any, Any] = job  # type: ignore[assignment]
         self.on_done = on_done
         self.on_progress = on_progress
@@ -151,7 +150,7 @@ class Job:
         self._last_progress = float("-inf")
         self._timeout = 0
         self._stride = 1  # steps between clock reads; adapted in run()
-        self.kernel._jobs += 1
+        self.kernel.jobs += 1
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else f"held={self.held}" if self.held else "runnable"
@@ -208,21 +207,21 @@ class Job:
         kind = type(value)
         if kind is Sleep:
             self.hold(HELD_SLEEP)
-            tid = self.kernel._add_timer(
-                self.kernel.time() + value.seconds, self.session, self._woken, (), None, None
+            tid = self.kernel.add_timer(
+                self.kernel.time() + value.seconds, self.session, self._woken
             )
             self.cancel_pending = lambda: self.kernel.cancel(tid)
             return True
         if kind is Offload:
             self.hold(HELD_POOL)
-            self.kernel._pools().submit(self, value)
+            self.kernel.offload(self, value)
             return True
         if kind is Child:
             self.hold(HELD_CHILD)
             if value.status is not None:  # it has exited already: resume next tick
-                self.kernel._post(self.session, self.resume, (value.status,))
+                self.kernel.enqueue(self.session, self.resume, (value.status,))
             else:
-                value._waiters.append(self)
+                value.add_waiter(self)
             return True
         if self.on_progress is not None:
             now = self.kernel.time()
@@ -249,21 +248,21 @@ class Job:
     def release(self, reason: int) -> None:
         self.held &= ~reason
         if not self.held and not self.finished:
-            self.kernel._schedule_work(self)
+            self.kernel.schedule_work(self)
 
     # -- the end --------------------------------------------------------------
 
     def _finish(self, result: Any) -> None:
         self._end()
-        self.session._work_done(self, result)
+        self.session.work_done(self, result)
 
     def _fail(self, exc: BaseException) -> None:
         self._end()
-        self.session._work_failed(self, exc)
+        self.session.work_failed(self, exc)
 
     def _end(self) -> None:
         self.finished = True
-        self.kernel._jobs -= 1
+        self.kernel.jobs -= 1
         if self._timeout:
             self.kernel.cancel(self._timeout)
             self._timeout = 0
@@ -272,8 +271,8 @@ class Job:
             pending()
 
     def set_timeout(self, seconds: float) -> None:
-        self._timeout = self.kernel._add_timer(
-            self.kernel.time() + seconds, self.session, self._timed_out, (seconds,), None, None
+        self._timeout = self.kernel.add_timer(
+            self.kernel.time() + seconds, self.session, self._timed_out, (seconds,)
         )
 
     def _timed_out(self, seconds: float) -> None:
@@ -295,7 +294,7 @@ class Job:
         except Exception as exc:  # a finally block that raises: report it instead
             reason = exc
         if reason is not None:
-            self.session._work_failed(self, reason)
+            self.session.work_failed(self, reason)
 
 
 def _steps(items: Iterator[Any]) -> Generator[Any, Any, Any]:

@@ -23,12 +23,10 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .host import Host
 from .job import Cancelled, Job, Offload
-
-if TYPE_CHECKING:
-    from ..core.kernel import Kernel
 
 __all__ = ["DEFAULT_MAX_POOL_JOBS", "Pools"]
 
@@ -39,7 +37,7 @@ DEFAULT_MAX_POOL_JOBS = 64
 class Pools:
     """The kernel's thread pool and process pool."""
 
-    def __init__(self, kernel: Kernel, *, threads: int | None = None, processes: int | None = None):
+    def __init__(self, kernel: Host, *, threads: int | None = None, processes: int | None = None):
         self.kernel = kernel
         self.threads = threads  # None: the standard library's default
         self.processes = processes or os.cpu_count() or 1
@@ -72,7 +70,7 @@ class Pools:
             self._free(owner)
             job.resume(error=exc)
             return
-        future = asyncio.wrap_future(done, loop=self.kernel._running_loop())
+        future = asyncio.wrap_future(done, loop=self.kernel.running_loop())
         job.cancel_pending = done.cancel
         future.add_done_callback(lambda f: self._done(job, f, owner, call.where))
 
