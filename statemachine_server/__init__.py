@@ -32,6 +32,7 @@ from .net.client import Backoff, TCPClient
 from .net.connection import Connection
 from .net.server import ServerStatistics, TCPServer
 from .net.tls import server_ssl_context
+from .testing import VirtualClock
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "StreamFilter",
     "TCPClient",
     "TCPServer",
+    "VirtualClock",
     "__version__",
     "server_ssl_context",
 ]

@@ -39,6 +39,10 @@ MOVED: dict[str, str] = {
 class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old path and loads the module of its new one."""
 
+    def __init__(self) -> None:
+        # Old path -> the new module's own spec, from create_module to exec_module.
+        self._specs: dict[str, importlib.machinery.ModuleSpec | None] = {}
+
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> importlib.machinery.ModuleSpec | None:
@@ -54,10 +58,15 @@ class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             stacklevel=2,
         )
         # The module itself, not a copy: its classes stay the same objects.
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._specs[spec.name] = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        pass  # already executed at its new path
+        # Already executed at its new path; the import system has just written the
+        # old path's spec over the module's own: put that back, or relative
+        # imports inside it would see two different packages.
+        module.__spec__ = self._specs.pop(module.__spec__.name)  # type: ignore[union-attr]
 
 
 def install() -> None:

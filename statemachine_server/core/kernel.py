@@ -27,8 +27,23 @@ is left, :meth:`Kernel.serve` returns.
 Isolation
 ---------
 An exception in a handler never leaves the tick: it becomes that session's
-``error`` (:meth:`Session._failed`). Connections log it with their id, state and
-event, then close; the kernel and every other session go on.
+``error`` (:meth:`Kernel.handler_failed`, the one place every layer reports one).
+Connections log it with their id, state and event, then close; the kernel and
+every other session go on.
+
+The component interface
+-----------------------
+The layers above (sessions in :mod:`.session`, connections and servers in
+:mod:`statemachine_server.net`, jobs and children in :mod:`statemachine_server.work`,
+a spec's generated code) use only the kernel's public methods: :meth:`Kernel.enqueue`,
+:meth:`Kernel.deliver_now`, :meth:`Kernel.handler_failed`, :meth:`Kernel.retain` /
+:meth:`Kernel.release`, :meth:`Kernel.add_timer`, :meth:`Kernel.mark_dirty`,
+:meth:`Kernel.wake`, :meth:`Kernel.schedule_work`, :meth:`Kernel.offload`,
+:meth:`Kernel.on_serve`, :meth:`Kernel.track_task`... (trio's ``lowlevel``).
+
+One file, past the package's 600-line mark: the queue, the timers and the run
+loop share the tick's state (``_scheduled``, the loop, the dirty list), and a
+class split across mixins would scatter the one loop a reader needs to see whole.
 """
 
 from __future__ import annotations

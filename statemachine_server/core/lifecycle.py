@@ -90,13 +90,14 @@ EOF: Final = "eof"  # the peer half-closed: no more input
 CLOSE: Final = "close"  # close, gracefully (handler, shutdown)
 TIMEOUT: Final = "timeout"  # a connection timer ran out
 ERROR: Final = "error"  # a handler raised, or the peer broke the framing
+OVERFLOW: Final = "overflow"  # replies unread past max_output: the socket was aborted
 CLOSED_EVENT: Final = "closed"  # the socket is gone (connection_lost)
 # Stands for every event of the application's own, posted by name (a spec's
 # ``post``, a state timeout, ``session.post("tick")``): any event not listed here.
 NAMED: Final = "named"
 EVENTS: Final = (
     CONNECTED, INPUT, WORK, DONE, WORK_FAILED, OUTPUT_HIGH, OUTPUT_LOW, FLUSHED,
-    EOF, CLOSE, TIMEOUT, ERROR, CLOSED_EVENT, NAMED,
+    EOF, CLOSE, TIMEOUT, ERROR, OVERFLOW, CLOSED_EVENT, NAMED,
 )  # fmt: skip
 
 _LIVE = [ACCEPTING, READING, WORKING, REPLYING]
@@ -121,6 +122,9 @@ TRANSITIONS: Final[list[dict[str, object]]] = [
     {"trigger": CLOSE, "source": [ACCEPTING, READING], "dest": CLOSING},
     {"trigger": TIMEOUT, "source": _LIVE, "dest": CLOSING},
     {"trigger": ERROR, "source": _OPEN, "dest": CLOSING},
+    # The connection aborted its socket: nothing is left to flush or to handle.
+    {"trigger": OVERFLOW, "source": _LIVE, "dest": CLOSING},
+    {"trigger": OVERFLOW, "source": CLOSING, "dest": "="},
     {"trigger": CLOSED_EVENT, "source": _OPEN, "dest": CLOSED},
 ]
 

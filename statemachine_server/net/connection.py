@@ -1,16 +1,35 @@
-"""A connection: a session whose lifecycle follows :mod:`.lifecycle`'s rules.
+"""A connection: a session whose lifecycle follows :mod:`..core.lifecycle`'s rules.
 
-This is where an event for a client goes. Bytes arrive in :meth:`data_received`
-(the asyncio side, kept thin), the filter turns them into records, each record is
-queued as an ``input`` event, and when the kernel dispatches it
-:meth:`Connection._deliver` looks the rule up in :data:`~.lifecycle.TABLE`:
-handle now (run the handler), postpone (keep it, in order), or ignore. Replies
-from :meth:`put` are buffered and go out in one write at the end of the kernel's
-tick (:meth:`flush`).
+This is where an event for a client goes. The input path, module by module:
 
-The asyncio ``Protocol`` methods only translate socket happenings into queued
-events; all decisions are the table's, so the logic can be driven in tests with a
-fake transport and no socket at all.
+1. ``net/connection.py``: :meth:`Connection.data_received` (asyncio's side, kept
+   thin) stamps the time and asks ``net/flow.py`` whether input is being
+   discarded (closing);
+2. ``filters/`` (``line.py`` for the echo server): ``filter.get(data)`` cuts the
+   bytes into records, sans-I/O;
+3. ``core/kernel.py``: :meth:`Kernel.enqueue` queues the records of that read as
+   one entry; the next :meth:`Kernel.tick` hands it to :meth:`Connection.deliver`;
+4. ``core/lifecycle.py``: :data:`FAST[state][event] <..core.lifecycle.FAST>` says
+   handle now, postpone (kept in order) or ignore, or which state to enter;
+5. the handler: a Python ``on_input(session, record)``, or a spec's generated
+   input function (``language/codegen.py``) or compiled rules (``language/runtime.py``);
+6. ``net/connection.py``: :meth:`Connection.put` appends the reply to
+   :attr:`Connection.outbox` and :meth:`Kernel.mark_dirty` lists the connection;
+7. at the end of the tick, :meth:`Connection.flush` encodes the tick's replies
+   with ``filter.put`` and calls ``transport.write`` once.
+
+Every change of :attr:`Connection.state` goes through :meth:`Connection._enter`
+with the table's destination, and what entering ``closing`` or ``closed`` does is
+there, in one method. Pull framing (:meth:`Connection.switch_filter` exact at
+any record) cuts records one at a time in :meth:`Connection._pull` instead of
+step 2. The asyncio ``Protocol`` methods only translate socket happenings into
+queued events; all decisions are the table's, so the logic can be driven in
+tests with a fake transport and no socket at all.
+
+One file, past the package's 600-line mark: the connection is one state machine
+whose rules, entry effects, output and timeouts share its fields; flow control
+(``net/flow.py``) and the listening side (``net/server.py``, ``net/listen.py``)
+are apart.
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ from ..core.lifecycle import (
     NAMED,
     OUTPUT_HIGH,
     OUTPUT_LOW,
+    OVERFLOW,
     POSTPONE,
     READING,
     STAY,
@@ -53,20 +73,12 @@ from ..filters import Filter
 from ..limits import Limits
 from ..work.child import Child
 from ..work.job import HELD_BACKLOG, Cancelled, Job, Offload
+from .flow import BACKLOG, DISCARD, PARKED, POSTPONED, USER, FlowControl
 
 __all__ = ["Connection"]
 
 log = logging.getLogger("statemachine_server")
 
-# Why reading is paused; reading resumes when no reason is left.
-_PARKED = 1  # waiting for a free slot (accepting)
-_BACKLOG = 2  # output above the high-water mark
-_POSTPONED = 4  # max_postponed events wait already: read no more until they are handled
-# Not a pause: input is still read, but thrown away (closing, or broken framing).
-# Reading on while closing is Apache's "lingering close": a socket closed with
-# unread input sends RST, and an RST can destroy replies the client has not read.
-_DISCARD = 8
-_USER = 16  # pause_input(): the application's own flow control
 
 #: The queue entry that carries the records of one read (see _deliver_records).
 _RECORDS = "<records>"
@@ -137,13 +149,13 @@ class Connection(Session, asyncio.Protocol):
         "_holds",
         "_job",
         "_linger",
-        "_paused",
         "_peer_eof",
         "_postponed",
         "_pull_mode",
         "_seen",
         "_watch",
         "dirty",
+        "flow",
         "outbox",
         "protocol_state",
         "remote_ip",
@@ -180,7 +192,7 @@ class Connection(Session, asyncio.Protocol):
         # hold(): callbacks waiting for the client's end of input (None: no hold).
         self._holds: list[Callable[[Connection], Any]] | None = None
         self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
-        self._paused = 0
+        self.flow = FlowControl()
         self._job: Job | None = None
         self._children: set[Child] | None = None  # child processes it started
         self.named_timers = None
@@ -229,11 +241,11 @@ class Connection(Session, asyncio.Protocol):
         the kernel's socket buffers, and then in its own: TCP flow control.
         Timeouts still run: a paused client that stays silent may time out.
         """
-        self._pause(_USER)
+        self.flow.pause(USER)
 
     def resume_input(self) -> None:
         """Read from the client again (unless something else still holds reading)."""
-        self._resume(_USER)
+        self.flow.resume(USER)
 
     def shutdown_output(self) -> None:
         """Half-close: once the replies put so far are written, send end-of-stream
@@ -384,7 +396,7 @@ class Connection(Session, asyncio.Protocol):
             self._enter(step, event)
         elif self.kernel.trace:
             log.debug("session %d: %s in %s", self.id, event, self.state)
-        # ``_handlers`` is the server's dispatch(): built-in actions and user handlers.
+        # ``handler_table`` is the server's dispatch(): built-in actions and user handlers.
         action = self.handler_table.get(event)
         result = None if action is None else action(self, *args)
         if self._postponed and self.state is READING:
@@ -432,7 +444,7 @@ class Connection(Session, asyncio.Protocol):
         else:
             self._postponed.append((event, args))
         if len(self._postponed) >= self.server.limits.max_postponed:
-            self._pause(_POSTPONED)  # bounded; reading goes on when they are handled
+            self.flow.pause(POSTPONED)  # bounded; reading goes on when they are handled
 
     def _pull(self, first: bool) -> None:
         # Pull framing (filters with get_one): records are cut one at a time, as
@@ -451,14 +463,14 @@ class Connection(Session, asyncio.Protocol):
                 records = self._filter.get_one()  # type: ignore[attr-defined]
             except ProtocolError as exc:
                 self._linger = True
-                self._pause(_DISCARD)
+                self.flow.pause(DISCARD)
                 self.deliver(ERROR, (exc, INPUT))
                 return
             if not records:
                 return
             first = True
             # Called directly, as in _deliver_records (the table says "handle,
-            # stay" for input in reading): through _deliver, a nested replay of
+            # stay" for input in reading): through deliver(), a nested replay of
             # the postponed queue could run events that came after these bytes.
             handler = self.handler_table.get(INPUT)
             if handler is None:
@@ -487,10 +499,7 @@ class Connection(Session, asyncio.Protocol):
             # until the client closes too. All within drain_timeout: a client that
             # does not read, or does not close, cannot hold the socket.
             self._postponed = None
-            paused = self._paused & ~_DISCARD
-            self._paused = _DISCARD
-            if paused and self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+            self.flow.discard()
             self._rewatch(self.server.limits.drain_timeout)
             if not self.dirty:
                 self.kernel.mark_dirty(self)
@@ -517,7 +526,7 @@ class Connection(Session, asyncio.Protocol):
             except Exception as exc:
                 self.kernel.handler_failed(self, event, exc)
         if not queue or len(queue) < self.server.limits.max_postponed:
-            self._resume(_POSTPONED)
+            self.flow.resume(POSTPONED)
 
     def handle_error(self, event: str, exc: BaseException) -> None:
         if self.state is CLOSED:
@@ -649,7 +658,7 @@ class Connection(Session, asyncio.Protocol):
         self._job = job
         if timeout is not None:
             job.set_timeout(timeout)
-        if self._paused & _BACKLOG:
+        if self.flow.reasons & BACKLOG:
             job.hold(HELD_BACKLOG)
         else:
             self.kernel.schedule_work(job)
@@ -702,7 +711,7 @@ class Connection(Session, asyncio.Protocol):
                 # Past high water the transport has called pause_writing (during
                 # write), and high_water <= max_output: only then can it be over.
                 if (
-                    self._paused & _BACKLOG
+                    self.flow.reasons & BACKLOG
                     and transport.get_write_buffer_size() > self.server.limits.max_output
                 ) or (self._below is not None and self._over_below(transport, len(data))):
                     self._overflow()
@@ -759,10 +768,11 @@ class Connection(Session, asyncio.Protocol):
         self.server.counts["overflows"] += 1
         log.warning("session %d: over %d bytes of replies unread; aborting", self.id, limit)
         self.abort()
-        self._pause(_DISCARD)
-        if self.state is not CLOSING:
-            self.state = CLOSING  # the transport is gone: nothing to flush
-            self._postponed = None
+        # The rule, not a handler: no user code runs for an overflow (the transport
+        # is gone); entering closing drops what was postponed and reads to discard.
+        step = FAST[self.state].get(OVERFLOW)
+        if step is not None and step is not STAY:
+            self._enter(step, OVERFLOW)
 
     def _want_flushed(self) -> None:
         assert self.transport is not None
@@ -781,27 +791,14 @@ class Connection(Session, asyncio.Protocol):
 
     # -- reading flow control ---------------------------------------------------------
 
-    def _pause(self, reason: int) -> None:
-        was = self._paused & ~_DISCARD
-        self._paused |= reason
-        if reason != _DISCARD and not was and self._transport_open():
-            self.transport.pause_reading()  # type: ignore[union-attr]
-
-    def _resume(self, reason: int) -> None:
-        if not self._paused & reason:
-            return
-        self._paused &= ~reason
-        if not self._paused & ~_DISCARD and self._transport_open():
-            self.transport.resume_reading()  # type: ignore[union-attr]
-
     def _transport_open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        return self.flow.open()
 
     # -- asyncio.Protocol: socket happenings become queued events -----------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self.flow.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.remote_ip, self.remote_port = peer[0], peer[1]
@@ -817,14 +814,14 @@ class Connection(Session, asyncio.Protocol):
         self.server.arrived(self)
 
     def admit(self) -> None:
-        self._resume(_PARKED)
+        self.flow.resume(PARKED)
         self.kernel.enqueue(self, CONNECTED, ())
 
     def park(self) -> None:
-        self._pause(_PARKED)
+        self.flow.pause(PARKED)
 
     def data_received(self, data: bytes) -> None:
-        if self._paused & _DISCARD:
+        if self.flow.reasons & DISCARD:
             return
         kernel = self.kernel
         self._seen = kernel.read_clock()
@@ -848,7 +845,7 @@ class Connection(Session, asyncio.Protocol):
         # RecordTooLong included: the records before the bad one are handled, then
         # the error event; nothing after it is read.
         self._linger = True
-        self._pause(_DISCARD)
+        self.flow.pause(DISCARD)
         if exc.records:
             self.kernel.enqueue(self, _RECORDS, (exc.records,))
         self.kernel.enqueue(self, ERROR, (exc, INPUT))
@@ -869,7 +866,7 @@ class Connection(Session, asyncio.Protocol):
         self.kernel.enqueue(self, CLOSED_EVENT, ())
 
     def pause_writing(self) -> None:
-        self._pause(_BACKLOG)
+        self.flow.pause(BACKLOG)
         if self._job is not None:
             self._job.hold(HELD_BACKLOG)  # no more output from it until the client reads
         if self._children:
@@ -878,7 +875,7 @@ class Connection(Session, asyncio.Protocol):
         self.kernel.enqueue(self, OUTPUT_HIGH, ())
 
     def resume_writing(self) -> None:
-        self._resume(_BACKLOG)
+        self.flow.resume(BACKLOG)
         if self._job is not None:
             self._job.release(HELD_BACKLOG)
         if self._children:
