@@ -1,7 +1,8 @@
 """The command line: parse arguments, load the spec, start the kernel. Nothing else.
 
 ``statemachine-server run [SPEC]`` serves a spec (the built-in echo server by
-default); ``check SPEC...`` validates specs; ``graph [SPEC]`` prints the machine
+default); ``check SPEC...`` validates specs (``--show-code``: and prints the
+Python generated for them); ``graph [SPEC]`` prints the machine
 (the connection lifecycle, with the spec's protocol states inside ``reading``) as
 a Mermaid or DOT diagram. Exit status: 0 on success and after a graceful shutdown,
 2 for a bad spec or bad arguments, and when the server cannot listen or its TLS
@@ -16,14 +17,14 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .core import lifecycle
 from .console import ConsoleLog
-from .errors import SpecError
+from .core import lifecycle
 from .core.kernel import Kernel, loop_factory
-from .net.server import TCPServer
+from .errors import SpecError
 from .language import build_server, builtin_spec_path, load_spec, load_spec_text
+from .language.build import beside_spec
 from .language.graph import draw
-from .language.compile import beside_spec
+from .net.server import TCPServer
 
 __all__ = ["main"]
 
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate specs; exit 2 if any is invalid")
     check.add_argument("specs", nargs="+", metavar="SPEC")
+    check.add_argument(
+        "--show-code",
+        action="store_true",
+        help="print the source of every function generated for each spec, "
+        "headed by the filename tracebacks give it",
+    )
 
     graph = sub.add_parser(
         "graph", help="print the machine (lifecycle and the spec's states) as a diagram"
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return _check(args.specs)
+        return _check(args.specs, args.show_code)
     if args.command == "graph":
         return _graph(args.spec, args.format)
     return _run(args)
@@ -86,16 +93,19 @@ def _graph(path: str | None, fmt: str) -> int:
     return 0
 
 
-def _check(paths: list[str]) -> int:
+def _check(paths: list[str], show_code: bool = False) -> int:
     status = 0
     for path in paths:
         try:
-            load_spec(path)
+            spec = load_spec(path)
         except SpecError as exc:
             print(exc, file=sys.stderr)  # one line per error
             status = EXIT_USAGE
-        else:
-            print(f"{path}: ok")
+            continue
+        print(f"{path}: ok")
+        if show_code:
+            for filename, source in spec.program.sources.items():
+                print(f"\n# {filename}\n{source}", end="")
     return status
 
 

@@ -163,6 +163,9 @@ def test_walk_through_shows_the_real_files_and_errors(tmp_path: Path) -> None:
     assert len(errors) == len(shown)
     for error, line in zip(errors, shown, strict=True):
         assert error.startswith(line.removesuffix("..."))
+    # The generated function it names is one of the greeter's.
+    named = re.search(r"`(<greeter\.yaml [^`]+>)`", FIRST)
+    assert named is not None and named[1] in load_spec(GREETER).program.sources
 
 
 async def test_walk_through_session_is_what_the_server_says() -> None:

@@ -218,8 +218,8 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
     # many records it handled and the exception that stopped it (the generated
     # code has no builtins, so the exception class is bound as a value).
     from statemachine_server import Kernel
-    from statemachine_server.net.connection import INPUT_BATCH
     from statemachine_server.language import build_server
+    from statemachine_server.net.connection import INPUT_BATCH
 
     spec = load_spec_text("handlers:\n  input:\n    - reply: '{input} {session.id}'\n")
     server = build_server(spec, Kernel(), port=0)
@@ -247,7 +247,8 @@ def test_generated_input_batch_stops_at_a_failing_record() -> None:
 def test_hoisted_template_parts_are_values_and_render_the_same(a: str, b: str, n: int) -> None:
     # In a loop over a read's records, the per-connection parts of a template are
     # rendered once before it: same text, and still no spec text in the source.
-    from statemachine_server.language.templates import build_function, template_code
+    from statemachine_server.language.generated import build_function
+    from statemachine_server.language.templates import template_code
 
     def lit(text: str) -> str:
         return text.replace("{", "{{").replace("}", "}}")
@@ -385,7 +386,7 @@ async def test_log_settings_reach_the_console() -> None:
         session = type("S", (), {"id": 2, "put": lambda self, r, out=replies: out.append(r)})()
         server.handlers["input"](session, "\x1b]0;pwned\x07 and more text")
         assert replies == ["ok"]
-        kernel._tick()
+        kernel.tick()
         assert out.getvalue() == expected
         server.close()
 
@@ -422,7 +423,7 @@ def test_console_checks_a_batch_at_once_and_cleans_only_what_needs_it() -> None:
     ]
     for batch in batches:
         console.lines.extend(batch)
-        kernel._tick()
+        kernel.tick()
     assert out.getvalue().splitlines() == [
         "plain", "also plain",
         "ok", "tab\\x09here", "xxxxxxxxx...", "café", "\\xff",

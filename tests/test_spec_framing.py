@@ -9,9 +9,9 @@ import pytest
 from test_connection import FakeServer, FakeTransport, _close_loops, drain, new_kernel  # noqa: F401
 
 from statemachine_server import ProtocolError, RecordTooLong
-from statemachine_server.net.connection import Connection
 from statemachine_server.filters import LineFilter
-from statemachine_server.language.framing import BlockFilter, PullLineFilter
+from statemachine_server.language.framing import PullBlockFilter, PullLineFilter
+from statemachine_server.net.connection import Connection
 
 DATA = b"one\r\ntwo\n\xff\xfe bytes\n\nlast without end"
 
@@ -56,14 +56,14 @@ def test_pull_lines_are_bounded() -> None:
 
 @pytest.mark.parametrize("how", ["whole", "bytes", "random"])
 def test_blocks_are_exact_and_checked(how: str) -> None:
-    f = BlockFilter(5, b"\r\n")
+    f = PullBlockFilter(5, b"\r\n")
     got = []
     for chunk in chunks(b"a\r\nbc\r\n\xff\x00\x01\r\n\r\nrest", how):
         got += f.get(chunk)
     assert [g.encode("utf-8", "surrogateescape") for g in got] == [b"a\r\nbc", b"\xff\x00\x01\r\n"]
     assert f.get_pending() == b"rest"
     with pytest.raises(ProtocolError):
-        BlockFilter(2, b"\r\n").get(b"abXY")
+        PullBlockFilter(2, b"\r\n").get(b"abXY")
 
 
 def connection(**handlers: Any) -> tuple[Connection, FakeTransport, Any]:
@@ -85,8 +85,8 @@ def test_switch_filter_mid_read_hands_the_rest_to_the_new_filter() -> None:
     def on_input(session: Connection, record: str) -> None:
         seen.append(record)
         if record.startswith("block "):
-            session.switch_filter(BlockFilter(int(record.split()[1]), b"\r\n"))
-        elif isinstance(session._filter, BlockFilter):
+            session.switch_filter(PullBlockFilter(int(record.split()[1]), b"\r\n"))
+        elif isinstance(session._filter, PullBlockFilter):
             session.switch_filter(PullLineFilter(100))
 
     conn, _, kernel = connection(input=on_input)

@@ -13,7 +13,7 @@ from conftest import TIMEOUT
 from statemachine_server import Kernel, TCPServer
 from statemachine_server.console import ConsoleLog
 from statemachine_server.language import load_spec, load_spec_text
-from statemachine_server.language.compile import build_server
+from statemachine_server.language.build import build_server
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

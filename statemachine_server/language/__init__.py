@@ -1,8 +1,16 @@
-"""Specs: servers declared in YAML, validated at the edge, compiled to handlers."""
+"""Specs: servers declared in YAML, validated at the edge, compiled once, run as handlers.
 
+From a spec file to running handlers: :mod:`.loader` reads and validates it into
+the typed :mod:`.model`; :mod:`.compile` checks what it means and compiles it
+into a :class:`~.runtime.Program` (each action an op, :mod:`.actions`; the echo
+shape as generated source, :mod:`.codegen`); :mod:`.build` runs the program as a
+server. :mod:`.runtime` is what runs per message.
+"""
+
+from .build import build_server
+from .compile import compile_spec
 from .loader import builtin_spec_path, load_spec, load_spec_text
 from .model import Spec
-from .compile import build_server, compile_spec
 
 __all__ = [
     "Spec",

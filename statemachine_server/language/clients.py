@@ -27,12 +27,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..errors import ProtocolError, SpecError
-from ..filters import Filter, InvalidRecord
 from ..core.kernel import Kernel
 from ..core.lifecycle import CLOSED
-from ..net.client import CLIENT_LIMITS, TCPClient
-from .model import ClientSettings
+from ..errors import ProtocolError, SpecError
+from ..filters import Filter, InvalidRecord
+from ..net.client import CLIENT_LIMITS, Backoff, TCPClient
+from .model import BackoffSettings, ClientSettings
 
 __all__ = ["ClientProgram", "Outbound"]
 
@@ -261,7 +261,7 @@ class Outbound:
             filter=program.filter_factory,
             limits=CLIENT_LIMITS,
             connect_timeout=settings.connect_timeout,
-            reconnect=None if own else settings.reconnect,
+            reconnect=None if own else _backoff(settings.reconnect),
             heap=None if own else server.heap,  # a shared client's heap is the server's
             on_high=on_high,
             on_low=on_low,
@@ -283,6 +283,17 @@ def _client_context(name: str, ca: str | None, base_dir: str) -> ssl.SSLContext:
         raise SpecError(f"cannot read clients.{name}.tls.ca: {reason}", str(cafile)) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _backoff(settings: BackoffSettings) -> Backoff:
+    # The model's copy of Backoff's fields (the model imports no network code).
+    return Backoff(
+        initial=settings.initial,
+        factor=settings.factor,
+        maximum=settings.maximum,
+        jitter=settings.jitter,
+        attempts=settings.attempts,
+    )
 
 
 def _alive(session: Any) -> bool:

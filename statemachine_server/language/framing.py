@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..errors import ProtocolError, RecordTooLong
 
-__all__ = ["BlockFilter", "PullLineFilter"]
+__all__ = ["PullBlockFilter", "PullLineFilter"]
 
 # Compact the buffer once this many bytes at its front are consumed.
 _COMPACT = 1 << 16
@@ -98,8 +98,10 @@ class PullLineFilter(_Buffered):
         return (nl.join(records) + nl).encode("utf-8", "surrogateescape")
 
 
-class BlockFilter(_Buffered):
-    """Records of exactly ``size`` bytes, each followed by ``end`` (checked, dropped).
+class PullBlockFilter(_Buffered):
+    """Records of exactly ``size`` bytes, each followed by ``end`` (checked, dropped),
+    cut one at a time (memcached's data block; not the batch
+    :class:`~statemachine_server.filters.BlockFilter`, whose blocks are bytes).
 
     Blocks are handed out as ``str`` (UTF-8 with ``surrogateescape``, so any bytes
     survive and encode back unchanged), like lines, so templates and conditions

@@ -2,9 +2,9 @@
 
 The machine is declared with ``transitions`` (a hierarchical machine: the spec's
 protocol states are children of the lifecycle's ``reading``), from the same data
-the runtime compiles: :data:`~statemachine_server.core.lifecycle.TRANSITIONS` and the
-``goto`` edges :func:`~.runtime.compile_spec` found. It is only declared and
-drawn here, never triggered: connections follow compiled dicts.
+connections run: :data:`~statemachine_server.core.lifecycle.TRANSITIONS` and the
+``goto`` edges the compiler found (:attr:`~.runtime.Program.transitions`). It is
+only declared and drawn here, never triggered: connections follow compiled dicts.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import lifecycle
+from .compile import program_of
 from .model import Spec
-from .compile import compile_spec
 
 __all__ = ["declare", "draw"]
 
@@ -22,9 +22,10 @@ _SEP = "_"  # transitions' default separator for nested states
 
 def declare(spec: Spec, model: Any = None, **kw: Any) -> Any:
     """The spec's whole machine as a ``transitions`` (graph) machine."""
+    # Imported only to draw: serving a spec does not pay for transitions' import.
     from transitions.extensions import HierarchicalGraphMachine
 
-    program = compile_spec(spec)
+    program = program_of(spec)
     reading: Any = lifecycle.READING
     if spec.states:
         reading = {"name": lifecycle.READING, "children": list(spec.states),

@@ -7,15 +7,16 @@ rewritten to the tagged forms the model decodes. Then every value is checked
 against the msgspec Structs, field by field, so that *every* error is found, not
 only the first (msgspec stops at the first, and names a ``$.path`` but no line):
 each error is placed at the node its path names, or its nearest ancestor.
-Finally the spec is compiled once (:func:`.runtime.compile_spec`: templates,
-regexes, ``goto`` targets, ``call`` imports, reachability), which reports the
-errors of meaning the same way, and the files ``server.tls`` names must exist.
-All errors are raised together, in file order.
+Finally the spec is compiled (:func:`.compile.compile_spec`: templates, regexes,
+``goto`` targets, ``call`` imports, reachability), which reports the errors of
+meaning the same way, and the files ``server.tls`` names must exist. All errors
+are raised together, in file order. The spec keeps what it compiled into
+(:attr:`~.model.Spec.program`), which :func:`~.build.build_server` runs: the
+first step from a spec file to running handlers compiles it, once.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import yaml
 
 from ..errors import SpecError
 from ..limits import Limits
+from .compile import compile_spec
 from .model import (
     ACTION_MAIN_FIELD,
     ClientSettings,
@@ -40,6 +42,7 @@ from .model import (
     StateTimeout,
     TLSSettings,
 )
+from .report import KEY, SpecPath, hint, json_path
 
 __all__ = ["MAX_SPEC_BYTES", "builtin_spec_path", "load_spec", "load_spec_text"]
 
@@ -48,30 +51,27 @@ MAX_SPEC_BYTES = 1 << 20
 #: More errors than this are not worth reading: the rest are summed up.
 MAX_ERRORS = 50
 
-Path_ = tuple[str | int, ...]
-_KEY = "<key>"  # marks a mapping key's own position: path + (name, _KEY)
-
 
 @dataclass
 class Source:
     """Where each node of a spec file is, and the errors found so far."""
 
     file: str
-    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    marks: dict[SpecPath, tuple[int, int]] = field(default_factory=dict)
     # A long-form action {reply: {text: x}} is rewritten to {action: reply, text: x}:
     # its fields' positions are still found under the old path.
-    aliases: dict[Path_, Path_] = field(default_factory=dict)
+    aliases: dict[SpecPath, SpecPath] = field(default_factory=dict)
     errors: list[SpecError] = field(default_factory=list)
 
-    def error(self, message: str, path: Path_) -> SpecError:
+    def error(self, message: str, path: SpecPath) -> SpecError:
         line, column = self.where(path)
         return SpecError(message, self.file, line, column)
 
-    def report(self, message: str, path: Path_) -> None:
+    def report(self, message: str, path: SpecPath) -> None:
         """Note an error and go on looking for more."""
         self.errors.append(self.error(message, path))
 
-    def in_yaml(self, path: Path_) -> Path_:
+    def in_yaml(self, path: SpecPath) -> SpecPath:
         """Where a node of the model is in the YAML (a long-form action's fields sit
         one level deeper there, under the action's name)."""
         for k in range(len(path), 0, -1):
@@ -80,7 +80,7 @@ class Source:
                 return (*alias, *path[k:])
         return path
 
-    def where(self, path: Path_) -> tuple[int, int]:
+    def where(self, path: SpecPath) -> tuple[int, int]:
         for k in range(len(path), 0, -1):
             alias = self.aliases.get(path[:k])
             if alias is not None:
@@ -102,9 +102,11 @@ def builtin_spec_path(name: str = "echo") -> Path:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read, parse, validate and compile-check a spec file.
+    """Read, parse, validate and compile a spec file.
 
-    ``call`` actions find modules beside the file first.
+    ``call`` actions find modules beside the file first. The spec keeps its
+    compiled program (:attr:`~.model.Spec.program`), which
+    :func:`~.build.build_server` runs.
 
     Raises:
         SpecError: the file cannot be read, or is not a valid spec (every error
@@ -122,13 +124,17 @@ def load_spec(path: str | Path) -> Spec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"spec is not UTF-8 (byte {exc.start})", name) from None
-    return load_spec_text(text, name, base_dir=Path(path).resolve().parent)
+    folder = Path(path).resolve().parent
+    # The origin names the spec in generated code's filenames (tracebacks).
+    builtin = folder == builtin_spec_path().resolve().parent
+    origin = f"<builtin {Path(path).name}>" if builtin else Path(path).name
+    return _load(text, name, folder, origin)
 
 
 def load_spec_text(
     text: str, file: str = "<string>", *, base_dir: str | Path | None = None
 ) -> Spec:
-    """Parse, validate and compile-check a spec given as YAML text.
+    """Parse, validate and compile a spec given as YAML text.
 
     Args:
         text: the YAML.
@@ -136,6 +142,11 @@ def load_spec_text(
         base_dir: where ``call`` looks for modules first (default: the current
             directory).
     """
+    origin = file if file.startswith("<") else Path(file).name
+    return _load(text, file, Path(base_dir) if base_dir is not None else Path.cwd(), origin)
+
+
+def _load(text: str, file: str, base_dir: Path, origin: str) -> Spec:
     src = Source(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -154,33 +165,35 @@ def load_spec_text(
         raise src.error("expected a mapping at the top of the spec", ())
     _normalise(data, src)
     checked = Checker(src).value(data, Spec, ())
-    if isinstance(checked, Spec):
-        spec = msgspec.structs.replace(checked, _base_dir=str(base_dir or Path.cwd()))
-        from .compile import compile_spec  # the runtime imports this module
-
-        compile_spec(spec, report=src.report)
-        _check_listener(spec, data, src)
+    if not isinstance(checked, Spec):
+        assert src.errors  # the checker reported why
+        raise _all(src.errors)
+    spec = checked.located(base_dir, origin)
+    # Compiled even after errors above (some items dropped): its own errors are
+    # reported with them, all at once.
+    program = compile_spec(spec, report=src.report)
+    _check_listener(spec, data, src)
     if src.errors:
         raise _all(src.errors)
+    spec = spec.compiled(program)
+    program.spec = spec  # this object's program (see compile.program_of)
     return spec
 
 
 def _check_listener(spec: Spec, data: dict[str, Any], src: Source) -> None:
     """A Unix socket has no host or port; ``tls`` files exist (whether they load is
     known when the server starts, which reads them)."""
-    from .compile import beside_spec
-
     server = data["server"] if isinstance(data.get("server"), dict) else {}
     if spec.server.path is not None:
         for key in ("host", "port"):
             if key in server:
                 src.report(
-                    f"{key} is unused with path (a Unix socket): remove one", ("server", key, _KEY)
+                    f"{key} is unused with path (a Unix socket): remove one", ("server", key, KEY)
                 )
     tls = spec.server.tls
     for key in ("cert", "key", "client_ca"):
         name = getattr(tls, key, None)
-        if name is not None and not (file := beside_spec(spec, name)).is_file():
+        if name is not None and not (file := spec.base_dir / name).is_file():
             what = "not a file" if file.exists() else "no such file"
             src.report(f"{what}: {file}", ("server", "tls", key))
 
@@ -203,7 +216,7 @@ _TAGS = frozenset(
 )
 
 
-def _plain(node: yaml.Node, path: Path_, src: Source, seen: set[int]) -> Any:
+def _plain(node: yaml.Node, path: SpecPath, src: Source, seen: set[int]) -> Any:
     src.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if id(node) in seen:
         # An alias to a node already converted: refuse instead of expanding it
@@ -223,15 +236,15 @@ def _plain(node: yaml.Node, path: Path_, src: Source, seen: set[int]) -> Any:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                raise src.error("mapping keys must be plain names", (*path, _KEY))
+                raise src.error("mapping keys must be plain names", (*path, KEY))
             key = str(key_node.value)
             key_path = (*path, key)
-            src.marks[(*key_path, _KEY)] = (
+            src.marks[(*key_path, KEY)] = (
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
             if key in out:
-                raise src.error(f"duplicate key {key!r}", (*key_path, _KEY))
+                raise src.error(f"duplicate key {key!r}", (*key_path, KEY))
             out[key] = _plain(value_node, key_path, src, seen)
         return out
     raise src.error("unsupported YAML node", path)
@@ -270,7 +283,7 @@ def _normalise(data: dict[str, Any], src: Source) -> None:
         for name, state in states.items():
             if not isinstance(state, dict):
                 continue
-            path: Path_ = ("states", name)
+            path: SpecPath = ("states", name)
             for key in ("enter", "exit"):
                 if isinstance(state.get(key), list):
                     _actions(state[key], (*path, key), src)
@@ -281,15 +294,15 @@ def _normalise(data: dict[str, Any], src: Source) -> None:
                 _handlers(state["handlers"], (*path, "handlers"), src)
 
 
-def _handlers(handlers: dict[str, Any], path: Path_, src: Source) -> None:
+def _handlers(handlers: dict[str, Any], path: SpecPath, src: Source) -> None:
     for event, items in handlers.items():
         if isinstance(items, list):
             _actions(items, (*path, event), src, rules=True)
 
 
-def _actions(items: list[Any], path: Path_, src: Source, rules: bool = False) -> None:
+def _actions(items: list[Any], path: SpecPath, src: Source, rules: bool = False) -> None:
     for i, item in enumerate(items):
-        where: Path_ = (*path, i)
+        where: SpecPath = (*path, i)
         if rules and isinstance(item, dict) and "do" in item:
             item["action"] = "rule"
             if isinstance(item["do"], list):
@@ -305,7 +318,7 @@ _NESTED_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
+def _action(item: Any, path: SpecPath, src: Source, rules: bool) -> Any:
     if isinstance(item, str) and item in ACTION_MAIN_FIELD:
         if ACTION_MAIN_FIELD[item] is None:
             return {"action": item}
@@ -326,7 +339,7 @@ def _action(item: Any, path: Path_, src: Source, rules: bool) -> Any:
     if name not in ACTION_MAIN_FIELD:
         more = " (a rule needs `do`)" if name in ("match", "equals", "prefix", "message") else ""
         src.report(
-            f"unknown action {name!r}{hint(name, ACTION_MAIN_FIELD)}{more}", (*path, name, _KEY)
+            f"unknown action {name!r}{hint(name, ACTION_MAIN_FIELD)}{more}", (*path, name, KEY)
         )
         return SKIP
     main = ACTION_MAIN_FIELD[name]
@@ -377,12 +390,6 @@ def keys_of(struct: type[msgspec.Struct]) -> list[str]:
     return [f.encode_name for f in msgspec.structs.fields(struct) if not f.name.startswith("_")]
 
 
-def hint(word: str, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or nothing."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _unknown_key_hint(word: str, struct: type[msgspec.Struct]) -> str:
     near = hint(word, keys_of(struct))
     if near:
@@ -391,10 +398,6 @@ def _unknown_key_hint(word: str, struct: type[msgspec.Struct]) -> str:
         if other is not struct and word in keys_of(other):
             return f" (it belongs under {place})"
     return ""
-
-
-def _dotted(path: Path_) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path if p != _KEY)
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -416,7 +419,7 @@ class Checker:
     def __init__(self, src: Source):
         self.src = src
 
-    def value(self, value: Any, tp: Any, path: Path_) -> Any:
+    def value(self, value: Any, tp: Any, path: SpecPath) -> Any:
         """``value`` converted to ``tp``, or ``_BAD`` once its errors are reported."""
         if value is SKIP:
             return _BAD
@@ -432,7 +435,7 @@ class Checker:
                 return self.leaf(value, tp, path)
             out = {}
             for k, v in value.items():
-                key = self.leaf(k, args[0], (*path, k, _KEY))
+                key = self.leaf(k, args[0], (*path, k, KEY))
                 val = self.value(v, args[1], (*path, k))
                 if key is not _BAD and val is not _BAD:
                     out[key] = val
@@ -448,13 +451,13 @@ class Checker:
                 return self.variant(value, structs, path)
         return self.leaf(value, tp, path)
 
-    def item(self, value: Any, tp: Any, path: Path_) -> Any:
+    def item(self, value: Any, tp: Any, path: SpecPath) -> Any:
         # A bad list item stays as None, so the items after it keep their index
         # (their paths must still find their positions); the spec is never used.
         checked = self.value(value, tp, path)
         return None if checked is _BAD else checked
 
-    def leaf(self, value: Any, tp: Any, path: Path_) -> Any:
+    def leaf(self, value: Any, tp: Any, path: SpecPath) -> Any:
         try:
             return msgspec.convert(value, tp)
         except msgspec.ValidationError as exc:
@@ -468,10 +471,10 @@ class Checker:
                 msg = "expected a name (letters, digits and _, starting with a letter)"
             elif "matching regex" in msg:  # a Name
                 msg = "expected a name (letters, digits and _, not starting with a digit)"
-            self.src.report(f"{msg} at ${_dotted(path)}{m.group('path') or ''}", path)
+            self.src.report(f"{msg} at {json_path(path)}{m.group('path') or ''}", path)
             return _BAD
 
-    def variant(self, value: Any, structs: list[Any], path: Path_) -> Any:
+    def variant(self, value: Any, structs: list[Any], path: SpecPath) -> Any:
         if not isinstance(value, dict):
             return self.leaf(value, structs[0], path)
         tag_field = _tag(structs[0])[0]
@@ -484,7 +487,7 @@ class Checker:
         self.src.report(f"unknown {tag_field} {tag!r}{near}", path)
         return _BAD
 
-    def struct(self, value: Any, struct: Any, path: Path_) -> Any:
+    def struct(self, value: Any, struct: Any, path: SpecPath) -> Any:
         if not isinstance(value, dict):
             return self.leaf(value, struct, path)
         tag_field, tag = _tag(struct)
@@ -504,7 +507,7 @@ class Checker:
             info = fields.get(key)
             if info is None:
                 self.src.report(
-                    f"unknown key {key!r}{_unknown_key_hint(key, struct)}", (*path, key, _KEY)
+                    f"unknown key {key!r}{_unknown_key_hint(key, struct)}", (*path, key, KEY)
                 )
                 continue  # reported; the rest of the mapping is still checked
             checked = self.value(item, info.type, (*path, key))

@@ -36,6 +36,7 @@ field here with its default, and a test keeps the two in step.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -43,7 +44,6 @@ from msgspec import Meta, Struct
 
 from ..filters.line import DEFAULT_MAX_LINE
 from ..limits import Limits
-from ..net.client import Backoff
 
 __all__ = [
     "ACTIONS",
@@ -51,6 +51,7 @@ __all__ = [
     "BUILTIN_EVENTS",
     "CLIENT_EVENTS",
     "Action",
+    "BackoffSettings",
     "BlockFilterSettings",
     "Broadcast",
     "Call",
@@ -59,7 +60,7 @@ __all__ = [
     "Close",
     "FilterSettings",
     "Goto",
-    "Handler",
+    "HandlerList",
     "JSONFilterSettings",
     "Join",
     "Leave",
@@ -461,9 +462,9 @@ class Rule(_Strict, tag="rule", tag_field="action", frozen=True):
     ignore_case: bool = False
 
 
-#: A handler: a list of actions (all run, in order), or a list of rules (the
-#: first that matches runs).
-Handler = list[Rule | Action]
+#: A handler as a spec writes it: a list of actions (all run, in order), or a list
+#: of rules (the first that matches runs). Compiled, it becomes a kernel handler.
+HandlerList = list[Rule | Action]
 
 #: Events a spec handles besides its own named ones.
 BUILTIN_EVENTS: tuple[str, ...] = (
@@ -490,7 +491,7 @@ class State(_Strict, frozen=True):
     #: A state timeout; none by default.
     timeout: StateTimeout | None = None
     #: Event name to handler, tried before the top-level ``handlers``.
-    handlers: dict[str, Handler] = {}
+    handlers: dict[str, HandlerList] = {}
 
 
 #: Events of an outbound connection's handlers.
@@ -505,6 +506,23 @@ class ClientTLS(_Strict, frozen=True):
     ca: FilePath | None = None
     #: The name the server's certificate must carry; none: ``host``.
     hostname: str | None = None
+
+
+class BackoffSettings(_Strict, frozen=True):
+    """A shared client's delays between attempts: the fields of
+    :class:`~statemachine_server.net.client.Backoff`, which the client is given
+    when it is made (the model is data only: it does not import the network)."""
+
+    #: The first delay, in seconds.
+    initial: Annotated[float, Meta(gt=0)] = 1.0
+    #: How much each failed attempt multiplies the delay by.
+    factor: Annotated[float, Meta(ge=1)] = 1.6
+    #: The longest delay, in seconds.
+    maximum: Annotated[float, Meta(gt=0)] = 120.0
+    #: The fraction of each delay drawn at random (0: none).
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.2
+    #: Failed attempts in a row after which the client gives up; none: never.
+    attempts: Annotated[int, Meta(ge=1)] | None = None
 
 
 class ClientSettings(_Strict, frozen=True):
@@ -529,14 +547,14 @@ class ClientSettings(_Strict, frozen=True):
     connect_timeout: Seconds = 10.0
     #: Delays between attempts of a ``per: server`` client (a ``per: connection``
     #: client makes one attempt: its client is closed if it fails).
-    reconnect: Backoff = msgspec.field(default_factory=Backoff)
+    reconnect: BackoffSettings = msgspec.field(default_factory=BackoffSettings)
     #: Records ``send`` may queue while it is not connected; past it, the sending
     #: client is closed (``per: connection``) or the record dropped (``per: server``).
     max_queued: Annotated[int, Meta(ge=0, le=1 << 24)] = 10000
     #: ``connected``, ``input`` (what the server sent), ``disconnected`` (none
     #: given, ``per: connection``: the client is closed too) and ``connect_error``
     #: (``{input}`` is the reason; none given: the client is closed).
-    handlers: dict[str, Handler] = {}
+    handlers: dict[str, HandlerList] = {}
 
 
 class Spec(_Strict, frozen=True):
@@ -545,7 +563,7 @@ class Spec(_Strict, frozen=True):
     #: Where and how to listen.
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     #: Event name to handler, in every state (after the state's own rules).
-    handlers: dict[str, Handler] = {}
+    handlers: dict[str, HandlerList] = {}
     #: The protocol states, if the protocol has phases.
     states: dict[Name, State] = {}
     #: The state a connection starts in; the first state listed by default.
@@ -557,6 +575,38 @@ class Spec(_Strict, frozen=True):
     events: list[Name] = []
     #: The spec format's version.
     version: Literal[1] = 1
-    # Where the spec file is: ``call`` looks for modules there first. Set by the
-    # loader, never read from YAML (the loader refuses keys starting with "_").
+    # Where the spec came from, and what the loader compiled it into: set by the
+    # loader, never read from YAML (private fields are neither decoded nor
+    # encoded, and the loader refuses keys starting with "_"). Read them through
+    # the properties below.
     _base_dir: str = ""
+    _origin: str = ""
+    _program: Any = None  # a compile.Program; Any: the model imports no compiler
+
+    @property
+    def base_dir(self) -> Path:
+        """The spec file's folder, where ``call`` modules and the files the spec
+        names are found (the current directory for a spec made in Python)."""
+        return Path(self._base_dir) if self._base_dir else Path.cwd()
+
+    @property
+    def origin(self) -> str:
+        """What the spec came from, as generated code's filenames name it: the
+        file's name, ``<builtin echo.yaml>``, ``<string>``; empty for a spec made
+        in Python."""
+        return self._origin
+
+    @property
+    def program(self) -> Any:
+        """The :class:`~.runtime.Program` the loader compiled this spec into (None
+        for a spec made in Python): :func:`~.build.build_server` runs it, so a
+        spec is compiled once."""
+        return self._program
+
+    def located(self, base_dir: str | Path, origin: str) -> Spec:
+        """This spec, read from a file in ``base_dir`` that ``origin`` names."""
+        return msgspec.structs.replace(self, _base_dir=str(base_dir), _origin=origin)
+
+    def compiled(self, program: Any) -> Spec:
+        """This spec, with the program it compiles into."""
+        return msgspec.structs.replace(self, _program=program)

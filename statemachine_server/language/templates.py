@@ -26,7 +26,8 @@ everything from the spec (literal text, heap keys, group names) is bound to thos
 names as a value and is never part of the source. A log line is rendered per
 message, so it counts: the f-string is about 1.3x as fast as ``%`` and 2.5x as
 fast as ``str.format`` with attribute fields, and an expression inlined into the
-handler (see ``runtime``) saves a call per field and per step.
+handler (see :mod:`.codegen`) saves a call per field and per action. The
+expression becomes a function in :mod:`.generated`.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import string
 from collections.abc import Callable, Collection
 from typing import Any
 
+from .generated import Sources, build_function
+
 __all__ = [
-    "NAMES", "RESULT", "Template", "TemplateCode", "build_function", "compile_template",
-    "is_identity", "template_code",
+    "NAMES", "RESULT", "Template", "TemplateCode", "compile_template", "is_identity",
+    "template_code",
 ]  # fmt: skip
 
 #: Renders a template for ``(session, input, match)``; ``match`` may be omitted
@@ -74,16 +77,16 @@ class TemplateCode:
     function share a ``values`` dict; ``prefix`` keeps their names apart.
     """
 
-    __slots__ = ("_prefix", "expr", "values")
+    __slots__ = ("expr", "prefix", "values")
 
     def __init__(self, values: dict[str, Any], prefix: str):
         self.expr = ""
         self.values = values
-        self._prefix = prefix
+        self.prefix = prefix
 
     def name(self, value: Any) -> str:
         """A name in the generated code bound to ``value``."""
-        name = f"_{self._prefix}{len(self.values)}"
+        name = f"_{self.prefix}{len(self.values)}"
         self.values[name] = value
         return name
 
@@ -192,7 +195,7 @@ def _hoisted(
         while j < len(fields) and fields[j] in _INVARIANT:
             j += 1
         # The run fields[i:j], the text before it (already out_texts[-1]) and after.
-        local = f"_{code._prefix}h{len(hoist)}"  # a generated name, as every name is
+        local = f"_{code.prefix}h{len(hoist)}"  # a generated name, as every name is
         run = _join(code, [out_texts[-1], *texts[i + 1 : j], texts[j]], fields[i:j])
         hoist.append(f"{local} = {run}")
         hoisted.add(local)
@@ -212,6 +215,8 @@ def compile_template(
     states: bool = False,
     input_text: Callable[[Any], str] | None = None,
     raw: bool = False,
+    sources: Sources | None = None,
+    where: str = "template",
 ) -> Template:
     """Compile ``text`` into a function of ``(session, input, match)``.
 
@@ -226,6 +231,9 @@ def compile_template(
             (structured filters: their JSON text).
         raw: a template that is one name alone gives that value itself, of
             whatever type (structured replies keep numbers numbers).
+        sources: the spec's generated functions, which this one joins as
+            ``where`` (the node's dotted path); none: ``<template>``.
+        where: see ``sources``.
 
     Raises:
         ValueError: a malformed template, or a name it may not use.
@@ -235,19 +243,10 @@ def compile_template(
         text, values, has_input=has_input, groups=groups, has_result=has_result,
         states=states, input_text=input_text, raw=raw,
     )  # fmt: skip
-    return build_function(f"_f = lambda s, i, m=None: {code.expr}", values, "<template>")
-
-
-def build_function(source: str, values: dict[str, Any], filename: str) -> Callable[..., Any]:
-    """Compile generated ``source``, which binds ``_f``, with ``values`` as its globals.
-
-    The source is made only from fixed fragments and generated names (see
-    :class:`TemplateCode`); spec text reaches it as values, never as code.
-    """
-    namespace = dict(values, __builtins__={})
-    exec(compile(source, filename, "exec"), namespace)
-    function: Callable[..., Any] = namespace["_f"]
-    return function
+    source = f"_f = lambda s, i, m=None: {code.expr}\n"
+    if sources is None:
+        return build_function(source, values, "<template>")
+    return sources.function(source, values, where)
 
 
 def is_identity(text: str) -> bool:

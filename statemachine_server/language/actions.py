@@ -1,0 +1,487 @@
+"""Each action of a spec to an op, ``op(session, input, match)``, with the checks that are its own.
+
+The compiler (:mod:`.compile`) walks handlers and rules; each list of actions
+comes here. An action becomes one :data:`~.runtime.Op`: a closure over what it
+needs, templates compiled once (:mod:`.templates`), Python targets imported once
+(:mod:`.pycall`). What an action means is checked here too (a ``goto`` to no
+such state, a ``post`` nobody handles, a ``call`` that does not import...), and
+reported at its node's path. The ``goto`` edges, and the actions that may leave
+a state some other way, are recorded for the compiler's graph checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..core.lifecycle import EVENTS
+from ..errors import ProtocolError
+from ..work import in_process, in_thread
+from .framing import PullBlockFilter, PullLineFilter
+from .generated import Sources
+from .messages import compile_value, is_structured
+from .model import (
+    BUILTIN_EVENTS,
+    Action,
+    Broadcast,
+    Call,
+    Close,
+    Goto,
+    Join,
+    Leave,
+    LineFilterSettings,
+    Log,
+    Post,
+    Reply,
+    Run,
+    Send,
+    Set,
+    Spec,
+    SwitchFilter,
+    Work,
+)
+from .pycall import Calls, call_in_worker
+from .report import KEY, Report, SpecPath, dotted, hint
+from .runtime import Op, Runtime, failure, reply_error, reply_result, run_with
+from .templates import RESULT, Template, compile_template
+
+__all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
+
+#: Where actions live: a state's name, or None for the top-level handlers.
+Scope = str | None
+
+#: Names a spec's own events may not take: the lifecycle's and the kernel's.
+RESERVED_EVENTS = frozenset(EVENTS) | {"started", "stopped", "shutdown"}
+
+
+class ActionCompiler:
+    """Compiles lists of actions for one spec.
+
+    Args:
+        spec: the spec.
+        report: where errors of meaning go.
+        rt: the runtime the ops share.
+        calls: the spec's Python targets.
+        sources: the spec's generated functions (templates join them).
+        handled: the events some handler handles (``post`` must name one).
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        report: Report,
+        rt: Runtime,
+        calls: Calls,
+        sources: Sources,
+        handled: set[str],
+    ):
+        self.spec = spec
+        self.report = report
+        self.rt = rt
+        self.calls = calls
+        self.sources = sources
+        self.handled = handled
+        self.states = spec.states
+        self.has_states = bool(spec.states)
+        self.logs = spec.server.log.enabled
+        settings = spec.server.filter
+        # Records are decoded values (json, msgpack), not text.
+        self.structured = is_structured(settings)
+        # The default line framing, the one switch_filter works with.
+        self.plain_lines = (
+            isinstance(settings, LineFilterSettings)
+            and settings.separator is None
+            and settings.regex is None
+        )
+        line = settings if isinstance(settings, LineFilterSettings) else LineFilterSettings()
+        self.max_length = line.max_length
+        self.newline = line.newline
+        self.output = PullLineFilter(line.max_length, line.newline)
+        #: How ``{input}`` is written: None for text; the compiler sets it for each
+        #: client's handlers, whose records are framed by the client's filter.
+        self.input_text: Callable[[Any], str] | None = None
+        # What the compiler's graph checks read:
+        #: goto edges, (from scope, to state, label).
+        self.edges: list[tuple[Scope, str, str]] = []
+        #: State -> the states its enter actions goto.
+        self.enter_gotos: dict[str, set[str]] = {}
+        #: Scopes with a close, a call or a work: a way out the checks cannot follow.
+        self.ways_out: set[Scope] = set()
+        #: A goto to no such state was reported: the graph checks would only echo it.
+        self.bad_gotos = False
+        #: Some action switches the filter (then lines are cut one at a time).
+        self.switches = False
+
+    def hint(self, name: str, choices: Any = None) -> str:
+        """`` (did you mean ...?)``, among the states by default."""
+        return hint(name, self.states if choices is None else choices)
+
+    def actions(
+        self,
+        actions: list[Any],
+        path: SpecPath,
+        scope: Scope,
+        label: str,
+        *,
+        has_input: bool = False,
+        groups: frozenset[str] | None = None,
+        start: int = 0,
+        result: bool = False,
+    ) -> list[Op]:
+        """The ops of a list of actions.
+
+        Args:
+            actions: the list (None items: already reported by the loader).
+            path: its path.
+            scope: the state it belongs to (None: the top-level handlers).
+            label: the event, ``enter``, ``exit`` or a timeout's label (graph edges).
+            has_input: whether ``{input}`` exists here.
+            groups: the rule's ``{match.NAME}`` names (None: no such condition).
+            start: compile from this index (a work or run's continuation).
+            result: whether ``{result}`` exists already.
+        """
+        ops: list[Op] = []
+        has_result = result
+        for i, action in enumerate(actions):
+            if action is None or i < start:
+                continue
+            where = (*path, i)
+
+            def tpl(
+                text: str,
+                *at: str,
+                _where: SpecPath = where,
+                _res: bool = has_result,
+                raw: bool = False,
+            ) -> Template:
+                try:
+                    return compile_template(
+                        text, has_input=has_input, groups=groups, has_result=_res,
+                        states=self.has_states, input_text=self.input_text, raw=raw,
+                        sources=self.sources, where=dotted((*_where, *at)),
+                    )  # fmt: skip
+                except ValueError as exc:
+                    self.report(str(exc), (*_where, *at))
+                    return lambda s, i, m=None: ""
+
+            if isinstance(action, Work | Run):
+                # The actions after it run when it is done: compiled as its
+                # continuation, with {result}; nothing more runs now.
+                def nested(items: list[Any], key: str, _where: SpecPath = where) -> list[Op]:
+                    return self.actions(
+                        items, (*_where, key), scope, label,
+                        has_input=has_input, groups=groups, result=True,
+                    )  # fmt: skip
+
+                then = self.actions(
+                    actions, path, scope, label,
+                    has_input=has_input, groups=groups, start=i + 1, result=True,
+                )  # fmt: skip
+                op = None
+                if label == "exit":
+                    self.report(f"{type(action).__name__.lower()} is not allowed in exit "
+                                "actions (the state is being left)", where)  # fmt: skip
+                elif isinstance(action, Work):
+                    self.ways_out.add(scope)  # Python runs: not followed by the checks
+                    op = self._work(action, where, then, nested)
+                else:
+                    op = self._run(action, where, tpl, then, nested)
+                if op is not None:
+                    ops.append(op)
+                break
+            op = self._action(action, where, scope, label, tpl)
+            if op is not None:
+                ops.append(op)
+            if isinstance(action, Call):
+                has_result = True
+        return ops
+
+    def _work(
+        self, a: Work, where: SpecPath, then: list[Op], nested: Callable[..., list[Op]]
+    ) -> Op | None:
+        try:
+            fn = self.calls.function(a.function)
+        except ValueError as exc:
+            self.report(str(exc).replace("call ", "work ", 1), (*where, "function"))
+            return None
+        progress = nested(a.progress, "progress")
+        failed = nested(a.on_error, "on_error") or [reply_error]
+        target, pool, base = a.function, a.in_, self.calls.base_dir
+        options = {"timeout": a.timeout, "progress_every": a.progress_every}
+
+        def start(s: Any, i: Any, m: dict[str, Any]) -> None:
+            job: Any
+            if pool == "steps":
+                job = fn(s, i, m)
+                if not hasattr(job, "send"):
+                    raise TypeError(
+                        f"work {target!r} returned {type(job).__name__}: expected a generator "
+                        "(a function with `yield`), or `in: thread` / `in: process`"
+                    )
+            elif pool == "thread":
+                job = in_thread(fn, i, dict(m))
+            else:  # a process: the function is found again there, by name
+                job = in_process(call_in_worker, base, target, i, dict(m))
+            s.work(
+                job,
+                lambda s, r: run_with(then, s, i, m, r),
+                on_progress=(lambda s, v: run_with(progress, s, i, m, v)) if progress else None,
+                on_error=lambda s, exc: run_with(failed, s, i, m, failure(exc)),
+                **options,
+            )
+
+        return start
+
+    def _run(
+        self,
+        a: Run,
+        where: SpecPath,
+        tpl: Callable[..., Template],
+        then: list[Op],
+        nested: Callable[..., list[Op]],
+    ) -> Op | None:
+        program = a.argv[0]
+        if "{" in program or "}" in program:
+            self.report("run: the program must be written out, not a template "
+                        "(its arguments may be templates)", (*where, "argv", 0))  # fmt: skip
+            return None
+        args = [tpl(text, "argv", k) for k, text in enumerate(a.argv[1:], 1)]
+        stdin = tpl(a.stdin, "stdin") if a.stdin is not None else None
+        stdout = nested(a.stdout, "stdout") or [reply_result]
+        stderr = nested(a.stderr, "stderr")
+        failed = nested(a.on_error, "on_error") or [reply_error]
+        timeout = a.timeout
+
+        def start(s: Any, i: Any, m: dict[str, Any]) -> None:
+            argv = [program, *(render(s, i, m) for render in args)]
+            data = None if stdin is None else stdin(s, i, m)
+
+            def job() -> Any:
+                child = s.run_process(
+                    argv,
+                    stdin=data,
+                    on_stdout=lambda s, line: run_with(stdout, s, i, m, line),
+                    on_stderr=(lambda s, line: run_with(stderr, s, i, m, line)) if stderr else None,
+                )
+                try:
+                    return (yield child)
+                finally:
+                    child.kill()  # a timeout or a cancel; nothing once it has exited
+
+            s.work(
+                job(),
+                lambda s, status: run_with(then, s, i, m, status),
+                on_error=lambda s, exc: run_with(failed, s, i, m, failure(exc)),
+                timeout=timeout,
+            )
+
+        return start
+
+    def _action(
+        self, a: Action, where: SpecPath, scope: Scope, label: str, tpl: Callable[..., Template]
+    ) -> Op | None:
+        rt = self.rt
+        if isinstance(a, Reply):
+            if self.structured:
+                # Values keep their types: {"count": "{match.n}"} sends a number.
+                value = compile_value(a.text, lambda text: tpl(text, "text", raw=True))
+                return lambda s, i, m: s.put(value(s, i, m))
+            if not isinstance(a.text, str):
+                self.report("a reply that is a mapping or a list needs a json or msgpack "
+                            "filter (server.filter)", (*where, "text"))  # fmt: skip
+                return None
+            render = tpl(a.text, "text")
+            return lambda s, i, m: s.put(render(s, i, m))
+        if isinstance(a, Log):
+            render = tpl(a.text, "text")
+            if not self.logs:
+                return None  # server.log.enabled: false - no client data in the console
+            # rt.write, looked up per line: the server's writer is bound after compiling.
+            return lambda s, i, m: rt.write(render(s, i, m))
+        if isinstance(a, Set):
+            return self._set(a, where, tpl)
+        if isinstance(a, Goto):
+            return self._goto(a, where, scope, label)
+        if isinstance(a, Close):
+            self.ways_out.add(scope)
+            return lambda s, i, m: s.close()
+        if isinstance(a, Post):
+            return self._post(a, where, tpl)
+        if isinstance(a, Broadcast):
+            group, text, include_self = tpl(a.group, "group"), tpl(a.text, "text"), a.include_self
+            return lambda s, i, m: rt.broadcast(s, group(s, i, m), text(s, i, m), include_self)
+        if isinstance(a, Join):
+            group = tpl(a.group, "group")
+            return lambda s, i, m: rt.join(s, group(s, i, m))
+        if isinstance(a, Leave):
+            group = tpl(a.group, "group")
+            return lambda s, i, m: rt.leave(s, group(s, i, m))
+        if isinstance(a, Call):
+            return self._call(a, where, scope)
+        if isinstance(a, SwitchFilter):
+            return self._switch(a, where, tpl)
+        if isinstance(a, Send):
+            return self._send(a, where, tpl)
+        raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
+
+    def _set(self, a: Set, where: SpecPath, tpl: Callable[..., Template]) -> Op:
+        session_keys: list[tuple[str, Template]] = []
+        server_keys: list[tuple[str, Template]] = []
+        for key, text in a.values.items():
+            head, dot, name = key.partition(".")
+            if not dot and key.isidentifier():
+                session_keys.append((key, tpl(text, "values", key)))
+            elif head == "server" and name.isidentifier():
+                server_keys.append((name, tpl(text, "values", key)))
+            else:
+                self.report(
+                    f"set {key!r}: expected NAME (the session's heap) or server.NAME "
+                    "(the server-wide heap)",
+                    (*where, "values", key, KEY),
+                )
+
+        def set_values(s: Any, i: Any, m: dict[str, Any]) -> None:
+            heap = s.heap
+            for key, render in session_keys:
+                heap[key] = render(s, i, m)
+            if server_keys:
+                shared = s.server.heap
+                for key, render in server_keys:
+                    shared[key] = render(s, i, m)
+
+        return set_values
+
+    def _goto(self, a: Goto, where: SpecPath, scope: Scope, label: str) -> Op | None:
+        if not self.has_states:
+            self.report("goto needs protocol states: add `states:`", (*where, "state"))
+            return None
+        if a.state not in self.states:
+            self.report(f"goto: no state {a.state!r}{self.hint(a.state)}", (*where, "state"))
+            self.bad_gotos = True
+            return None
+        if label == "exit":
+            self.report("goto is not allowed in exit actions (the state is being left)",
+                        where)  # fmt: skip
+            return None
+        if label == "enter":
+            assert scope is not None
+            self.enter_gotos.setdefault(scope, set()).add(a.state)
+        self.edges.append((scope, a.state, label))
+        target, rt = a.state, self.rt
+        return lambda s, i, m: rt.goto(s, target)
+
+    def _post(self, a: Post, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+        if a.event not in self.handled:
+            near = self.hint(a.event, self.handled - set(BUILTIN_EVENTS))
+            self.report(f"post: no handler for event {a.event!r}{near}", (*where, "event"))
+            return None
+        if a.event in RESERVED_EVENTS or a.event in BUILTIN_EVENTS:
+            self.report(f"post: {a.event!r} is not a named event", (*where, "event"))
+            return None
+        event, render, after = a.event, tpl(a.input, "input"), a.after
+        if after is None:
+            return lambda s, i, m: s.kernel.enqueue(s, event, (render(s, i, m),))
+        return lambda s, i, m: s.kernel.delay(after, event, render(s, i, m), session=s)
+
+    def _send(self, a: Send, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+        client = self.spec.clients.get(a.to)
+        if client is None:
+            near = self.hint(a.to, self.spec.clients)
+            known = ", ".join(self.spec.clients) or "none"
+            self.report(f"send to unknown client {a.to!r}{near} (clients: {known})",
+                        (*where, "to"))  # fmt: skip
+            return None
+        if is_structured(client.filter):
+            value = compile_value(a.text, lambda text: tpl(text, "text", raw=True))
+        elif isinstance(a.text, str):
+            value = tpl(a.text, "text")
+        else:
+            self.report(f"a mapping or list needs a json or msgpack filter on client {a.to!r}",
+                        (*where, "text"))  # fmt: skip
+            return None
+        rt, to = self.rt, a.to
+
+        def send(s: Any, i: Any, m: dict[str, Any]) -> None:
+            assert rt.outbound is not None  # bound by build_server
+            rt.outbound.send(s, to, value(s, i, m))
+
+        return send
+
+    def _call(self, a: Call, where: SpecPath, scope: Scope) -> Op | None:
+        self.ways_out.add(scope)  # Python may close or goto: not followed by the checks
+        try:
+            fn = self.calls.function(a.function)
+        except ValueError as exc:
+            self.report(str(exc), (*where, "function"))
+            return None
+        target = a.function
+
+        if a.reply and self.structured:
+
+            def call_structured(s: Any, i: Any, m: dict[str, Any]) -> None:
+                result = fn(s, i, m)
+                m[RESULT] = "" if result is None else result
+                if result is not None:
+                    s.put(result)  # any value the filter can encode, as one record
+
+            return call_structured
+
+        if not a.reply:
+
+            def call_quietly(s: Any, i: Any, m: dict[str, Any]) -> None:
+                result = fn(s, i, m)
+                m[RESULT] = "" if result is None else result
+
+            return call_quietly
+
+        def call(s: Any, i: Any, m: dict[str, Any]) -> None:
+            result = fn(s, i, m)
+            if result is None:
+                m[RESULT] = ""
+                return
+            m[RESULT] = result
+            if isinstance(result, str):
+                s.put(result)
+            elif isinstance(result, list | tuple) and all(isinstance(r, str) for r in result):
+                s.put(*result)
+            else:
+                raise TypeError(
+                    f"call {target!r} returned {type(result).__name__}: expected a string, "
+                    "a list of strings, or None (or set `reply: false`)"
+                )
+
+        return call
+
+    def _switch(self, a: SwitchFilter, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+        self.switches = True
+        if not self.plain_lines:
+            self.report("switch_filter works with the line filter (without separator or "
+                        "regex) as server.filter", where)  # fmt: skip
+            return None
+        if a.type == "line":
+            for name, default in (("size", None), ("end", "")):
+                if getattr(a, name) != default:
+                    self.report(f"switch_filter line: {name} is for block filters",
+                                (*where, name))  # fmt: skip
+            max_length, newline = self.max_length, self.newline
+            return lambda s, i, m: s.switch_filter(PullLineFilter(max_length, newline))
+        if a.size is None:
+            self.report("switch_filter block needs a size (bytes, or a template)", where)
+            return None
+        end, output, limit = a.end.encode("utf-8", "surrogateescape"), self.output, a.max_size
+        if isinstance(a.size, int):
+            if not 0 < a.size <= limit:
+                self.report(f"size {a.size}: expected 1 to max_size ({limit})", (*where, "size"))
+                return None
+            fixed = a.size
+            return lambda s, i, m: s.switch_filter(PullBlockFilter(fixed, end, output))
+        size = tpl(a.size, "size")
+
+        def switch_to_block(s: Any, i: Any, m: dict[str, Any]) -> None:
+            text = size(s, i, m)
+            n = int(text) if text.isdigit() else -1
+            if not 0 < n <= limit:
+                raise ProtocolError(f"block size {text!r}: expected 1 to {limit}")
+            s.switch_filter(PullBlockFilter(n, end, output))
+
+        return switch_to_block

@@ -1,0 +1,358 @@
+"""What a compiled spec runs per message: its handlers' shapes and the state they share.
+
+The compiler (:mod:`.compile`) turns each action into an :data:`Op`,
+``op(session, input, match)``, each handler into a function that tries its rules
+in order (:func:`entry`), and protocol states into one dict per event,
+``{state: handler}``, looked up with ``session.protocol_state`` (:func:`by_state`).
+So the per-message path is a dict lookup and a few calls: no spec lookups, no
+template parsing, and never a ``transitions`` trigger (one costs ~15-20 us;
+``transitions`` only declares and draws the machine, see :mod:`.graph`).
+
+What ops share while a server runs is one :class:`Runtime`: groups, state timers,
+the states' enter, exit and timeout ops, the log writer and the outbound clients.
+The compiled whole is a :class:`Program`, which :func:`~.build.build_server` gives
+to a :class:`~statemachine_server.net.server.TCPServer`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.lifecycle import CLOSED
+from ..errors import LimitReached, ProtocolError
+from ..filters import Filter, InvalidRecord, LineFilter
+from ..work import Cancelled, WorkTimeout
+from .clients import ClientProgram, Outbound
+from .model import Spec
+from .report import one_line
+from .templates import RESULT
+
+__all__ = [
+    "INPUT_EVENTS", "STATE_TIMEOUT", "WRITE", "Condition", "Op", "Program", "Rules", "Runtime",
+    "always", "by_state", "entry", "failure", "on_connected", "on_disconnected", "on_error",
+    "reply_error", "reply_result", "run_with", "take_invalid",
+]  # fmt: skip
+
+log = logging.getLogger("statemachine_server")
+
+#: A compiled action: ``op(session, input, match)``.
+Op = Callable[[Any, Any, dict[str, Any]], None]
+#: A compiled rule condition: the match dict (``{match.NAME}``) or None.
+Condition = Callable[[Any], "dict[str, Any] | None"]
+#: A compiled handler's rules, in order: the first whose condition matches runs.
+Rules = list[tuple[Condition, list[Op]]]
+
+#: The event a state timeout posts (not a name a spec can use).
+STATE_TIMEOUT = "<state timeout>"
+#: Events whose handlers get a record: input, a structured record that failed its
+#: schema (``invalid``, whose ``{input}`` is the reason), a client's connect error.
+INPUT_EVENTS = frozenset({"input", "invalid", "connect_error"})
+#: The name generated code calls the log writer by (see :meth:`Runtime.bind`).
+WRITE = "_w"
+
+
+def always(data: Any) -> dict[str, Any]:
+    """The condition of a rule without one."""
+    return {}
+
+
+def _discard(line: str) -> None:
+    pass
+
+
+class Runtime:
+    """One spec server's shared state: groups, state timers, the states' ops.
+
+    Made by the compiler, bound to one server by :meth:`bind`: groups and timers
+    are one server's, so a second server of the same spec compiles its own.
+    """
+
+    def __init__(self, write: Callable[[str], None] | None = None):
+        #: Where ``log`` actions write: nowhere until bound (a check).
+        self.write = write or _discard
+        self.groups: dict[str, dict[int, Any]] = {}
+        self.member_of: dict[int, set[str]] = {}
+        # session id -> (kernel timer id, token) of its state timeout
+        self.timers: dict[int, tuple[int, int]] = {}
+        self.tokens = itertools.count(1)
+        self.enter: dict[str, list[Op]] = {}
+        self.exit: dict[str, list[Op]] = {}
+        self.timeout: dict[str, tuple[float, list[Op]]] = {}
+        #: The outbound connections (``clients``), once a server is built.
+        self.outbound: Outbound | None = None
+        #: Whether a server runs these ops (see :meth:`bind`).
+        self.bound = False
+        #: The globals of generated functions, which call the writer as
+        #: :data:`WRITE`: a global, not an attribute of this object, saves a
+        #: lookup per log line on the echo path (see :mod:`.codegen`).
+        self.generated: list[dict[str, Any]] = []
+
+    def bind(self, write: Callable[[str], None], outbound: Outbound | None) -> None:
+        """Give the ops their server's log writer and outbound clients: once."""
+        if self.bound:
+            raise RuntimeError("this program already runs a server: compile the spec again")
+        self.bound = True
+        self.write = write
+        self.outbound = outbound
+        for namespace in self.generated:
+            namespace[WRITE] = write
+
+    def goto(self, session: Any, target: str) -> None:
+        # gen_statem's order: leave (timeout cancelled, exit actions), then enter.
+        entry = self.timers.pop(session.id, None)
+        if entry is not None:
+            session.kernel.cancel(entry[0])
+        run(self.exit.get(session.protocol_state), session)
+        session.protocol_state = target
+        self.enter_state(session, target)
+
+    def enter_state(self, session: Any, name: str) -> None:
+        timeout = self.timeout.get(name)
+        if timeout is not None and session.state is not CLOSED:
+            # A kernel timer owned by the session: it keeps the session alive
+            # while pending and goes with it; goto cancels it.
+            token = next(self.tokens)
+            tid = session.kernel.delay(timeout[0], STATE_TIMEOUT, token, session=session)
+            self.timers[session.id] = (tid, token)
+        run(self.enter.get(name), session)
+
+    def state_timeout(self, session: Any, token: int = 0, *_: Any) -> None:
+        entry = self.timers.get(session.id)
+        if entry is None or entry[1] != token:
+            return  # fired just before the state was left: stale
+        del self.timers[session.id]
+        timeout = self.timeout.get(session.protocol_state)
+        if timeout is not None:
+            run(timeout[1], session)
+
+    def join(self, session: Any, group: str) -> None:
+        self.groups.setdefault(group, {})[session.id] = session
+        self.member_of.setdefault(session.id, set()).add(group)
+
+    def leave(self, session: Any, group: str) -> None:
+        members = self.groups.get(group)
+        if members is not None and members.pop(session.id, None) is not None:
+            if not members:
+                del self.groups[group]
+            self.member_of[session.id].discard(group)
+
+    def broadcast(self, session: Any, group: str, text: str, include_self: bool) -> None:
+        members = self.groups.get(group)
+        if not members:
+            return
+        for member in list(members.values()):
+            if include_self or member is not session:
+                member.put(text)
+
+    def gone(self, session: Any) -> None:
+        """The session ended: out of every group, no state timer left."""
+        self.timers.pop(session.id, None)  # the kernel cancelled the timer itself
+        for group in self.member_of.pop(session.id, ()):
+            members = self.groups.get(group)
+            if members is not None:
+                members.pop(session.id, None)
+                if not members:
+                    del self.groups[group]
+
+
+@dataclass
+class Program:
+    """A compiled spec: the handlers a :class:`TCPServer` takes, and what graph draws."""
+
+    #: What the ops share at run time.
+    runtime: Runtime
+    #: Event name to handler, for TCPServer's ``on_*`` arguments.
+    handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: Named events (and the state timeout) to handler, for TCPServer's ``handlers``.
+    named: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: Makes each connection's filter.
+    filter_factory: Callable[[], Filter] = LineFilter
+    #: The protocol states' transitions: (source state, dest state, label).
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The state a connection starts in (None: the spec declares no states).
+    initial: str | None = None
+    #: The outbound connections (``clients``), compiled.
+    clients: list[ClientProgram] = field(default_factory=list)
+    #: Every generated function's source, by the filename tracebacks give it.
+    sources: dict[str, str] = field(default_factory=dict)
+    #: The spec object the loader compiled this for (see compile.program_of): a
+    #: spec changed with ``msgspec.structs.replace`` still holds this program.
+    spec: Spec | None = None
+
+
+# -- running ops ------------------------------------------------------------------------
+
+
+def run(ops: list[Op] | None, session: Any) -> None:
+    """Enter, exit and timeout actions: no input, a fresh match."""
+    if ops:
+        match: dict[str, Any] = {}
+        for op in ops:
+            op(session, None, match)
+
+
+def run_with(ops: list[Op], session: Any, data: Any, match: dict[str, Any], result: Any) -> None:
+    """The continuation of a work or run action: the rest of its list, with {result}."""
+    if ops:
+        match = {**match, RESULT: "" if result is None else result}
+        for op in ops:
+            op(session, data, match)
+
+
+def failure(exc: BaseException) -> str:
+    """A work or run action's ``{result}`` when it fails."""
+    if isinstance(exc, WorkTimeout | Cancelled | LimitReached):
+        return str(exc)
+    return one_line(exc)
+
+
+def reply_error(session: Any, data: Any, match: dict[str, Any]) -> None:
+    """A failed work or run action's reply, when its ``on_error`` is empty."""
+    session.put(f"error: {match[RESULT]}")
+
+
+def reply_result(session: Any, data: Any, match: dict[str, Any]) -> None:
+    """A run action's output line, when its ``stdout`` is empty."""
+    session.put(match[RESULT])
+
+
+# -- handlers from rules ------------------------------------------------------------------
+
+
+def entry(event: str, rules: Rules, named: set[str]) -> Callable[..., Any] | None:
+    """The handler of one event: try the rules in order, run the first that matches."""
+    if not rules:
+        return None
+    if len(rules) == 1 and rules[0][0] is always:
+        ((_, ops),) = rules
+        if event in INPUT_EVENTS:
+
+            def run_input(session: Any, record: Any) -> None:
+                match: dict[str, Any] = {}
+                for op in ops:
+                    op(session, record, match)
+
+            return run_input
+        if event in named:
+
+            def run_named(session: Any, data: Any = "", *_: Any) -> None:
+                data = "" if data is None else data if isinstance(data, str) else str(data)
+                match: dict[str, Any] = {}
+                for op in ops:
+                    op(session, data, match)
+
+            return run_named
+
+        def run_event(session: Any, *_: Any) -> None:
+            match: dict[str, Any] = {}
+            for op in ops:
+                op(session, None, match)
+
+        return run_event
+
+    def first_match(session: Any, data: Any) -> None:
+        for test, ops in rules:
+            match = test(data)
+            if match is not None:
+                for op in ops:
+                    op(session, data, match)
+                return
+
+    if event in INPUT_EVENTS:
+        return first_match
+    if event in named:
+        return lambda session, data="", *_: first_match(
+            session, "" if data is None else data if isinstance(data, str) else str(data)
+        )
+    return lambda session, *_: first_match(session, None)
+
+
+def by_state(table: dict[str, Callable[..., Any] | None]) -> Callable[..., Any] | None:
+    """One handler for an event in every protocol state (None where none has one)."""
+    if not any(table.values()):
+        return None
+    # The per-message path of a spec with states: one dict lookup by the
+    # session's protocol state.
+    lookup = {name: handler or _nothing for name, handler in table.items()}
+
+    def handle_by_state(session: Any, *args: Any) -> Any:
+        return lookup[session.protocol_state](session, *args)
+
+    return handle_by_state
+
+
+def _nothing(session: Any, *args: Any) -> None:
+    pass
+
+
+def on_connected(
+    rt: Runtime, handler: Callable[..., Any] | None, initial: str | None
+) -> Callable[..., Any] | None:
+    """``connected``: a spec with states enters the initial one first."""
+    if initial is None:
+        return handler
+
+    def connected(session: Any) -> None:
+        session.protocol_state = initial
+        rt.enter_state(session, initial)
+        if handler is not None:
+            handler(session)
+
+    return connected
+
+
+def on_disconnected(rt: Runtime, handler: Callable[..., Any] | None) -> Callable[..., Any]:
+    """``disconnected``: the session leaves its groups and timers whatever the handler does."""
+    gone = rt.gone
+
+    def disconnected(session: Any) -> None:
+        try:
+            if handler is not None:
+                handler(session)
+        finally:
+            gone(session)
+
+    return disconnected
+
+
+def on_error(handler: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """``error``: logged, then the spec's handler."""
+    if handler is None:
+        return None
+
+    def handle_error(session: Any, exc: BaseException) -> None:
+        # The connection logs an error only when no handler takes it: log it here
+        # too, so a spec's error replies do not hide a Python handler's bug.
+        if isinstance(exc, ProtocolError):
+            log.warning("session %d: %s; closing", session.id, exc)
+        else:
+            log.error("session %d (state %s): handler raised %s: %s; closing",
+                      session.id, session.protocol_state or session.state,
+                      type(exc).__name__, exc, exc_info=exc)  # fmt: skip
+        handler(session, exc)
+
+    return handle_error
+
+
+def _invalid_reply(session: Any, reason: str) -> None:
+    session.put({"error": reason})
+
+
+def take_invalid(program: Program) -> None:
+    """Structured input: a record that failed its schema goes to ``invalid``."""
+    # It comes as an InvalidRecord in the record's place: never to the input
+    # rules; by default an error reply.
+    invalid = program.handlers.pop("invalid", None) or _invalid_reply
+    handle = program.handlers.get("input")
+
+    def on_input(session: Any, record: Any) -> None:
+        if type(record) is InvalidRecord:
+            invalid(session, record.error)
+        elif handle is not None:
+            handle(session, record)
+
+    program.handlers["input"] = on_input
