@@ -111,10 +111,17 @@ def test_build_server_runs_the_program_the_loader_compiled() -> None:
     again.close()
     assert again.handlers[INPUT_BATCH] is not server.handlers[INPUT_BATCH]
     changed = msgspec.structs.replace(spec, events=["poke"])
-    assert changed.program is spec.program
+    assert changed.program is None  # not carried: it would not be the copy's
     other = build_server(changed, Kernel(), port=0)
     other.close()
     assert INPUT_BATCH not in other.handlers  # named events: not the echo shape any more
+
+
+def test_the_program_is_no_part_of_the_spec_s_data() -> None:
+    # Two loads of one text are equal specs and encode alike; each has its program.
+    first, second = load_spec_text(ECHO), load_spec_text(ECHO)
+    assert first == second and first.program is not second.program
+    assert b"program" not in msgspec.json.encode(first)
 
 
 def test_call_targets_are_resolved_per_compile(

@@ -326,8 +326,6 @@ class Kernel:
         if not self._scheduled:
             self.wake()
 
-    _post = enqueue  # old name, while the spec runtime moves to enqueue()
-
     def mark_dirty(self, item: Any) -> None:
         """Have ``item.flush()`` called once at the end of this tick (its output is
         written in one go); sets ``item.dirty``, which the caller tests first."""

@@ -100,14 +100,13 @@ def compile_spec(
 def program_of(spec: Spec) -> Program:
     """The program the loader compiled ``spec`` into, or a new one.
 
-    The loader's is reused only for that very spec object (a spec changed with
-    ``msgspec.structs.replace`` keeps the program of the one it was made from)
-    and only if no server runs it yet: its groups and state timers are one
-    server's. Otherwise (a spec made in Python too) the spec is compiled again,
-    and the first error raises :class:`SpecError`.
+    The loader's is reused if no server runs it yet: its groups and state timers
+    are one server's. Otherwise, and for a spec made in Python or changed with
+    ``msgspec.structs.replace`` (which have none), the spec is compiled now, and
+    the first error raises :class:`SpecError`.
     """
     program: Program | None = spec.program
-    if program is None or program.spec is not spec or program.runtime.bound:
+    if program is None or program.runtime.bound:
         program = compile_spec(spec)
     return program
 

@@ -182,9 +182,7 @@ def _load(text: str, file: str, base_dir: Path, origin: str) -> Spec:
     _check_listener(spec, data, src)
     if src.errors:
         raise _all(src.errors)
-    spec = spec.compiled(program)
-    program.spec = spec  # this object's program (see compile.program_of)
-    return spec
+    return spec.compiled(program)
 
 
 def _check_listener(spec: Spec, data: dict[str, Any], src: Source) -> None:

@@ -557,7 +557,7 @@ class ClientSettings(_Strict, frozen=True):
     handlers: dict[str, HandlerList] = {}
 
 
-class Spec(_Strict, frozen=True):
+class Spec(_Strict, frozen=True, dict=True):
     """A whole server."""
 
     #: Where and how to listen.
@@ -575,13 +575,11 @@ class Spec(_Strict, frozen=True):
     events: list[Name] = []
     #: The spec format's version.
     version: Literal[1] = 1
-    # Where the spec came from, and what the loader compiled it into: set by the
-    # loader, never read from YAML (private fields are neither decoded nor
-    # encoded, and the loader refuses keys starting with "_"). Read them through
-    # the properties below.
+    # Where the spec came from: set by the loader, never read from YAML (the
+    # loader refuses keys starting with "_"); read through the properties below.
+    # Fields, so a copy (msgspec.structs.replace) still finds its files.
     _base_dir: str = ""
     _origin: str = ""
-    _program: Any = None  # a compile.Program; Any: the model imports no compiler
 
     @property
     def base_dir(self) -> Path:
@@ -599,14 +597,19 @@ class Spec(_Strict, frozen=True):
     @property
     def program(self) -> Any:
         """The :class:`~.runtime.Program` the loader compiled this spec into (None
-        for a spec made in Python): :func:`~.build.build_server` runs it, so a
-        spec is compiled once."""
-        return self._program
+        for a spec made in Python, or changed with ``msgspec.structs.replace``):
+        :func:`~.build.build_server` runs it, so a spec is compiled once."""
+        # Not a field but the instance's own state (``dict=True``, msgspec's
+        # place for it): never encoded or compared, and not carried by a copy,
+        # whose program would not be its own. Any: the model imports no compiler.
+        return self.__dict__.get("program")
 
     def located(self, base_dir: str | Path, origin: str) -> Spec:
         """This spec, read from a file in ``base_dir`` that ``origin`` names."""
         return msgspec.structs.replace(self, _base_dir=str(base_dir), _origin=origin)
 
     def compiled(self, program: Any) -> Spec:
-        """This spec, with the program it compiles into."""
-        return msgspec.structs.replace(self, _program=program)
+        """A copy of this spec that holds ``program``, what it compiles into."""
+        spec = msgspec.structs.replace(self)
+        spec.__dict__["program"] = program
+        return spec

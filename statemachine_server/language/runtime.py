@@ -27,7 +27,6 @@ from ..errors import LimitReached, ProtocolError
 from ..filters import Filter, InvalidRecord, LineFilter
 from ..work import Cancelled, WorkTimeout
 from .clients import ClientProgram, Outbound
-from .model import Spec
 from .report import one_line
 from .templates import RESULT
 
@@ -93,8 +92,7 @@ class Runtime:
 
     def bind(self, write: Callable[[str], None], outbound: Outbound | None) -> None:
         """Give the ops their server's log writer and outbound clients: once."""
-        if self.bound:
-            raise RuntimeError("this program already runs a server: compile the spec again")
+        assert not self.bound, "a second server compiles its own (compile.program_of)"
         self.bound = True
         self.write = write
         self.outbound = outbound
@@ -179,9 +177,6 @@ class Program:
     clients: list[ClientProgram] = field(default_factory=list)
     #: Every generated function's source, by the filename tracebacks give it.
     sources: dict[str, str] = field(default_factory=dict)
-    #: The spec object the loader compiled this for (see compile.program_of): a
-    #: spec changed with ``msgspec.structs.replace`` still holds this program.
-    spec: Spec | None = None
 
 
 # -- running ops ------------------------------------------------------------------------
