@@ -26,7 +26,7 @@ MOVED: dict[str, str] = {
     "statemachine_server.connection": "statemachine_server.net.connection",
     "statemachine_server.net.tcp": "statemachine_server.net.server",
     "statemachine_server.spec": "statemachine_server.language",
-    "statemachine_server.spec.runtime": "statemachine_server.language.compile",
+    "statemachine_server.spec.runtime": "statemachine_server.language.build",
     **{
         f"statemachine_server.spec.{name}": f"statemachine_server.language.{name}"
         for name in (

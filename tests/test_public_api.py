@@ -150,6 +150,9 @@ def test_old_import_paths_work_for_one_release() -> None:
         assert any(
             issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught
         ), old
+    from statemachine_server.spec.runtime import build_server  # type: ignore[import-not-found]
+
+    assert build_server is statemachine_server.language.build_server
     from statemachine_server.kernel import Kernel  # type: ignore[import-not-found]
 
     assert Kernel is statemachine_server.Kernel
