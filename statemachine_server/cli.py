@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from . import __version__
 from .console import ConsoleLog
 from .core import lifecycle
-from .core.kernel import Kernel, loop_factory
+from .core.kernel import Kernel
+from .core.running import loop_factory
 from .errors import SpecError
 from .language import build_server, builtin_spec_path, load_spec, load_spec_text
 from .language.build import beside_spec

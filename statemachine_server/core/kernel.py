@@ -50,19 +50,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from itertools import count
 from time import monotonic, perf_counter
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import msgspec
 
 from ..work.job import Job, Offload
 from ..work.pools import Pools
+from .running import install_signal_handlers, run, running_loop_or_none
 from .session import SHUTDOWN, STARTED, STOPPED, Handler, Session
-from .timers import Timer, TimerQueue
+from .timers import Clock, Timer, TimerQueue
 
 __all__ = [
     "SHUTDOWN", "STARTED", "STOPPED", "Clock", "Handler", "Kernel", "KernelStatistics", "Session",
@@ -71,7 +71,7 @@ __all__ = [
 log = logging.getLogger("statemachine_server")
 
 _NEVER = float("inf")
-# The standard loop's time(): monotonic() behind one more call (see Kernel._now).
+# The standard loop's time(): monotonic() behind one more call (see Kernel.read_clock).
 _BASE_TIME = asyncio.BaseEventLoop.time
 
 #: The default work slice: short enough that a client waiting behind chunked work
@@ -82,15 +82,6 @@ DEFAULT_SLICE = 0.001
 _BUSY_SHARE = 0.25
 #: How long the kernel may run tick after tick before the loop polls sockets.
 _TICKS_BUDGET = 0.00025
-
-
-class Clock(Protocol):
-    """A source of time for the kernel's timers (see :class:`~.testing.VirtualClock`)."""
-
-    def time(self) -> float: ...
-
-    def attach(self, kernel: Kernel) -> None:
-        """The kernel made with this clock: it fires that kernel's timers."""
 
 
 class KernelStatistics(msgspec.Struct, frozen=True):
@@ -183,11 +174,7 @@ class Kernel:
         """Create a session from a dict of handlers (POE's ``inline_states``)."""
         return Session(self, handlers, heap=heap, alias=alias)
 
-    # -- the component interface -------------------------------------------------
-    #
-    # What the layers built on the kernel use (sessions, connections, servers,
-    # jobs, child processes, generated spec code), as trio's ``lowlevel`` is what
-    # trio's own higher layers use: public and documented, but not for handlers.
+    # -- the component interface (see the module docstring) -----------------------
 
     def register(self, session: Session) -> int:
         """Give ``session`` its id and list it as live (every session calls this
@@ -471,7 +458,7 @@ class Kernel:
         virtual clock the kernel was made with."""
         if self._clock is not None:
             return self._clock.time()
-        loop = self._loop or _running_loop_or_none()
+        loop = self._loop or running_loop_or_none()
         # Before the loop runs: the same monotonic clock the standard loop reads.
         return loop.time() if loop is not None else monotonic()
 
@@ -560,7 +547,7 @@ class Kernel:
             self._timer_handle = None
         self._timer_due = _NEVER if due is None else due
         if due is not None and self._clock is None:
-            loop = self._loop or _running_loop_or_none()
+            loop = self._loop or running_loop_or_none()
             if loop is not None:  # else serve() arms it when the loop starts
                 self._loop = loop
                 self._timer_handle = loop.call_at(due, self._on_timers)
@@ -681,32 +668,16 @@ class Kernel:
                 second one stops at once.
             drain_timeout: how long that graceful shutdown may take.
         """
-        factory = loop_factory(loop)
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(self._run_main(handle_signals, drain_timeout))
-
-    async def _run_main(self, handle_signals: bool, drain_timeout: float) -> None:
-        if handle_signals:
-            self.install_signal_handlers(drain_timeout)
-        await self.serve()
+        run(self, loop=loop, handle_signals=handle_signals, drain_timeout=drain_timeout)
 
     def install_signal_handlers(self, drain_timeout: float = 5.0) -> None:
         """First SIGINT/SIGTERM: graceful :meth:`shutdown`; the second: :meth:`stop`."""
-        loop = self.running_loop()
-        tasks: set[asyncio.Task[None]] = set()
+        install_signal_handlers(self, drain_timeout)
 
-        def on_signal(signum: int) -> None:
-            if self._shutting_down:
-                log.warning("second %s: stopping now", signal.Signals(signum).name)
-                self.stop()
-                return
-            log.info("%s: shutting down", signal.Signals(signum).name)
-            task = loop.create_task(self.shutdown(drain_timeout))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+    @property
+    def shutting_down(self) -> bool:
+        """Whether a graceful :meth:`shutdown` has begun."""
+        return self._shutting_down
 
     def statistics(self) -> KernelStatistics:
         """Counters for monitoring and tests."""
@@ -726,29 +697,3 @@ class Kernel:
     def sessions(self) -> list[Session]:
         """The live sessions, oldest first."""
         return list(self._sessions.values())
-
-
-def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for ``--loop NAME``.
-
-    Raises:
-        ValueError: an unknown name, or uvloop is not installed.
-    """
-    if name == "asyncio":
-        return None
-    if name == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise ValueError(
-                "--loop uvloop needs uvloop: pip install 'statemachine-server[fast]'"
-            ) from None
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
-    raise ValueError(f"unknown loop {name!r}: expected 'asyncio' or 'uvloop'")

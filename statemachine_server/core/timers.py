@@ -1,4 +1,5 @@
-"""Pending timers, in one heap owned by the kernel (sans-I/O: no loop, no clock).
+"""Pending timers, in one heap owned by the kernel (sans-I/O: no loop), and the
+:class:`Clock` a kernel may take its time from instead of its loop.
 
 The kernel keeps every timer here and asks its event loop for a single wake-up, at
 the earliest due time; when it comes, :meth:`TimerQueue.pop_due` hands back the
@@ -21,9 +22,20 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Timer", "TimerQueue"]
+__all__ = ["Clock", "Timer", "TimerQueue"]
+
+
+class Clock(Protocol):
+    """A source of time for a kernel's timers, instead of the event loop's
+    (:class:`~statemachine_server.testing.VirtualClock` is one)."""
+
+    def time(self) -> float: ...
+
+    def attach(self, kernel: Any) -> None:
+        """The kernel made with this clock: from now on the clock fires that
+        kernel's timers itself (``kernel.next_timer_due()``, ``kernel.fire_due(now)``)."""
 
 
 class Timer:

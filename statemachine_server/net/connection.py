@@ -13,10 +13,10 @@ This is where an event for a client goes. The input path, module by module:
    handle now, postpone (kept in order) or ignore, or which state to enter;
 5. the handler: a Python ``on_input(session, record)``, or a spec's generated
    input function (``language/codegen.py``) or compiled rules (``language/runtime.py``);
-6. ``net/connection.py``: :meth:`Connection.put` appends the reply to
+6. ``net/output.py``: :meth:`Connection.put` appends the reply to
    :attr:`Connection.outbox` and :meth:`Kernel.mark_dirty` lists the connection;
-7. at the end of the tick, :meth:`Connection.flush` encodes the tick's replies
-   with ``filter.put`` and calls ``transport.write`` once.
+7. at the end of the tick, :meth:`Connection.flush` (``net/output.py``) encodes
+   the tick's replies with ``filter.put`` and calls ``transport.write`` once.
 
 Every change of :attr:`Connection.state` goes through :meth:`Connection._enter`
 with the table's destination, and what entering ``closing`` or ``closed`` does is
@@ -26,23 +26,21 @@ step 2. The asyncio ``Protocol`` methods only translate socket happenings into
 queued events; all decisions are the table's, so the logic can be driven in
 tests with a fake transport and no socket at all.
 
-One file, past the package's 600-line mark: the connection is one state machine
-whose rules, entry effects, output and timeouts share its fields; flow control
-(``net/flow.py``) and the listening side (``net/server.py``, ``net/listen.py``)
-are apart.
+The connection's fields are declared in ``net/base.py``; its write side
+(``net/output.py``), its timeouts (``net/timeouts.py``) and its chunked work
+(``net/working.py``) are base classes of their own, and flow control
+(``net/flow.py``) is an object it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol, cast
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
-from ..core.kernel import Kernel
 from ..core.lifecycle import (
-    ACCEPTING,
     CLOSE,
     CLOSED,
     CLOSED_EVENT,
@@ -53,12 +51,10 @@ from ..core.lifecycle import (
     ERROR,
     EVENTS,
     FAST,
-    FLUSHED,
     INPUT,
     NAMED,
     OUTPUT_HIGH,
     OUTPUT_LOW,
-    OVERFLOW,
     POSTPONE,
     READING,
     STAY,
@@ -67,13 +63,14 @@ from ..core.lifecycle import (
     WORK_FAILED,
     WORKING,
 )
-from ..core.session import Session
 from ..errors import ProtocolError
 from ..filters import Filter
-from ..limits import Limits
 from ..work.child import Child
-from ..work.job import HELD_BACKLOG, Cancelled, Job, Offload
-from .flow import BACKLOG, DISCARD, PARKED, POSTPONED, USER, FlowControl
+from ..work.job import HELD_BACKLOG, Cancelled
+from .flow import BACKLOG, DISCARD, PARKED, POSTPONED, USER
+from .output import Output
+from .timeouts import WATCH, Timeouts
+from .working import Working
 
 __all__ = ["Connection"]
 
@@ -87,8 +84,6 @@ _RECORDS = "<records>"
 #: input handler that cannot change the connection's state (the spec compiler
 #: makes one for echo-shaped specs): one call per read instead of one per record.
 INPUT_BATCH = "<input batch>"
-#: The connection's timeout timer fired (see _check_timeouts).
-_WATCH = "<watch>"
 #: Bytes arrived for a pull filter: cut and handle its records (see _pull).
 _PULL = "<pull>"
 _LIFECYCLE_EVENTS = frozenset(EVENTS)
@@ -97,32 +92,8 @@ _LIFECYCLE_EVENTS = frozenset(EVENTS)
 if FAST[READING][INPUT] is not STAY:  # pragma: no cover
     raise AssertionError("lifecycle changed: revisit Connection._deliver_records")
 
-#: How often to look again for an empty write buffer when a ``flushed`` handler
-#: waits and the transport only said "below the low-water mark".
-_FLUSH_POLL = 0.005
 
-
-class Endpoint(Protocol):
-    """What a connection needs from the component that made it: a
-    :class:`~.server.TCPServer` (accepted clients) or a :class:`~.client.TCPClient`."""
-
-    kernel: Any
-    limits: Limits
-    #: The connection's event-to-callable map (see :meth:`Connection.dispatch`).
-    dispatch: dict[str, Any]
-    #: The user's handlers (the built-in actions call ``error``, ``closed``...).
-    handlers: dict[str, Any]
-    #: Counters the connection adds to (``overflows``, ``timeouts``...).
-    counts: Counter[str]
-
-    def filter_factory(self) -> Filter: ...
-
-    def arrived(self, conn: Connection) -> None: ...
-
-    def released(self, conn: Connection) -> None: ...
-
-
-class Connection(Session, asyncio.Protocol):
+class Connection(Output, Timeouts, Working, asyncio.Protocol):
     """One client connection: a session, its heap, and its client handle.
 
     Handlers get the connection itself as their first argument. Besides the
@@ -134,74 +105,13 @@ class Connection(Session, asyncio.Protocol):
     Attributes:
         protocol_state: the spec's protocol state (a phase of ``reading``), or None
             when the server declares none. The lifecycle state is :attr:`state`.
+
+    Its fields are declared in :class:`~.base.ConnectionBase`; the write side,
+    the timeouts and chunked work are its bases :class:`~.output.Output`,
+    :class:`~.timeouts.Timeouts` and :class:`~.working.Working`.
     """
 
-    kernel: Kernel
-
-    __slots__ = (
-        "_below",
-        "_children",
-        "_eof_sent",
-        "_filter",
-        "_flush_wanted",
-        "_half",
-        "_heard",
-        "_holds",
-        "_job",
-        "_linger",
-        "_peer_eof",
-        "_postponed",
-        "_pull_mode",
-        "_seen",
-        "_watch",
-        "dirty",
-        "flow",
-        "outbox",
-        "protocol_state",
-        "remote_ip",
-        "remote_port",
-        "server",
-        "transport",
-    )
-
-    def __init__(self, server: Endpoint):
-        # Not Session.__init__: a connection has no ``started`` handler to run and
-        # is kept alive by its socket (one reference, released on ``closed``).
-        kernel = server.kernel
-        self.kernel = kernel
-        self.server = server
-        self.handler_table = server.dispatch
-        self.heap: dict[str, Any] = {}
-        self.refcount = 1
-        self.timer_ids = None
-        self.state = ACCEPTING
-        self.transport: asyncio.Transport | None = None
-        self.remote_ip = ""
-        self.remote_port = 0
-        self._filter: Filter = server.filter_factory()
-        self._pull_mode = hasattr(self._filter, "get_one")
-        self.protocol_state: str | None = None
-        self.outbox: list[Any] = []
-        self.dirty = False
-        self._eof_sent = False  # our side is shut (lingering close under way)
-        self._peer_eof = False  # the client's side is shut
-        self._linger = False  # the client broke the framing: it may still be sending
-        # shutdown_output(): FIN after the replies put before it (how many of _out
-        # those are, until written), input goes on; -1: not called.
-        self._half = -1
-        # hold(): callbacks waiting for the client's end of input (None: no hold).
-        self._holds: list[Callable[[Connection], Any]] | None = None
-        self._postponed: deque[tuple[str, tuple[Any, ...]]] | None = None
-        self.flow = FlowControl()
-        self._job: Job | None = None
-        self._children: set[Child] | None = None  # child processes it started
-        self.named_timers = None
-        self._flush_wanted = False
-        self._seen = 0.0  # loop time of admission, then of the last bytes received
-        self._heard = False  # any byte received yet (first-byte vs idle timeout)
-        self._watch = 0  # the timeout timer's id, 0 when none
-        self._below: Any = None  # over TLS, the transport under it: see connection_made
-        self.id = kernel.register(self)
+    __slots__ = ()
 
     @property
     def client(self) -> Connection:
@@ -209,18 +119,6 @@ class Connection(Session, asyncio.Protocol):
         return self
 
     # -- what handlers call -------------------------------------------------------
-
-    def put(self, *records: Any) -> None:
-        """Send records to the client, encoded by the filter.
-
-        They are buffered and written once at the end of the kernel's tick. After
-        the connection is closed they are dropped.
-        """
-        if self.state is CLOSED:
-            return
-        self.outbox.extend(records)
-        if not self.dirty:
-            self.kernel.mark_dirty(self)
 
     def close(self) -> None:
         """Close gracefully: replies already put are sent, further input is dropped.
@@ -246,22 +144,6 @@ class Connection(Session, asyncio.Protocol):
     def resume_input(self) -> None:
         """Read from the client again (unless something else still holds reading)."""
         self.flow.resume(USER)
-
-    def shutdown_output(self) -> None:
-        """Half-close: once the replies put so far are written, send end-of-stream
-        (TCP FIN) and keep reading (POE's ``shutdown_output``).
-
-        The client sees the end of the replies; its input is still handled, and
-        the connection closes when the client closes its side. Replies put after
-        this are dropped. On TLS, which cannot half-close, this is :meth:`close`.
-        """
-        if self.state is CLOSED or self._half >= 0:
-            return
-        if self.transport is not None and not self.transport.can_write_eof():
-            self.close()
-            return
-        self._half = len(self.outbox)
-        self.put()  # nothing more to send: only for the flush that shuts output
 
     def hold(self, on_eof: Callable[[Connection], Any]) -> None:
         """Keep the connection open after the client's end of input until :meth:`release`.
@@ -314,47 +196,6 @@ class Connection(Session, asyncio.Protocol):
             # no-op if a pull already under way takes them.
             self.data_received(pending)
 
-    def work(
-        self,
-        job: Iterator[Any] | Offload,
-        on_done: Callable[..., Any] | None = None,
-        *,
-        on_progress: Callable[..., Any] | None = None,
-        progress_every: float = 0.5,
-        on_error: Callable[..., Any] | None = None,
-        timeout: float | None = None,
-    ) -> Job:
-        """Run a generator as chunked work (:mod:`statemachine_server.work`).
-
-        The connection is ``working`` until the generator returns; input that
-        arrives meanwhile is postponed and handled afterwards, in order.
-        ``on_done(session, result)`` gets the generator's return value and
-        ``on_progress(session, value)`` what it yields (at most once per
-        ``progress_every`` seconds). ``on_error(session, exc)`` gets an exception
-        raised by a step, :class:`~.work.WorkTimeout` after ``timeout`` seconds,
-        or :class:`~.work.Cancelled` at shutdown, and the connection goes on
-        reading; without ``on_error`` an exception is the connection's error (it
-        is logged and the connection closed, as for a handler). If the client
-        leaves, the generator is closed (its ``finally`` blocks run).
-
-        ``job`` may also be :func:`~.work.in_thread` or :func:`~.work.in_process`
-        ``(fn, *args)``, for a blocking call that cannot be chunked.
-
-        Raises:
-            RuntimeError: the connection is working already.
-        """
-        if self.state is WORKING:
-            raise RuntimeError(f"session {self.id} is working already: one job at a time")
-        started = Job(
-            self, job, on_done,
-            on_progress=on_progress, progress_every=progress_every, on_error=on_error,
-        )  # fmt: skip
-        if self.state is READING:
-            self.deliver(WORK, (started, timeout))
-        else:  # closing or closed: nothing more is done for this client
-            started.cancel()
-        return started
-
     # -- the machine ----------------------------------------------------------------
 
     def deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
@@ -362,7 +203,7 @@ class Connection(Session, asyncio.Protocol):
         if event is _RECORDS:
             self._deliver_records(args[0])
             return None
-        if event is _WATCH:
+        if event is WATCH:
             self._check_timeouts()
             return None
         if event is _PULL:
@@ -485,7 +326,7 @@ class Connection(Session, asyncio.Protocol):
         """The event-to-callable map that connections with these user handlers use:
         the user's handlers, with the built-in actions in front of them (those call
         the user's ``error`` and ``closed`` handlers themselves)."""
-        return {**handlers, **cls.ACTIONS}
+        return {**handlers, **{event: getattr(cls, name) for event, name in cls.ACTIONS.items()}}
 
     def _enter(self, dest: str, event: str) -> None:
         old = self.state
@@ -581,69 +422,10 @@ class Connection(Session, asyncio.Protocol):
             )  # fmt: skip
 
     def _on_connected(self) -> None:
-        self._seen = self.kernel.time()
-        limits = self.server.limits
-        timeouts = [t for t in (limits.first_byte_timeout, limits.idle_timeout) if t is not None]
-        if timeouts:
-            self._rewatch(min(timeouts))
+        self._arm_timeouts()
         handler = self.server.handlers.get(CONNECTED)
         if handler is not None:
             handler(self)
-
-    def _on_timeout(self, reason: str) -> None:
-        self.server.counts["timeouts"] += 1
-        log.info("session %d: %s; closing", self.id, reason)
-        handler = self.server.handlers.get(TIMEOUT)
-        if handler is not None:
-            handler(self, reason)
-
-    def _rewatch(self, delay: float) -> None:
-        # One timer per connection, re-armed lazily: input only records its time,
-        # and the timer, when it fires, works out whether a timeout really happened.
-        kernel = self.kernel
-        if self._watch:
-            kernel.cancel(self._watch)
-        # kernel.delay(delay, _WATCH, session=self) without its two calls: one per
-        # connection at least, and the churn scenario is made of connections.
-        self._watch = kernel.add_timer(kernel.time() + delay, self, _WATCH)
-
-    def _check_timeouts(self) -> None:
-        if self.kernel.timer_due(self._watch) is not None:
-            # Stale: this check was queued by a timer that fired just before the
-            # timer was re-armed (e.g. for the drain deadline) in the same tick.
-            # The timer now pending makes the real check when it fires.
-            return
-        self._watch = 0
-        state = self.state
-        if state is CLOSED:
-            return
-        limits = self.server.limits
-        if state is CLOSING:
-            # The replies did not leave within drain_timeout: the client is not
-            # reading. Cut it off rather than hold the socket forever.
-            self.server.counts["aborted"] += 1
-            log.warning(
-                "session %d: close not finished in %.1f s; aborting", self.id, limits.drain_timeout
-            )
-            self.abort()
-            return
-        now = self.kernel.time()
-        if self._heard or limits.first_byte_timeout is None:
-            timeout, reason = limits.idle_timeout, "idle for {:g} s"
-        else:
-            timeout, reason = limits.first_byte_timeout, "no data within {:g} s"
-        if timeout is None:
-            return
-        left = self._seen + timeout - now
-        if state is WORKING or left > 0:
-            # Never sleep past one idle period: bytes arriving meanwhile would
-            # set an idle deadline earlier than the one we are waiting for.
-            wait = timeout if state is WORKING else max(left, 0.001)
-            if limits.idle_timeout is not None:
-                wait = min(wait, limits.idle_timeout)
-            self._rewatch(wait)
-            return
-        self.deliver(TIMEOUT, (reason.format(timeout),))
 
     def _on_closed(self) -> None:
         self.server.released(self)
@@ -653,141 +435,6 @@ class Connection(Session, asyncio.Protocol):
                 handler(self)
         finally:
             self.refcount -= 1  # the socket's reference: the tick frees the session
-
-    def _on_work(self, job: Job, timeout: float | None) -> None:
-        self._job = job
-        if timeout is not None:
-            job.set_timeout(timeout)
-        if self.flow.reasons & BACKLOG:
-            job.hold(HELD_BACKLOG)
-        else:
-            self.kernel.schedule_work(job)
-
-    # The job calls these when it ends (see work.Job).
-    def work_done(self, job: Job, result: Any) -> None:
-        self.deliver(DONE, (job, result))
-
-    def work_failed(self, job: Job, exc: BaseException) -> None:
-        if job.on_error is None and not isinstance(exc, Cancelled):
-            # The connection's error: logged, then closed.
-            self.kernel.handler_failed(self, WORK, exc)
-        else:
-            self.deliver(WORK_FAILED, (job, exc))
-
-    def _on_done(self, job: Job, result: Any) -> None:
-        self._job = None
-        if job.on_done is not None:
-            job.on_done(self, result)
-
-    def _on_work_failed(self, job: Job, exc: BaseException) -> None:
-        self._job = None
-        if job.on_error is not None:
-            job.on_error(self, exc)
-
-    def _close_job(self) -> None:
-        # Runs the job's ``finally`` blocks; its failure must not stop the close.
-        if self._job is not None:
-            job, self._job = self._job, None
-            job.cancel()
-
-    # -- output ---------------------------------------------------------------------
-
-    def flush(self) -> None:
-        # Called by the kernel once per tick: one write for everything put.
-        self.dirty = False
-        transport = self.transport
-        if transport is None:
-            return
-        if self.outbox:
-            out, self.outbox = self.outbox, []
-            if self._half >= 0 and not self._eof_sent:
-                del out[self._half :]  # put after shutdown_output: dropped
-            if out and not transport.is_closing() and not self._eof_sent:
-                try:
-                    data = self._filter.put(out)  # one call for the tick's replies
-                except Exception as exc:
-                    data = self._encode_each(self._filter, out, exc)
-                transport.write(data)
-                # Past high water the transport has called pause_writing (during
-                # write), and high_water <= max_output: only then can it be over.
-                if (
-                    self.flow.reasons & BACKLOG
-                    and transport.get_write_buffer_size() > self.server.limits.max_output
-                ) or (self._below is not None and self._over_below(transport, len(data))):
-                    self._overflow()
-                    return
-                if FLUSHED in self.handler_table:
-                    self._want_flushed()
-        if self._half >= 0:
-            if not self._eof_sent:
-                self._eof_sent = True
-                if not transport.is_closing():
-                    transport.write_eof()  # after the replies just written
-            if self.state is CLOSING and not transport.is_closing():
-                transport.close()
-            return
-        if self.state is CLOSING and not self._eof_sent:
-            self._eof_sent = True
-            if self._linger and transport.can_write_eof() and not self._peer_eof:
-                transport.write_eof()  # after the buffered replies; then linger
-            else:
-                transport.close()  # after the buffered replies
-
-    def _encode(self, filter_: Filter, out: list[Any]) -> bytes:
-        try:
-            return filter_.put(out)  # one call for the tick's replies: the fast path
-        except Exception as exc:
-            return self._encode_each(filter_, out, exc)
-
-    def _encode_each(self, filter_: Filter, out: list[Any], exc: Exception) -> bytes:
-        # A record the filter cannot encode (a JSON reply holding an object, a
-        # block of the wrong size) is this connection's error event, like a
-        # handler's exception; the records around it still go out, in order.
-        self.kernel.enqueue(self, ERROR, (exc, "output"))
-        parts = []
-        for record in out:
-            try:
-                parts.append(filter_.put([record]))
-            except Exception:
-                continue
-        return b"".join(parts)
-
-    def _over_below(self, transport: asyncio.Transport, size: int) -> bool:
-        # After a write over TLS: what neither the TLS layer nor the socket under
-        # it has passed to the kernel yet, as get_write_buffer_size() is for TCP.
-        limit = self.server.limits.max_output
-        if self._below is True:
-            return size > limit
-        held = transport.get_write_buffer_size() + self._below.get_write_buffer_size()
-        return bool(held > limit)
-
-    def _overflow(self) -> None:
-        # The client does not read and its replies passed max_output: drop them
-        # (abort, not close: a close would wait for a reader that never comes).
-        limit = self.server.limits.max_output
-        self.server.counts["overflows"] += 1
-        log.warning("session %d: over %d bytes of replies unread; aborting", self.id, limit)
-        self.abort()
-        # The rule, not a handler: no user code runs for an overflow (the transport
-        # is gone); entering closing drops what was postponed and reads to discard.
-        step = FAST[self.state].get(OVERFLOW)
-        if step is not None and step is not STAY:
-            self._enter(step, OVERFLOW)
-
-    def _want_flushed(self) -> None:
-        assert self.transport is not None
-        if self.transport.get_write_buffer_size() == 0:
-            self._flush_wanted = False
-            self.kernel.enqueue(self, FLUSHED, ())
-        else:
-            self._flush_wanted = True
-
-    def _poll_flushed(self) -> None:
-        if self._flush_wanted and self.transport is not None and not self.transport.is_closing():
-            if self.transport.get_write_buffer_size() == 0:
-                self._want_flushed()
-            else:
-                self.kernel.running_loop().call_later(_FLUSH_POLL, self._poll_flushed)
 
     # -- reading flow control ---------------------------------------------------------
 
@@ -886,12 +533,13 @@ class Connection(Session, asyncio.Protocol):
             self._poll_flushed()
 
     #: Events whose effect is built in; the rest just call the user's handler.
-    ACTIONS: ClassVar[dict[str, Callable[..., Any]]] = {
-        CONNECTED: _on_connected,
-        TIMEOUT: _on_timeout,
-        ERROR: _on_error,
-        CLOSED_EVENT: _on_closed,
-        WORK: _on_work,
-        DONE: _on_done,
-        WORK_FAILED: _on_work_failed,
+    #: (By method name: some live in the base classes, Timeouts and Working.)
+    ACTIONS: ClassVar[dict[str, str]] = {
+        CONNECTED: "_on_connected",
+        TIMEOUT: "_on_timeout",
+        ERROR: "_on_error",
+        CLOSED_EVENT: "_on_closed",
+        WORK: "_on_work",
+        DONE: "_on_done",
+        WORK_FAILED: "_on_work_failed",
     }
