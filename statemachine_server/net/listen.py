@@ -52,18 +52,10 @@ def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     # asyncio sets TCP_NODELAY on a transport only when its socket says IPPROTO_TCP.
     # With 0 there, small replies would wait on Nagle's algorithm for the peer's ACK.
     sock = Listener(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
-    sock.quiet_until = 0.0
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    options = [(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)]
+    if family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1))
+    return _listen(sock, address, backlog, options)
 
 
 def bind_unix(path: str, backlog: int) -> socket.socket:
@@ -72,10 +64,18 @@ def bind_unix(path: str, backlog: int) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
-    sock = Listener(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _listen(Listener(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, [])
+
+
+def _listen(
+    sock: Listener, address: Any, backlog: int, options: list[tuple[int, int, int]]
+) -> Listener:
+    # Set up, bind and listen; a socket that fails any step is closed, not leaked.
     sock.quiet_until = 0.0
     try:
-        sock.bind(path)
+        for level, name, value in options:
+            sock.setsockopt(level, name, value)
+        sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
