@@ -144,9 +144,7 @@ def to_markdown(result: ScenarioResult, ctx: Context) -> str:
         f"{_loadavg(s.get('loadavg_at_start') or m.get('loadavg_at_start'))}, at end "
         f"{_loadavg(s.get('loadavg_at_end'))}",
         f"- pinning: {ctx.pinning.note}",
-        f"- load generator: {ctx.loadgen.kind} ({ctx.loadgen.note})"
-        if s.get("uses_loadgen", True)
-        else "- load generator: none (in-process micro-benchmark, in a fresh subprocess)",
+        _loadgen_line(s, ctx),
         f"- method: {method}",
         "",
     ]
@@ -167,6 +165,15 @@ def to_markdown(result: ScenarioResult, ctx: Context) -> str:
         lines += [f"- {n}" for n in result.notes]
     lines.append("")
     return "\n".join(lines)
+
+
+def _loadgen_line(settings: dict[str, Any], ctx: Context) -> str:
+    """Which client made the load: the line client, a scenario's own, or none."""
+    if settings.get("load_generator"):
+        return f"- load generator: {settings['load_generator']}"
+    if settings.get("uses_loadgen", True):
+        return f"- load generator: {ctx.loadgen.kind} ({ctx.loadgen.note})"
+    return "- load generator: none (in-process micro-benchmark, in a fresh subprocess)"
 
 
 def _figure_table(result: ScenarioResult, base: float | None, second: float | None) -> list[str]:

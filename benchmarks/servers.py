@@ -41,6 +41,8 @@ __all__ = [
     "RunningServer",
     "ServerError",
     "jobs_peer",
+    "memcache_peers",
+    "memcached_missing",
     "peer_names",
     "poe_missing",
     "serve",
@@ -113,6 +115,13 @@ def poe_missing() -> str | None:
         return "`perl -MPOE -e1` timed out"
     if probe.returncode != 0:
         return "`perl -MPOE -e1` failed: POE is not installed (apt-get install libpoe-perl)"
+    return None
+
+
+def memcached_missing() -> str | None:
+    """None if the memcached binary is on PATH, else why the peer is skipped."""
+    if shutil.which("memcached") is None:
+        return "memcached is not installed (apt-get install memcached)"
     return None
 
 
@@ -212,6 +221,34 @@ def soak_peer() -> Peer:
         logs=True,
         ours=True,
     )  # fmt: skip
+
+
+def memcache_peers() -> list[Peer]:
+    """The memcache scenario's servers: our spec, the asyncio baseline, memcached itself."""
+    python = sys.executable
+    return [
+        Peer(
+            "ours-memcache-spec",
+            "statemachine_server run specs/memcache-lite.yaml (set, get/gets, delete)",
+            (
+                python, "-m", "statemachine_server", "run",
+                str(REPO_ROOT / "specs" / "memcache-lite.yaml"), "--port", "0",
+            ),
+            ours=True,
+        ),
+        Peer(
+            "asyncio-memcache",
+            "peers/asyncio_memcache.py: hand-written asyncio.Protocol memcache subset "
+            "(dict store, one buffer per connection)",
+            (python, str(PEERS_DIR / "asyncio_memcache.py"), "0"),
+        ),
+        Peer(
+            "memcached",
+            "memcached -t 1 -p PORT -l 127.0.0.1 -U 0 (one worker thread), via peers/memcached.py",
+            (python, str(PEERS_DIR / "memcached.py"), "0"),
+            check=memcached_missing,
+        ),
+    ]  # fmt: skip
 
 
 def peer_names() -> list[str]:

@@ -1,7 +1,8 @@
 """The scenarios, by name. Each module has ``NAME``, ``TITLE`` and ``run(ctx, peers, options)``.
 
 ``peers`` are the peers chosen with ``--peers``: throughput, latency, churn and
-memory compare them; the other scenarios have fixed subjects (see each module).
+memory compare them; the other scenarios (memcache too: its peers speak memcached's
+protocol, not line echo) have fixed subjects (see each module).
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ from dataclasses import dataclass
 
 from ..results import Context, Options, ScenarioResult
 from ..servers import Peer
-from . import churn, fairness, filters, kernel, latency, memory, soak, spec_vs_python, throughput
+from . import (
+    churn,
+    fairness,
+    filters,
+    kernel,
+    latency,
+    memcache,
+    memory,
+    soak,
+    spec_vs_python,
+    throughput,
+)
 
 __all__ = ["SCENARIOS", "Scenario"]
 
@@ -29,7 +41,8 @@ SCENARIOS: dict[str, Scenario] = {
     for s in [
         Scenario(m.NAME, m.TITLE, m.run)
         for m in (
-            throughput, latency, churn, memory, kernel, filters, spec_vs_python, fairness, soak,
+            throughput, latency, churn, memory, kernel, filters, spec_vs_python, fairness, memcache,
+            soak,
         )
     ]
 }  # fmt: skip
