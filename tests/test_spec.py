@@ -68,17 +68,17 @@ def error_of(text: str) -> str:
         ),
         (
             "handlers:\n  input:\n    - reply: '{sesion.id}'\n",
-            "s.yaml:3:14: unknown template name {sesion.id}",
+            "s.yaml:3:16: unknown name 'sesion' (did you mean 'session'?)",
         ),
         (
             "handlers:\n  connected:\n    - reply: '{input}'\n",
-            "s.yaml:3:14: {input} is only available",
+            "s.yaml:3:16: {input} is only available",
         ),
         (
             "handlers:\n  input:\n    - reply: '{input!r}'\n",
             "conversions and format specs are not allowed",
         ),
-        ("handlers:\n  input:\n    - reply: '{input'\n", "malformed template"),
+        ("handlers:\n  input:\n    - reply: '{input'\n", "s.yaml:3:15: a { that is never closed"),
         (
             "handlers:\n  input:\n    - {reply: a, log: b}\n",
             "s.yaml:3:7: an action is a mapping with one key",
@@ -180,7 +180,7 @@ def test_templates_render(template: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "template", ["{input.__class__}", "{session.heap}", "{heap}", "{0}", "{}", "{heap.a.b}"]
+    "template", ["{input.__class__}", "{session.heap}", "{heap}", "{}", "{heap.a.b}", "{input!r}"]
 )
 def test_templates_cannot_reach_into_objects(template: str) -> None:
     with pytest.raises(ValueError):

@@ -59,7 +59,7 @@ def test_a_template_s_traceback_names_its_node(tmp_path: Path) -> None:
 
     text = failure_text(spec.program.handlers["input"], NoHeap(), "x")
     assert 'File "<rules.yaml handlers.input[0].do[0].text>", line 1' in text
-    assert "s.heap.get(_t0, '')" in text  # the line: _t0 is bound to 'name'
+    assert "s.heap.get(_t0)" in text  # the line: _t0 is bound to 'name'
 
 
 def test_generated_filenames_name_builtin_and_text_specs() -> None:

@@ -210,7 +210,7 @@ async def test_stream_filter_hands_bytes_as_they_come_and_keeps_any_byte(serve_s
         (
             "server: {filter: {type: json, schema: {messages: {add: {a: int}}}}}\n"
             "handlers:\n  input:\n    - message: add\n      do: [reply: '{match.b}']\n",
-            "t.yaml:5:19: {match.b}: the rule's condition has no group 'b' (its groups: a)",
+            "t.yaml:5:21: match.b: the rule's condition has no group 'b' (its groups: a)",
         ),
         (
             "server: {filter: {type: json, schema: {messages: {add: {a: integer}}}}}\n",

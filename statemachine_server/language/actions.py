@@ -17,33 +17,41 @@ from typing import Any
 from ..core.lifecycle import EVENTS
 from ..errors import ProtocolError
 from ..work import in_process, in_thread
+from .assign import Bounds, compile_append, compile_set, compile_unset
+from .expressions import ExprError, Names
 from .framing import PullBlockFilter, PullLineFilter
+from .functions import as_int, kind
 from .generated import Sources
 from .messages import compile_value, is_structured
 from .model import (
     BUILTIN_EVENTS,
     Action,
+    Append,
     Broadcast,
     Call,
     Close,
+    Foreach,
     Goto,
     Join,
     Leave,
     LineFilterSettings,
     Log,
     Post,
+    Raise,
     Reply,
     Run,
     Send,
     Set,
     Spec,
     SwitchFilter,
+    Unset,
     Work,
+    Write,
 )
 from .pycall import Calls, call_in_worker
-from .report import KEY, Report, SpecPath, dotted, hint
-from .runtime import Op, Runtime, failure, reply_error, reply_result, run_with
-from .templates import RESULT, Template, compile_template
+from .report import Report, SpecPath, dotted, hint, inside
+from .runtime import Op, Runtime, failure, reply_error, reply_result, then_with
+from .templates import RESULT, Template, compile_guard, compile_template
 
 __all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
 
@@ -111,6 +119,12 @@ class ActionCompiler:
         self.bad_gotos = False
         #: Some action switches the filter (then lines are cut one at a time).
         self.switches = False
+        #: Some action raises an event (then handlers drain them: Runtime.handled).
+        self.raises = False
+        #: The bounds of the heaps' collections (``collections``).
+        self.bounds = Bounds(spec.collections, report)
+        #: The runtime's functions an expression may call.
+        self.extra: dict[str, Any] = {"group_size": (rt.group_size, (("text",), 0, "int"))}
 
     def hint(self, name: str, choices: Any = None) -> str:
         """`` (did you mean ...?)``, among the states by default."""
@@ -127,6 +141,7 @@ class ActionCompiler:
         groups: frozenset[str] | None = None,
         start: int = 0,
         result: bool = False,
+        local: frozenset[str] = frozenset(),
     ) -> list[Op]:
         """The ops of a list of actions.
 
@@ -139,6 +154,7 @@ class ActionCompiler:
             groups: the rule's ``{match.NAME}`` names (None: no such condition).
             start: compile from this index (a work or run's continuation).
             result: whether ``{result}`` exists already.
+            local: the ``foreach`` variables in scope.
         """
         ops: list[Op] = []
         has_result = result
@@ -147,21 +163,26 @@ class ActionCompiler:
                 continue
             where = (*path, i)
 
+            names = Names(
+                has_input=has_input, groups=groups, has_result=has_result,
+                states=self.has_states, text_input=self.input_text is None, locals=local,
+                extra=self.extra,
+            )  # fmt: skip
+
             def tpl(
                 text: str,
                 *at: str,
                 _where: SpecPath = where,
-                _res: bool = has_result,
+                _names: Names = names,
                 raw: bool = False,
             ) -> Template:
                 try:
                     return compile_template(
-                        text, has_input=has_input, groups=groups, has_result=_res,
-                        states=self.has_states, input_text=self.input_text, raw=raw,
-                        sources=self.sources, where=dotted((*_where, *at)),
+                        text, input_text=self.input_text, raw=raw, sources=self.sources,
+                        where=dotted((*_where, *at)), names=_names,
                     )  # fmt: skip
                 except ValueError as exc:
-                    self.report(str(exc), (*_where, *at))
+                    self.report(str(exc), inside((*_where, *at), exc))
                     return lambda s, i, m=None: ""
 
             if isinstance(action, Work | Run):
@@ -170,15 +191,18 @@ class ActionCompiler:
                 def nested(items: list[Any], key: str, _where: SpecPath = where) -> list[Op]:
                     return self.actions(
                         items, (*_where, key), scope, label,
-                        has_input=has_input, groups=groups, result=True,
+                        has_input=has_input, groups=groups, result=True, local=local,
                     )  # fmt: skip
 
                 then = self.actions(
                     actions, path, scope, label,
-                    has_input=has_input, groups=groups, start=i + 1, result=True,
+                    has_input=has_input, groups=groups, start=i + 1, result=True, local=local,
                 )  # fmt: skip
                 op = None
-                if label == "exit":
+                if local:
+                    self.report(f"{type(action).__name__.lower()} is not allowed in foreach "
+                                "(the loop would go on while it runs)", where)  # fmt: skip
+                elif label == "exit":
                     self.report(f"{type(action).__name__.lower()} is not allowed in exit "
                                 "actions (the state is being left)", where)  # fmt: skip
                 elif isinstance(action, Work):
@@ -189,12 +213,58 @@ class ActionCompiler:
                 if op is not None:
                     ops.append(op)
                 break
-            op = self._action(action, where, scope, label, tpl)
+            if isinstance(action, Foreach):
+                op = self._foreach(action, where, names, scope, label, has_input, groups,
+                                   has_result, local)  # fmt: skip
+            elif isinstance(action, Set | Append | Unset):
+                op = self._write_heap(action, where, names)
+            else:
+                op = self._action(action, where, scope, label, tpl)
             if op is not None:
                 ops.append(op)
             if isinstance(action, Call):
                 has_result = True
         return ops
+
+    def _foreach(
+        self, a: Foreach, where: SpecPath, names: Names, scope: Scope, label: str,
+        has_input: bool, groups: frozenset[str] | None, has_result: bool, local: frozenset[str],
+    ) -> Op | None:  # fmt: skip
+        try:
+            items = compile_guard(a.in_, names, self.sources, dotted((*where, "in")))
+        except ExprError as exc:
+            self.report(str(exc), inside((*where, "in"), exc))
+            return None
+        name = a.as_
+        if name in ("input", "result", "remote_ip", "remote_port", "heap", "server", "match",
+                    "session", "true", "false", "null"):  # fmt: skip
+            self.report(f"foreach as {name!r}: that name is the language's own", (*where, "as"))
+            return None
+        body = self.actions(
+            a.do, (*where, "do"), scope, label, has_input=has_input, groups=groups,
+            result=has_result, local=local | {name},
+        )  # fmt: skip
+
+        def foreach(s: Any, i: Any, m: dict[str, Any]) -> None:
+            value = items(s, i, m)
+            if value is None:
+                return
+            if not isinstance(value, list | dict):
+                raise TypeError(f"foreach takes a list or a map, not {kind(value)}")
+            inner = dict(m)
+            for item in list(value):  # taken now: the body may change it
+                inner[name] = item
+                for op in body:
+                    op(s, i, inner)
+
+        return foreach
+
+    def _write_heap(self, a: Set | Append | Unset, where: SpecPath, names: Names) -> Op | None:
+        if isinstance(a, Set):
+            return compile_set(a.values, names, self.bounds, self.sources, self.report, where)
+        if isinstance(a, Append):
+            return compile_append(a.values, names, self.bounds, self.sources, self.report, where)
+        return compile_unset(a.names, names, self.sources, self.report, where)
 
     def _work(
         self, a: Work, where: SpecPath, then: list[Op], nested: Callable[..., list[Op]]
@@ -208,6 +278,12 @@ class ActionCompiler:
         failed = nested(a.on_error, "on_error") or [reply_error]
         target, pool, base = a.function, a.in_, self.calls.base_dir
         options = {"timeout": a.timeout, "progress_every": a.progress_every}
+
+        done, progressed, fail = (
+            then_with(self.rt, then),
+            then_with(self.rt, progress),
+            then_with(self.rt, failed),
+        )
 
         def start(s: Any, i: Any, m: dict[str, Any]) -> None:
             job: Any
@@ -224,9 +300,9 @@ class ActionCompiler:
                 job = in_process(call_in_worker, base, target, i, dict(m))
             s.work(
                 job,
-                lambda s, r: run_with(then, s, i, m, r),
-                on_progress=(lambda s, v: run_with(progress, s, i, m, v)) if progress else None,
-                on_error=lambda s, exc: run_with(failed, s, i, m, failure(exc)),
+                lambda s, r: done(s, i, m, r),
+                on_progress=(lambda s, v: progressed(s, i, m, v)) if progress else None,
+                on_error=lambda s, exc: fail(s, i, m, failure(exc)),
                 **options,
             )
 
@@ -251,6 +327,9 @@ class ActionCompiler:
         stderr = nested(a.stderr, "stderr")
         failed = nested(a.on_error, "on_error") or [reply_error]
         timeout = a.timeout
+        rt = self.rt
+        done, out, err, fail = (then_with(rt, then), then_with(rt, stdout),
+                                then_with(rt, stderr), then_with(rt, failed))  # fmt: skip
 
         def start(s: Any, i: Any, m: dict[str, Any]) -> None:
             argv = [program, *(render(s, i, m) for render in args)]
@@ -260,8 +339,8 @@ class ActionCompiler:
                 child = s.run_process(
                     argv,
                     stdin=data,
-                    on_stdout=lambda s, line: run_with(stdout, s, i, m, line),
-                    on_stderr=(lambda s, line: run_with(stderr, s, i, m, line)) if stderr else None,
+                    on_stdout=lambda s, line: out(s, i, m, line),
+                    on_stderr=(lambda s, line: err(s, i, m, line)) if stderr else None,
                 )
                 try:
                     return (yield child)
@@ -270,8 +349,8 @@ class ActionCompiler:
 
             s.work(
                 job(),
-                lambda s, status: run_with(then, s, i, m, status),
-                on_error=lambda s, exc: run_with(failed, s, i, m, failure(exc)),
+                lambda s, status: done(s, i, m, status),
+                on_error=lambda s, exc: fail(s, i, m, failure(exc)),
                 timeout=timeout,
             )
 
@@ -298,8 +377,15 @@ class ActionCompiler:
                 return None  # server.log.enabled: false - no client data in the console
             # rt.write, looked up per line: the server's writer is bound after compiling.
             return lambda s, i, m: rt.write(render(s, i, m))
-        if isinstance(a, Set):
-            return self._set(a, where, tpl)
+        if isinstance(a, Write):
+            if self.structured:
+                self.report("write sends text as it is: not with a json or msgpack filter "
+                            "(reply sends a structure)", where)  # fmt: skip
+                return None
+            render = tpl(a.text, "text")
+            return lambda s, i, m: s.write(render(s, i, m))
+        if isinstance(a, Raise):
+            return self._raise(a, where, tpl)
         if isinstance(a, Goto):
             return self._goto(a, where, scope, label)
         if isinstance(a, Close):
@@ -308,8 +394,7 @@ class ActionCompiler:
         if isinstance(a, Post):
             return self._post(a, where, tpl)
         if isinstance(a, Broadcast):
-            group, text, include_self = tpl(a.group, "group"), tpl(a.text, "text"), a.include_self
-            return lambda s, i, m: rt.broadcast(s, group(s, i, m), text(s, i, m), include_self)
+            return self._broadcast(a, where, tpl)
         if isinstance(a, Join):
             group = tpl(a.group, "group")
             return lambda s, i, m: rt.join(s, group(s, i, m))
@@ -323,33 +408,6 @@ class ActionCompiler:
         if isinstance(a, Send):
             return self._send(a, where, tpl)
         raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
-
-    def _set(self, a: Set, where: SpecPath, tpl: Callable[..., Template]) -> Op:
-        session_keys: list[tuple[str, Template]] = []
-        server_keys: list[tuple[str, Template]] = []
-        for key, text in a.values.items():
-            head, dot, name = key.partition(".")
-            if not dot and key.isidentifier():
-                session_keys.append((key, tpl(text, "values", key)))
-            elif head == "server" and name.isidentifier():
-                server_keys.append((name, tpl(text, "values", key)))
-            else:
-                self.report(
-                    f"set {key!r}: expected NAME (the session's heap) or server.NAME "
-                    "(the server-wide heap)",
-                    (*where, "values", key, KEY),
-                )
-
-        def set_values(s: Any, i: Any, m: dict[str, Any]) -> None:
-            heap = s.heap
-            for key, render in session_keys:
-                heap[key] = render(s, i, m)
-            if server_keys:
-                shared = s.server.heap
-                for key, render in server_keys:
-                    shared[key] = render(s, i, m)
-
-        return set_values
 
     def _goto(self, a: Goto, where: SpecPath, scope: Scope, label: str) -> Op | None:
         if not self.has_states:
@@ -382,6 +440,38 @@ class ActionCompiler:
         if after is None:
             return lambda s, i, m: s.kernel.enqueue(s, event, (render(s, i, m),))
         return lambda s, i, m: s.kernel.delay(after, event, render(s, i, m), session=s)
+
+    def _raise(self, a: Raise, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+        if a.event not in self.handled:
+            near = self.hint(a.event, self.handled - set(BUILTIN_EVENTS))
+            self.report(f"raise: no handler for event {a.event!r}{near}", (*where, "event"))
+            return None
+        if a.event in RESERVED_EVENTS or a.event in BUILTIN_EVENTS:
+            self.report(f"raise: {a.event!r} is not a named event", (*where, "event"))
+            return None
+        self.raises = True
+        event, value, rt = a.event, tpl(a.input, "input", raw=True), self.rt
+        return lambda s, i, m: rt.raise_event(s, event, value(s, i, m))
+
+    def _broadcast(self, a: Broadcast, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+        rt, include_self = self.rt, a.include_self
+        group = tpl(a.group, "group")
+        if (a.text is None) == (a.event is None):
+            self.report("broadcast takes text (sent to each member) or event (posted to "
+                        "each), one of them", where)  # fmt: skip
+            return None
+        if a.event is not None:
+            if a.event not in self.handled or a.event in BUILTIN_EVENTS:
+                near = self.hint(a.event, self.handled - set(BUILTIN_EVENTS))
+                self.report(f"broadcast: no handler for event {a.event!r}{near}",
+                            (*where, "event"))  # fmt: skip
+                return None
+            event, value = a.event, tpl(a.input, "input", raw=True)
+            return lambda s, i, m: rt.broadcast_event(
+                s, group(s, i, m), event, value(s, i, m), include_self
+            )
+        text = tpl(a.text, "text")
+        return lambda s, i, m: rt.broadcast(s, group(s, i, m), text(s, i, m), include_self)
 
     def _send(self, a: Send, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
         client = self.spec.clients.get(a.to)
@@ -470,18 +560,19 @@ class ActionCompiler:
             return None
         end, output, limit = a.end.encode("utf-8", "surrogateescape"), self.output, a.max_size
         if isinstance(a.size, int):
-            if not 0 < a.size <= limit:
-                self.report(f"size {a.size}: expected 1 to max_size ({limit})", (*where, "size"))
+            if not 0 <= a.size <= limit:
+                self.report(f"size {a.size}: expected 0 to max_size ({limit})", (*where, "size"))
                 return None
             fixed = a.size
             return lambda s, i, m: s.switch_filter(PullBlockFilter(fixed, end, output))
-        size = tpl(a.size, "size")
+        size = tpl(a.size, "size", raw=True)
 
         def switch_to_block(s: Any, i: Any, m: dict[str, Any]) -> None:
-            text = size(s, i, m)
-            n = int(text) if text.isdigit() else -1
-            if not 0 < n <= limit:
-                raise ProtocolError(f"block size {text!r}: expected 1 to {limit}")
+            value = size(s, i, m)
+            # ASCII digits only: int() would read "٣" or "²" as a number.
+            n = -1 if isinstance(value, bool) else as_int(value, -1)
+            if not 0 <= n <= limit:
+                raise ProtocolError(f"block size {str(value)[:40]!r}: expected 0 to {limit}")
             s.switch_filter(PullBlockFilter(n, end, output))
 
         return switch_to_block

@@ -24,6 +24,7 @@ from ..net.server import TCPServer
 from ..net.tls import server_ssl_context
 from .clients import Outbound
 from .compile import compile_spec, program_of
+from .data import keep
 from .model import Spec, TLSSettings
 from .pycall import resolve_call
 from .runtime import STATE_TIMEOUT, Program
@@ -98,8 +99,10 @@ def build_server(
     )
     # The server-wide heap, {server.NAME}: the server session's own heap.
     server.heap.update(name=settings.name, host=server.host, port=server.port)
-    server.heap.update(settings.heap)
-    server.heap.update(heap or {})
+    bound = program.bound
+    for name, value in {**settings.heap, **(heap or {})}.items():
+        # Maps and lists bounded as the spec's collections say (data.py).
+        server.heap[name] = value if bound is None else keep(value, bound(f"server.{name}"))
     if outbound is not None:
         try:
             outbound.start_shared(server)

@@ -22,7 +22,7 @@ from ..core.lifecycle import CLOSED
 from ..net.connection import INPUT_BATCH
 from .generated import Sources
 from .model import Log, Reply, Spec
-from .report import Report
+from .report import Report, inside
 from .runtime import WRITE, Program, Runtime
 from .templates import is_identity, template_code
 
@@ -60,7 +60,7 @@ _BATCH = """def _f(s, records):
 
 def fits(spec: Spec, named: set[str]) -> bool:
     """Whether ``spec`` has the echo shape (``named``: its named events)."""
-    if spec.states or named:
+    if spec.states or named or spec.heap:
         return False
     for event, items in spec.handlers.items():
         if event not in FAST_EVENTS:
@@ -151,7 +151,7 @@ def _lines(
                 raw=structured and isinstance(action, Reply), hoist=before,
             )  # fmt: skip
         except ValueError as exc:
-            report(str(exc), ("handlers", event, n, "text"))
+            report(str(exc), inside(("handlers", event, n, "text"), exc))
             return None
         if silent:
             continue  # server.log.enabled: false - no client data in the console

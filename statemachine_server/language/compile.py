@@ -28,6 +28,8 @@ from ..filters import Filter
 from . import codegen
 from .actions import RESERVED_EVENTS, ActionCompiler, Scope
 from .clients import ClientProgram
+from .data import keep
+from .expressions import ExprError, Names, regex_fields
 from .framing import PullLineFilter
 from .generated import Sources
 from .messages import (
@@ -44,9 +46,11 @@ from .model import (
     Broadcast,
     ClientSettings,
     FilterSettings,
+    Foreach,
     Goto,
     Log,
     Post,
+    Raise,
     Rule,
     Run,
     Send,
@@ -55,7 +59,7 @@ from .model import (
     Work,
 )
 from .pycall import Calls
-from .report import KEY, Report, SpecPath, dotted
+from .report import KEY, Report, SpecPath, at, dotted, inside
 from .runtime import (
     INPUT_EVENTS,
     STATE_TIMEOUT,
@@ -71,7 +75,7 @@ from .runtime import (
     on_error,
     take_invalid,
 )
-from .templates import compile_template
+from .templates import compile_guard, compile_template
 
 __all__ = ["compile_spec", "program_of"]
 
@@ -111,7 +115,7 @@ def program_of(spec: Spec) -> Program:
     return program
 
 
-def _never(data: Any) -> None:
+def _never(session: Any, data: Any) -> None:
     return None  # the condition of a rule whose condition is reported: still compiled
 
 
@@ -140,7 +144,9 @@ class _Compiler:
         self.schema, self.messages = self._framing(settings, ("server", "filter"))
         # Named events: listed in `events`, or posted by a `post` action.
         self.named = set(spec.events) | {
-            a.event for _, a in self._all_actions() if isinstance(a, Post)
+            a.event
+            for _, a in self._all_actions()
+            if isinstance(a, Post | Raise | Broadcast) and a.event is not None
         }
         self.handled = {
             event for scope_handlers in self._handler_maps() for event in scope_handlers[1]
@@ -180,6 +186,7 @@ class _Compiler:
         rt, acts = self.rt, self.acts
         initial = self._initial()
         program = Program(rt, initial=initial, sources=self.sources.by_name)
+        program.bound = self.acts.bounds.of
         for path, handlers, scope in self._handler_maps():
             self._check_events(path, handlers, scope, initial)
         # The echo shape compiles (and checks) its handlers as generated source
@@ -373,12 +380,44 @@ class _Compiler:
     def _condition(
         self, rule: Rule, path: SpecPath, event: str, has_input: bool
     ) -> tuple[Condition | None, frozenset[str] | None]:
+        test, groups = self._test(rule, path, event, has_input)
+        if rule.if_ is None or test is None:
+            return test, groups
+        # The guard: after the test, whose groups it may name.
+        names = self._names(has_input, None if test is always else groups)
+        try:
+            guard = compile_guard(rule.if_, names, self.sources, dotted((*path, "if")))
+        except ExprError as exc:
+            self.report(str(exc), inside((*path, "if"), exc))
+            return None, groups
+        if test is always:
+            return (lambda s, data: {} if guard(s, data, None) else None), None
+
+        def test_and_guard(s: Any, data: Any) -> dict[str, Any] | None:
+            match = test(s, data)  # type: ignore[misc]  # not None: see above
+            if match is None or not guard(s, data, match):
+                return None
+            return match
+
+        return test_and_guard, groups
+
+    def _names(self, has_input: bool, groups: frozenset[str] | None) -> Names:
+        return Names(
+            has_input=has_input, groups=groups, states=self.has_states,
+            text_input=not self.records_structured, extra=self.acts.extra,
+        )  # fmt: skip
+
+    def _test(
+        self, rule: Rule, path: SpecPath, event: str, has_input: bool
+    ) -> tuple[Condition | None, frozenset[str] | None]:
         given = [
             k for k in ("match", "equals", "prefix", "message") if getattr(rule, k) is not None
         ]
         if len(given) > 1:
             self.report(
-                f"a rule has at most one condition; this one has {' and '.join(given)}", path
+                f"a rule has at most one test of the input (and an `if` beside it); this one "
+                f"has {' and '.join(given)}",
+                path,
             )
             return None, None
         if not given:
@@ -390,7 +429,7 @@ class _Compiler:
         if not has_input:
             self.report(
                 f"`{event}` has no input to test: conditions work in input and "
-                "named-event handlers",
+                "named-event handlers (an `if` works anywhere)",
                 (*path, kind),
             )
             return None, None
@@ -399,33 +438,100 @@ class _Compiler:
         if kind == "message" or (self.records_structured and event == "input"):
             return self._message_condition(rule, kind, path, event)
         if kind == "match":
-            try:
-                rx = re.compile(value, re.IGNORECASE if fold else 0)
-            except re.error as exc:
-                at = f" at position {exc.pos}" if exc.pos is not None else ""
-                self.report(f"bad regular expression: {exc.msg}{at}", (*path, "match"))
-                return None, None
-            search = rx.search
-
-            def test_match(data: Any) -> dict[str, Any] | None:
-                m = search(data)
-                return None if m is None else m.groupdict("")
-
-            return test_match, frozenset(rx.groupindex)
+            return self._match(value, fold, (*path, "match"), has_input)
+        if "{" in value:
+            return self._templated(kind, value, fold, (*path, kind), has_input)
         if kind == "equals":
             if fold:
                 want = value.casefold()
-                return (lambda data: {} if data.casefold() == want else None), frozenset()
-            return (lambda data: {} if data == value else None), frozenset()
+                return (lambda s, data: {} if data.casefold() == want else None), frozenset()
+            return (lambda s, data: {} if data == value else None), frozenset()
         n = len(value)
         if fold:
             want = value.casefold()
             return (
-                lambda data: {"rest": data[n:]} if data[:n].casefold() == want else None
+                lambda s, data: {"rest": data[n:]} if data[:n].casefold() == want else None
             ), frozenset({"rest"})
-        return (lambda data: {"rest": data[n:]} if data.startswith(value) else None), frozenset(
+        return (lambda s, data: {"rest": data[n:]} if data.startswith(value) else None), frozenset(
             {"rest"}
         )
+
+    def _templated(
+        self, kind: str, value: str, fold: bool, where: SpecPath, has_input: bool
+    ) -> tuple[Condition | None, frozenset[str] | None]:
+        """``equals`` or ``prefix`` with ``{...}`` fields: rendered per record."""
+        try:
+            render = compile_template(value, names=self._names(has_input, None),
+                                      sources=self.sources, where=dotted(where))  # fmt: skip
+        except ExprError as exc:
+            self.report(str(exc), inside(where, exc))
+            return None, None
+        if kind == "equals":
+            if fold:
+                return (lambda s, data: {} if data.casefold() == render(s, data).casefold()
+                        else None), frozenset()  # fmt: skip
+            return (lambda s, data: {} if data == render(s, data) else None), frozenset()
+
+        def test_prefix(s: Any, data: Any) -> dict[str, Any] | None:
+            want = render(s, data)
+            head = data[: len(want)]
+            if (head.casefold() == want.casefold()) if fold else head == want:
+                return {"rest": data[len(want) :]}
+            return None
+
+        return test_prefix, frozenset({"rest"})
+
+    def _match(
+        self, value: str, fold: bool, where: SpecPath, has_input: bool
+    ) -> tuple[Condition | None, frozenset[str] | None]:
+        flags = re.IGNORECASE if fold else 0
+        try:
+            parts = regex_fields(value)
+        except ExprError as exc:
+            self.report(str(exc), inside(where, exc))
+            return None, None
+        if len(parts) == 1 and parts[0][1] is None:
+            try:
+                rx = re.compile(value, flags)
+            except re.error as exc:
+                pos = f" at position {exc.pos}" if exc.pos is not None else ""
+                self.report(f"bad regular expression: {exc.msg}{pos}", where)
+                return None, None
+            search = rx.search
+
+            def test_match(s: Any, data: Any) -> dict[str, Any] | None:
+                m = search(data)
+                return None if m is None else m.groupdict("")
+
+            return test_match, frozenset(rx.groupindex)
+        # Fields: each value is matched literally (escaped), the pattern compiled
+        # per record (re's cache keeps the recent ones).
+        names = self._names(has_input, None)
+        renders: list[Any] = []
+        for literal, field, offset in parts:  # offset: of the field's text
+            renders.append(literal)
+            if field is None:
+                continue
+            try:
+                fn = compile_template("{" + field + "}", names=names, sources=self.sources,
+                                      where=dotted(where))  # fmt: skip
+            except ExprError as exc:
+                self.report(str(exc), (*where, at(offset - 1 + exc.offset)))  # "{" + field
+                return None, None
+            renders.append(fn)
+        probe = "".join(p if isinstance(p, str) else "x" for p in renders)
+        try:
+            groups = frozenset(re.compile(probe, flags).groupindex)
+        except re.error as exc:
+            self.report(f"bad regular expression: {exc.msg}", where)
+            return None, None
+
+        def test_fields(s: Any, data: Any) -> dict[str, Any] | None:
+            pattern = "".join(p if isinstance(p, str) else re.escape(p(s, data)) for p in renders)
+            m = re.search(pattern, data, flags)
+            return None if m is None else m.groupdict("")
+
+        return test_fields, groups
 
     def _message_condition(
         self, rule: Rule, kind: str, path: SpecPath, event: str
@@ -453,7 +559,7 @@ class _Compiler:
             return None, None
         struct, fields = found
 
-        def test_message(data: Any) -> dict[str, Any] | None:
+        def test_message(s: Any, data: Any) -> dict[str, Any] | None:
             if type(data) is not struct:
                 return None
             return {name: getattr(data, name) for name in fields}
@@ -542,8 +648,10 @@ class _Compiler:
                 handler = by_state(table)
             else:
                 handler = entry(event, top, self.named)
+            if handler is not None and self.acts.raises:
+                handler = rt.handled(handler)  # then the events it raised
             if event == "connected":
-                handler = on_connected(rt, handler, initial)
+                handler = on_connected(rt, handler, initial, self._session_heap())
             elif event == "disconnected":
                 handler = on_disconnected(rt, handler)
             elif event == "error":
@@ -555,7 +663,22 @@ class _Compiler:
             else:
                 program.named[event] = handler
         if rt.timeout:
-            program.named[STATE_TIMEOUT] = rt.state_timeout
+            timeout = rt.state_timeout
+            program.named[STATE_TIMEOUT] = rt.handled(timeout) if self.acts.raises else timeout
+
+    def _session_heap(self) -> Callable[[Any], None] | None:
+        """What gives each session its initial heap (the spec's ``heap``)."""
+        initial = self.spec.heap
+        if not initial:
+            return None
+        bounds = {name: self.acts.bounds.of(name) for name in initial}
+
+        def fill(session: Any) -> None:
+            heap = session.heap
+            for name, value in initial.items():
+                heap[name] = keep(value, bounds[name])  # a copy each: sessions share nothing
+
+        return fill
 
 
 def _walk(items: list[Any], path: SpecPath) -> Iterator[tuple[SpecPath, Any]]:
@@ -565,3 +688,13 @@ def _walk(items: list[Any], path: SpecPath) -> Iterator[tuple[SpecPath, Any]]:
             yield from _walk(item.do, (*path, i, "do"))
         elif item is not None:
             yield (*path, i), item
+            for key in _NESTED.get(type(item), ()):
+                yield from _walk(getattr(item, key), (*path, i, key))
+
+
+#: Actions holding lists of actions, and where.
+_NESTED: dict[type, tuple[str, ...]] = {
+    Foreach: ("do",),
+    Work: ("progress", "on_error"),
+    Run: ("stdout", "stderr", "on_error"),
+}

@@ -43,7 +43,7 @@ from .model import (
     StateTimeout,
     TLSSettings,
 )
-from .report import KEY, SpecPath, hint, json_path
+from .report import KEY, SpecPath, hint, json_path, offset_of
 
 __all__ = ["MAX_SPEC_BYTES", "builtin_spec_path", "load_spec", "load_spec_text"]
 
@@ -63,6 +63,10 @@ class Source:
     # its fields' positions are still found under the old path.
     aliases: dict[SpecPath, SpecPath] = field(default_factory=dict)
     errors: list[SpecError] = field(default_factory=list)
+    #: Each text scalar's style ("" plain, "'", '"', "|", ">") and the spec's lines:
+    #: to place an error inside an expression or template (``at(offset)``).
+    styles: dict[SpecPath, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
 
     def error(self, message: str, path: SpecPath) -> SpecError:
         line, column = self.where(path)
@@ -82,6 +86,9 @@ class Source:
         return path
 
     def where(self, path: SpecPath) -> tuple[int, int]:
+        offset = offset_of(path)
+        if offset is not None:
+            return self._inside(path[:-1], offset)
         for k in range(len(path), 0, -1):
             alias = self.aliases.get(path[:k])
             if alias is not None:
@@ -95,6 +102,38 @@ class Source:
             if not path:
                 return (1, 1)
             path = path[:-1]
+
+    def _inside(self, path: SpecPath, offset: int) -> tuple[int, int]:
+        """The line and column ``offset`` characters into the text at ``path``."""
+        line, column = self.where(path)
+        found = self.in_yaml(path)
+        style = self.styles.get(found, self.styles.get(path))
+        if style is None:
+            return line, column
+        if style in ("|", ">"):
+            # A block scalar: its text starts on the next line, indented.
+            k = line  # 0-based index of the line after the indicator
+            rest = offset
+            while k < len(self.lines):
+                text = self.lines[k]
+                indent = len(text) - len(text.lstrip(" "))
+                width = len(text) - indent + 1  # with its line break
+                if rest < width or k + 1 >= len(self.lines):
+                    return k + 1, indent + rest + 1
+                rest -= width
+                k += 1
+            return line, column
+        # A plain or quoted scalar, on one line or folded over several.
+        quote = 1 if style in ("'", '"') else 0
+        k, col, rest = line - 1, column - 1 + quote, offset
+        while k < len(self.lines):
+            room = len(self.lines[k]) - col
+            if rest <= room or k + 1 >= len(self.lines):
+                return k + 1, col + rest + 1
+            rest -= room + 1  # a folded line break is one space
+            k += 1
+            col = len(self.lines[k]) - len(self.lines[k].lstrip(" "))
+        return line, column
 
 
 def builtin_spec_path(name: str = "echo") -> Path:
@@ -154,7 +193,7 @@ def load_spec_text(
 
 
 def _load(text: str, file: str, base_dir: Path, origin: str) -> Spec:
-    src = Source(file)
+    src = Source(file, lines=text.splitlines())
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -230,6 +269,7 @@ def _plain(node: yaml.Node, path: SpecPath, src: Source, seen: set[int]) -> Any:
     if node.tag not in _TAGS:
         raise src.error(f"unsupported YAML tag {node.tag!r}", path)
     if isinstance(node, yaml.ScalarNode):
+        src.styles[path] = node.style or ""
         try:
             return _constructor.construct_object(node)
         except (ValueError, yaml.YAMLError) as exc:
@@ -320,6 +360,7 @@ def _actions(items: list[Any], path: SpecPath, src: Source, rules: bool = False)
 _NESTED_ACTIONS: dict[str, tuple[str, ...]] = {
     "work": ("progress", "on_error"),
     "run": ("stdout", "stderr", "on_error"),
+    "foreach": ("do",),
 }
 
 
@@ -356,7 +397,7 @@ def _action(item: Any, path: SpecPath, src: Source, rules: bool) -> Any:
     # set's mapping is its values; reply's is the structured reply itself, unless
     # it is the long form, {text: ...} (which a reply {"text": ...} must use too).
     structured = name == "reply" and isinstance(value, dict) and set(value) != {"text"}
-    if isinstance(value, dict) and name != "set" and not structured:
+    if isinstance(value, dict) and name not in ("set", "append") and not structured:
         src.aliases[path] = (*src.in_yaml(path), name)
         long_form = {**value, "action": name}
         for key in _NESTED_ACTIONS.get(name, ()):
@@ -365,6 +406,9 @@ def _action(item: Any, path: SpecPath, src: Source, rules: bool) -> Any:
         return long_form
     # The value's position serves for errors in the field it fills.
     src.marks.setdefault((*path, main), src.where((*path, name)))
+    style = src.styles.get((*src.in_yaml(path), name))
+    if style is not None:
+        src.styles.setdefault((*path, main), style)
     if isinstance(value, dict):  # {NAME: TEMPLATE}: keep the names' positions
         src.aliases[(*path, main)] = (*path, name)
     return {"action": name, main: value}

@@ -51,6 +51,7 @@ __all__ = [
     "BUILTIN_EVENTS",
     "CLIENT_EVENTS",
     "Action",
+    "Append",
     "BackoffSettings",
     "BlockFilterSettings",
     "Broadcast",
@@ -58,7 +59,9 @@ __all__ = [
     "ClientSettings",
     "ClientTLS",
     "Close",
+    "CollectionBound",
     "FilterSettings",
+    "Foreach",
     "Goto",
     "HandlerList",
     "JSONFilterSettings",
@@ -69,6 +72,7 @@ __all__ = [
     "LogSettings",
     "MsgPackFilterSettings",
     "Post",
+    "Raise",
     "Reply",
     "Rule",
     "Run",
@@ -82,7 +86,9 @@ __all__ = [
     "StreamFilterSettings",
     "SwitchFilter",
     "TLSSettings",
+    "Unset",
     "Work",
+    "Write",
 ]
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -96,8 +102,11 @@ Seconds = Annotated[float, Meta(gt=0, le=86400 * 366)]
 BlockLimit = Annotated[int, Meta(ge=1, le=1 << 30)]
 # A file the spec names: relative to the spec file's folder.
 FilePath = Annotated[str, Meta(min_length=1)]
-#: An initial value of the server-wide heap.
-HeapValue = str | int | float | bool
+#: An initial value in a heap: text, a number, a boolean, null, or a list or map of them.
+HeapValue = Any
+#: What ``set`` and ``append`` store: an expression (text), a template (text with
+#: ``{...}`` fields) or a YAML value (a number, boolean, null, list or map).
+Value = Any
 
 
 class _Strict(Struct, forbid_unknown_fields=True, frozen=True):
@@ -251,10 +260,55 @@ class Log(_Strict, tag="log", tag_field="action", frozen=True):
 
 
 class Set(_Strict, tag="set", tag_field="action", frozen=True):
-    """Store rendered templates: ``NAME`` in the session's heap, ``server.NAME`` in
-    the server-wide heap."""
+    """Store values: ``NAME`` in the session's heap, ``server.NAME`` in the
+    server-wide heap, ``NAME[KEY]`` in a map or list there. A value is an
+    expression; text with ``{...}`` fields is a template; a YAML number, boolean,
+    null, list or map is itself. In order: each sees the ones before it."""
 
-    values: dict[str, str]
+    values: dict[str, Value]
+
+
+class Unset(_Strict, tag="unset", tag_field="action", frozen=True):
+    """Remove heap values or entries: ``NAME``, ``server.NAME``, ``NAME[KEY]``
+    (a map's key, a list's index); nothing happens if one is not there."""
+
+    names: str | list[str]
+
+
+class Append(_Strict, tag="append", tag_field="action", frozen=True):
+    """Add a value at the end of a list in a heap (a new list if the name is unset):
+    ``NAME``, ``server.NAME`` or ``NAME[KEY]`` to a value, as ``set`` takes them."""
+
+    values: dict[str, Value]
+
+
+class Write(_Strict, tag="write", tag_field="action", frozen=True):
+    """Send the rendered template to this client as it is: no record ending
+    added, in order with replies (a prompt, a body after its length, a frame)."""
+
+    text: str
+
+
+class Raise(_Strict, tag="raise", tag_field="action", frozen=True):
+    """Raise a named event for this session, handled as soon as the current
+    handler is done and before any further input (SCXML's ``<raise>``,
+    gen_statem's ``next_event``): pipelined clients are answered in order."""
+
+    event: Name
+    #: A template: the event's ``input`` (one ``{...}`` field alone keeps its type).
+    input: str = ""
+
+
+class Foreach(_Strict, tag="foreach", tag_field="action", frozen=True):
+    """Run actions once for each item of a list (or key of a map), in order, with
+    the item as ``NAME`` (SCXML's ``<foreach>``). The list is taken when the loop
+    starts; it is bounded like every heap value, so the loop is too."""
+
+    #: An expression giving the list or map.
+    in_: str = msgspec.field(name="in")
+    #: The name the item goes by in the actions.
+    as_: Name = msgspec.field(default="item", name="as")
+    do: list[Action] = []
 
 
 class Goto(_Strict, tag="goto", tag_field="action", frozen=True):
@@ -280,13 +334,19 @@ class Post(_Strict, tag="post", tag_field="action", frozen=True):
 
 
 class Broadcast(_Strict, tag="broadcast", tag_field="action", frozen=True):
-    """Send the rendered template to every session in a group."""
+    """Send the rendered template to every session in a group, or post a named
+    event to each (which each handles with its own heap and state)."""
 
-    text: str
     #: A template: the group's name.
     group: str
+    #: A template: the text sent (give ``text`` or ``event``).
+    text: str | None = None
     #: Whether the sender, if a member, gets it too.
     include_self: bool = True
+    #: A named event posted to each member instead of a text.
+    event: Name | None = None
+    #: A template: that event's ``input`` (one ``{...}`` field alone keeps its type).
+    input: str = ""
 
 
 class Join(_Strict, tag="join", tag_field="action", frozen=True):
@@ -384,11 +444,15 @@ class Run(_Strict, tag="run", tag_field="action", frozen=True):
 
 Action = (
     Reply
+    | Write
     | Log
     | Set
+    | Unset
+    | Append
     | Goto
     | Close
     | Post
+    | Raise
     | Broadcast
     | Join
     | Leave
@@ -397,6 +461,7 @@ Action = (
     | Work
     | Run
     | Send
+    | Foreach
 )
 
 #: Every action, by the name written in YAML.
@@ -404,11 +469,15 @@ ACTIONS: dict[str, type[Struct]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
         Reply,
+        Write,
         Log,
         Set,
+        Unset,
+        Append,
         Goto,
         Close,
         Post,
+        Raise,
         Broadcast,
         Join,
         Leave,
@@ -417,6 +486,7 @@ ACTIONS: dict[str, type[Struct]] = {
         Work,
         Run,
         Send,
+        Foreach,
     )
 }
 
@@ -424,11 +494,15 @@ ACTIONS: dict[str, type[Struct]] = {
 #: action takes no value, written ``- close``).
 ACTION_MAIN_FIELD: dict[str, str | None] = {
     "reply": "text",
+    "write": "text",
     "log": "text",
     "set": "values",
+    "unset": "names",
+    "append": "values",
     "goto": "state",
     "close": None,
     "post": "event",
+    "raise": "event",
     "broadcast": "text",
     "join": "group",
     "leave": "group",
@@ -437,6 +511,7 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
     "work": "function",
     "run": "argv",
     "send": "to",
+    "foreach": "in",
 }
 
 
@@ -444,22 +519,27 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
 
 
 class Rule(_Strict, tag="rule", tag_field="action", frozen=True):
-    """Actions to run when a condition holds. At most one condition; none: always.
+    """Actions to run when a condition holds. At most one test of the input, and
+    a guard (``if``) beside it or alone; none: always.
 
     Conditions test the input (for ``input``) or the event's ``input`` (named events).
     """
 
     do: list[Action]
-    #: A regular expression, searched in the input; named groups are ``{match.NAME}``.
+    #: A regular expression (a template), searched in the input; named groups are
+    #: ``{match.NAME}``.
     match: str | None = None
-    #: The input equals this.
+    #: The input equals this (a template).
     equals: str | None = None
-    #: The input starts with this; the rest is ``{match.rest}``.
+    #: The input starts with this (a template); the rest is ``{match.rest}``.
     prefix: str | None = None
     #: With a schema: the message is of this kind; its fields are ``{match.NAME}``.
     message: Name | None = None
     #: Compare without regard to case.
     ignore_case: bool = False
+    #: A guard: an expression that must be true too (after the test, which gives
+    #: it ``match.NAME``).
+    if_: str | None = msgspec.field(default=None, name="if")
 
 
 #: A handler as a spec writes it: a list of actions (all run, in order), or a list
@@ -557,11 +637,27 @@ class ClientSettings(_Strict, frozen=True):
     handlers: dict[str, HandlerList] = {}
 
 
+class CollectionBound(_Strict, frozen=True):
+    """The bound of a map or list in a heap (or of a text value's length)."""
+
+    #: The most entries it holds.
+    max_items: Annotated[int, Meta(ge=1, le=1 << 30)] | None = None
+    #: The most bytes it holds (text by its length, numbers 8 bytes each).
+    max_bytes: Annotated[int, Meta(ge=1, le=1 << 40)] | None = None
+    #: Past a bound: ``error`` (the writing connection's error event) or ``lru``
+    #: (the least recently used entries make room, memcached's ``-m``).
+    evict: Literal["error", "lru"] = "error"
+
+
 class Spec(_Strict, frozen=True, dict=True):
     """A whole server."""
 
     #: Where and how to listen.
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    #: Each session's heap: its initial values (``heap.NAME``).
+    heap: dict[Name, HeapValue] = {}
+    #: Bounds of the heaps' maps, lists and text, by ``NAME`` or ``server.NAME``.
+    collections: dict[str, CollectionBound] = {}
     #: Event name to handler, in every state (after the state's own rules).
     handlers: dict[str, HandlerList] = {}
     #: The protocol states, if the protocol has phases.

@@ -13,7 +13,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 
-__all__ = ["KEY", "Report", "SpecPath", "dotted", "hint", "json_path", "one_line"]
+__all__ = [
+    "KEY", "Report", "SpecPath", "at", "dotted", "hint", "inside", "json_path", "offset_of",
+    "one_line",
+]  # fmt: skip
 
 #: A node's path: mapping keys and list indexes from the top of the spec.
 SpecPath = tuple[str | int, ...]
@@ -24,9 +27,35 @@ Report = Callable[[str, SpecPath], None]
 KEY = "<key>"
 
 
+_AT = "<at "
+
+
+def at(offset: int) -> str:
+    """Ends the path of an error inside a text (an expression, a template):
+    ``(*path, at(12))`` is 12 characters into the text at ``path``."""
+    return f"{_AT}{offset}>"
+
+
+def offset_of(path: SpecPath) -> int | None:
+    """The offset :func:`at` put at the end of ``path``, if any."""
+    last = path[-1] if path else None
+    if isinstance(last, str) and last.startswith(_AT):
+        return int(last[len(_AT) : -1])
+    return None
+
+
+def inside(path: SpecPath, exc: BaseException) -> SpecPath:
+    """``path``, made precise by the offset an expression's error carries."""
+    offset = getattr(exc, "offset", None)
+    return (*path, at(offset)) if isinstance(offset, int) else path
+
+
 def json_path(path: SpecPath) -> str:
     """``$.handlers.input[0]``: ``path`` as error messages write it."""
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path if p != KEY)
+    return "$" + "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" for p in path
+        if p != KEY and not (isinstance(p, str) and p.startswith(_AT))
+    )  # fmt: skip
 
 
 def dotted(path: SpecPath) -> str:

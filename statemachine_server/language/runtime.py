@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.lifecycle import CLOSED
+from ..core.lifecycle import CLOSED, READING, REPLYING, WORKING
 from ..errors import LimitReached, ProtocolError
 from ..filters import Filter, InvalidRecord, LineFilter
 from ..work import Cancelled, WorkTimeout
@@ -33,15 +34,16 @@ from .templates import RESULT
 __all__ = [
     "INPUT_EVENTS", "STATE_TIMEOUT", "WRITE", "Condition", "Op", "Program", "Rules", "Runtime",
     "always", "by_state", "entry", "failure", "on_connected", "on_disconnected", "on_error",
-    "reply_error", "reply_result", "run_with", "take_invalid",
+    "reply_error", "reply_result", "run_with", "take_invalid", "then_with",
 ]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
 
 #: A compiled action: ``op(session, input, match)``.
 Op = Callable[[Any, Any, dict[str, Any]], None]
-#: A compiled rule condition: the match dict (``{match.NAME}``) or None.
-Condition = Callable[[Any], "dict[str, Any] | None"]
+#: A compiled rule condition, ``test(session, input)``: the match dict
+#: (``{match.NAME}``) or None.
+Condition = Callable[[Any, Any], "dict[str, Any] | None"]
 #: A compiled handler's rules, in order: the first whose condition matches runs.
 Rules = list[tuple[Condition, list[Op]]]
 
@@ -54,7 +56,7 @@ INPUT_EVENTS = frozenset({"input", "invalid", "connect_error"})
 WRITE = "_w"
 
 
-def always(data: Any) -> dict[str, Any]:
+def always(session: Any, data: Any) -> dict[str, Any]:
     """The condition of a rule without one."""
     return {}
 
@@ -89,6 +91,10 @@ class Runtime:
         #: :data:`WRITE`: a global, not an attribute of this object, saves a
         #: lookup per log line on the echo path (see :mod:`.codegen`).
         self.generated: list[dict[str, Any]] = []
+        #: Events raised (``raise``) and not handled yet: (session, event, input).
+        self.internal: deque[tuple[Any, str, Any]] = deque()
+        self.depth = 0  # handlers running (a raised event waits for the outermost)
+        self.draining = False
 
     def bind(self, write: Callable[[str], None], outbound: Outbound | None) -> None:
         """Give the ops their server's log writer and outbound clients: once."""
@@ -146,6 +152,86 @@ class Runtime:
             if include_self or member is not session:
                 member.put(text)
 
+    def broadcast_event(
+        self, session: Any, group: str, event: str, data: Any, include_self: bool
+    ) -> None:
+        """Post ``event`` to every member of ``group``: each handles it in its own
+        turn, with its own heap and state (POE's ``post`` to many sessions)."""
+        members = self.groups.get(group)
+        if not members:
+            return
+        for member in list(members.values()):
+            if include_self or member is not session:
+                member.kernel.enqueue(member, event, (data,))
+
+    def group_size(self, group: Any) -> int:
+        """How many sessions are in ``group`` (``group_size(...)`` in expressions)."""
+        members = self.groups.get(group) if isinstance(group, str) else None
+        return len(members) if members else 0
+
+    # -- raised events: handled after the current handler, before further input ---------
+
+    def raise_event(self, session: Any, event: str, data: Any) -> None:
+        """Queue ``event`` for ``session`` to handle once the running handler is done."""
+        self.internal.append((session, event, data))
+        if not self.depth:
+            self.drain()  # raised from outside a handler (Python code): now
+
+    def handled(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler``, followed by the events it raised (SCXML's internal queue)."""
+
+        def then_raised(session: Any, *args: Any) -> Any:
+            self.depth += 1
+            try:
+                return handler(session, *args)
+            except BaseException:
+                # A failed handler's raised events go with it, as its replies do not.
+                self._forget(session)
+                raise
+            finally:
+                self.depth -= 1
+                if not self.depth and self.internal and not self.draining:
+                    self.drain()
+
+        return then_raised
+
+    def drain(self) -> None:
+        """Handle the raised events, in order: directly while their session is
+        ``reading``; ahead of its postponed input while it works; dropped once it
+        is closing."""
+        queue = self.internal
+        self.draining = True
+        try:
+            while queue:
+                session, event, data = queue.popleft()
+                state = session.state
+                if state is READING:
+                    handler = session.handler_table.get(event)
+                    if handler is None:
+                        continue
+                    self.depth += 1
+                    try:
+                        handler(session, data)
+                    except Exception as exc:
+                        self._forget(session)
+                        session.kernel.handler_failed(session, event, exc)
+                    finally:
+                        self.depth -= 1
+                elif state is WORKING or state is REPLYING:
+                    # Its own events after this one wait too, still first.
+                    waiting = [(event, (data,))]
+                    for entry in list(queue):
+                        if entry[0] is session:
+                            waiting.append((entry[1], (entry[2],)))
+                            queue.remove(entry)
+                    session.postpone_first(waiting)
+        finally:
+            self.draining = False
+
+    def _forget(self, session: Any) -> None:
+        for entry in [e for e in self.internal if e[0] is session]:
+            self.internal.remove(entry)
+
     def gone(self, session: Any) -> None:
         """The session ended: out of every group, no state timer left."""
         self.timers.pop(session.id, None)  # the kernel cancelled the timer itself
@@ -177,6 +263,10 @@ class Program:
     clients: list[ClientProgram] = field(default_factory=list)
     #: Every generated function's source, by the filename tracebacks give it.
     sources: dict[str, str] = field(default_factory=dict)
+    #: Each session's initial heap (the spec's ``heap``).
+    session_heap: dict[str, Any] = field(default_factory=dict)
+    #: The bound of each heap name (the spec's ``collections``): ``bound(NAME)``.
+    bound: Callable[[str], Any] | None = None
 
 
 # -- running ops ------------------------------------------------------------------------
@@ -196,6 +286,12 @@ def run_with(ops: list[Op], session: Any, data: Any, match: dict[str, Any], resu
         match = {**match, RESULT: "" if result is None else result}
         for op in ops:
             op(session, data, match)
+
+
+def then_with(rt: Runtime, ops: list[Op]) -> Callable[..., None]:
+    """``run_with(ops, ...)``, as a handler: events its actions raise follow it."""
+    return rt.handled(lambda session, data, match, result: run_with(ops, session, data, match,
+                                                                     result))  # fmt: skip
 
 
 def failure(exc: BaseException) -> str:
@@ -251,7 +347,7 @@ def entry(event: str, rules: Rules, named: set[str]) -> Callable[..., Any] | Non
 
     def first_match(session: Any, data: Any) -> None:
         for test, ops in rules:
-            match = test(data)
+            match = test(session, data)
             if match is not None:
                 for op in ops:
                     op(session, data, match)
@@ -285,15 +381,22 @@ def _nothing(session: Any, *args: Any) -> None:
 
 
 def on_connected(
-    rt: Runtime, handler: Callable[..., Any] | None, initial: str | None
+    rt: Runtime,
+    handler: Callable[..., Any] | None,
+    initial: str | None,
+    heap: Callable[[Any], None] | None = None,
 ) -> Callable[..., Any] | None:
-    """``connected``: a spec with states enters the initial one first."""
-    if initial is None:
+    """``connected``: the session's heap gets its initial values (``heap``), and a
+    spec with states enters the initial one first."""
+    if initial is None and heap is None:
         return handler
 
     def connected(session: Any) -> None:
-        session.protocol_state = initial
-        rt.enter_state(session, initial)
+        if heap is not None:
+            heap(session)
+        if initial is not None:
+            session.protocol_state = initial
+            rt.enter_state(session, initial)
         if handler is not None:
             handler(session)
 

@@ -1,54 +1,50 @@
 """Templates in replies, logs and other actions: ``"client {session.id}: {input}"``.
 
-A template may name only these values, and nothing inside them: no attribute or
-item traversal, no conversions, no format specs, so a template can never reach
-into Python objects:
-
-``{input}``           the record being handled (input and named-event handlers)
-``{match.NAME}``      a named group of the rule's ``match`` (``rest`` for ``prefix``)
-``{session.id}``      the session's id
-``{session.state}``   its protocol state (its lifecycle state if the spec has none)
-``{heap.NAME}``       a value from the session's heap (empty if unset)
-``{server.NAME}``     a value from the server-wide heap (empty if unset)
-``{remote_ip}``       the client's address
-``{remote_port}``     the client's port
-``{result}``          what the last ``call`` before it returned (empty for None)
+Each ``{...}`` field is an expression of the expression language
+(:mod:`.expressions`): a name such as ``{input}``, ``{match.NAME}``,
+``{heap.NAME}``, ``{server.NAME}``, ``{session.id}``, ``{session.state}``,
+``{remote_ip}``, ``{remote_port}``, ``{result}``, or any expression over them,
+``{heap.count + 1}``, ``{len(heap.items)}``, ``{"yes" if heap.ok else "no"}``.
+A value is written as text: text as it is, null (an unset heap value) as
+nothing, booleans as ``true``/``false``, lists and maps as JSON. There are no
+conversions or format specs, and nothing reaches into Python objects. ``{{`` and
+``}}`` are literal braces.
 
 Where a name is not available (``{input}`` in ``connected``, ``{match.x}`` when the
 rule has no group ``x``, ``{result}`` before any ``call``) the template is refused
-when the spec is loaded, as is any other name.
+when the spec is loaded, with the offset of the field, as is any unknown name.
 
 Templates are compiled once, at load time, into one Python expression:
 ``"client {session.id}: {input}"`` becomes ``f"{_t0}{s.id!s}{_t1}{i!s}"``, where
 ``_t0`` and ``_t1`` are bound to ``"client "`` and ``": "``. The expression is made
-only of the fixed fragments in ``_FIXED`` and ``_field`` and of generated names;
-everything from the spec (literal text, heap keys, group names) is bound to those
-names as a value and is never part of the source. A log line is rendered per
-message, so it counts: the f-string is about 1.3x as fast as ``%`` and 2.5x as
-fast as ``str.format`` with attribute fields, and an expression inlined into the
-handler (see :mod:`.codegen`) saves a call per field and per action. The
-expression becomes a function in :mod:`.generated`.
+only of the fixed fragments in ``_FIXED`` and ``_field``, the expression
+compiler's, and generated names; everything from the spec (literal text, heap
+keys, group names) is bound to those names as a value and is never part of the
+source. A log line is rendered per message, so it counts: the f-string is about
+1.3x as fast as ``%`` and 2.5x as fast as ``str.format`` with attribute fields,
+and an expression inlined into the handler (see :mod:`.codegen`) saves a call
+per field and per action. The expression becomes a function in :mod:`.generated`.
 """
 
 from __future__ import annotations
 
-import string
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
+from .expressions import RESULT, ExprError, Names, compile_expression, split_template
+from .functions import text as text_of
 from .generated import Sources, build_function
 
 __all__ = [
-    "NAMES", "RESULT", "Template", "TemplateCode", "compile_template", "is_identity",
+    "NAMES", "RESULT", "Template", "TemplateCode", "compile_guard", "compile_template",
+    "is_identity",
     "template_code",
 ]  # fmt: skip
 
 #: Renders a template for ``(session, input, match)``; ``match`` may be omitted
 #: when the template names no ``{match.NAME}`` nor ``{result}``.
 Template = Callable[..., str]
-
-#: The key of ``{result}`` in the match dict: not an identifier, so no group clashes.
-RESULT = " result"
 
 # Each fixed name as the Python expression that fetches it from the handler's
 # arguments: ``s`` the session, ``i`` the record, ``m`` the match dict. These
@@ -103,6 +99,7 @@ def template_code(
     input_text: Callable[[Any], str] | None = None,
     raw: bool = False,
     hoist: list[str] | None = None,
+    names: Names | None = None,
 ) -> TemplateCode:
     """Compile ``text`` into a :class:`TemplateCode` (arguments as :func:`compile_template`).
 
@@ -112,27 +109,37 @@ def template_code(
     records, and the expression names the local. A log line such as
     ``client {session.id}: {input}`` is then one join per record, not a join
     and an int-to-str conversion.
+
+    Raises:
+        ExprError: a malformed template or field, with its offset in ``text``.
     """
+    if names is None:
+        names = Names(
+            has_input=has_input, groups=groups, has_result=has_result, states=states,
+            text_input=input_text is None,
+        )  # fmt: skip
     code = TemplateCode(values, prefix)
     texts = [""]  # the literal text around the fields: one more than there are fields
     fields: list[str] = []  # the fields' expressions
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise ValueError(f"malformed template {text!r}: {exc}") from None
-    for lit, field, spec, conversion in parsed:
+    strs: set[str] = set()  # fields known to be a str already
+    parsed = split_template(text)
+    for lit, field, offset in parsed:
         texts[-1] += lit
         if field is None:
             continue
-        if conversion or spec:
-            raise ValueError(
-                f"template field {{{field}}}: conversions and format specs are not allowed"
-            )
-        expr = _field(code, field, has_input, groups, has_result, states)
+        try:
+            expr, is_text = _field(code, field.strip(), names)
+        except ExprError as exc:
+            lead = len(field) - len(field.lstrip())
+            raise ExprError(str(exc), offset + lead + exc.offset) from None
         if raw and len(parsed) == 1 and not lit:
             code.expr = expr  # the value itself
             return code
-        if input_text is not None and (field == "input" or field.startswith("match.")):
+        if is_text is None:
+            # Any value: written as text (null as nothing, true, lists as JSON).
+            expr = f"{code.name(text_of)}({expr})"
+            strs.add(expr)
+        elif input_text is not None and is_text is False:
             # A record or a message's field inside a text: written as JSON (true,
             # null, [1, 2]), not as Python would (True, None).
             expr = f"{code.name(input_text)}({expr})"
@@ -144,7 +151,7 @@ def template_code(
         if texts == ["", ""] and fields[0] in hoisted:
             code.expr = fields[0]  # all of it the same for the whole loop: that str
             return code
-    code.expr = _join(code, texts, fields, hoisted)
+    code.expr = _join(code, texts, fields, hoisted | strs)
     return code
 
 
@@ -217,6 +224,7 @@ def compile_template(
     raw: bool = False,
     sources: Sources | None = None,
     where: str = "template",
+    names: Names | None = None,
 ) -> Template:
     """Compile ``text`` into a function of ``(session, input, match)``.
 
@@ -234,18 +242,39 @@ def compile_template(
         sources: the spec's generated functions, which this one joins as
             ``where`` (the node's dotted path); none: ``<template>``.
         where: see ``sources``.
+        names: what the fields may name (instead of the arguments above but
+            ``input_text``), e.g. with a ``foreach`` variable.
 
     Raises:
-        ValueError: a malformed template, or a name it may not use.
+        ExprError: a malformed template, or a name it may not use (a ValueError
+            whose ``offset`` is where in ``text``).
     """
     values: dict[str, Any] = {}
     code = template_code(
         text, values, has_input=has_input, groups=groups, has_result=has_result,
-        states=states, input_text=input_text, raw=raw,
+        states=states, input_text=input_text, raw=raw, names=names,
     )  # fmt: skip
     source = f"_f = lambda s, i, m=None: {code.expr}\n"
     if sources is None:
         return build_function(source, values, "<template>")
+    return sources.function(source, values, where)
+
+
+def compile_guard(
+    text: str, names: Names, sources: Sources | None = None, where: str = "expression"
+) -> Callable[..., Any]:
+    """Compile the expression ``text`` into a function of ``(session, input, match)``
+    giving its value (a rule's ``if``, a ``foreach``'s list).
+
+    Raises:
+        ExprError: what is wrong in ``text``, and where.
+    """
+    values: dict[str, Any] = {}
+    code = TemplateCode(values, "e")
+    typed = compile_expression(text, names, code.name)
+    source = f"_f = lambda s, i, m=None: {typed.source}\n"
+    if sources is None:
+        return build_function(source, values, "<expression>")
     return sources.function(source, values, where)
 
 
@@ -254,48 +283,34 @@ def is_identity(text: str) -> bool:
     return text == "{input}"
 
 
-def _field(
-    code: TemplateCode,
-    field: str,
-    has_input: bool,
-    groups: Collection[str] | None,
-    has_result: bool,
-    states: bool,
-) -> str:
-    if field == "input" and not has_input:
-        raise ValueError(
-            "{input} is only available in input and named-event handlers "
-            "(and not in enter, exit or timeout actions)"
-        )
-    if field == "session.state" and states:
-        return "s.protocol_state"
+def _field(code: TemplateCode, field: str, names: Names) -> tuple[str, bool | None]:
+    """A field's Python expression, and whether it is text: True (the fixed
+    names, written with ``!s``), False (the record or a match group, which a
+    structured filter writes as JSON), None (any other value: :func:`text_of`)."""
+    if field == "session.state" and names.states:
+        return "s.protocol_state", True
     expr = _FIXED.get(field)
     if expr is not None:
-        return expr
+        if field == "input":
+            if not names.has_input:
+                raise ExprError(
+                    "{input} is only available in input and named-event handlers "
+                    "(and not in enter, exit or timeout actions)"
+                )
+            return expr, False
+        return expr, True
     if field == "result":
-        if not has_result:
-            raise ValueError(
+        if not names.has_result:
+            raise ExprError(
                 "{result} is only available after a call, work or run action in the same list"
             )
-        return f"m.get({code.name(RESULT)}, '')"
+        return f"m.get({code.name(RESULT)}, '')", True
     head, dot, key = field.partition(".")
-    # Heap and group names are looked up as keys, never as attributes; names
-    # starting with "_" are refused all the same, so no template even looks like
-    # a way into Python objects.
-    if dot and key.isidentifier() and not key.startswith("_"):
-        if head == "heap":
-            return f"s.heap.get({code.name(key)}, '')"
-        if head == "server":
-            return f"s.server.heap.get({code.name(key)}, '')"
-        if head == "match":
-            if groups is None:
-                raise ValueError(
-                    f"{{{field}}} is only available in a rule with a match or prefix condition"
-                )
-            if key not in groups:
-                known = ", ".join(sorted(groups)) or "none"
-                raise ValueError(f"{{{field}}}: the rule's condition has no group {key!r} "
-                                 f"(its groups: {known})")  # fmt: skip
-            return f"m[{code.name(key)}]"
-    hint = ", ".join("{" + n + "}" for n in NAMES)
-    raise ValueError(f"unknown template name {{{field}}}: expected one of {hint}")
+    if head == "match" and dot and key.isidentifier() and names.groups and key in names.groups:
+        return f"m[{code.name(key)}]", False
+    if re.search(r"![rsa]$", field) or re.fullmatch(r"[\w.]+:[^\]]*", field):
+        raise ExprError(f"{{{field}}}: conversions and format specs are not allowed "
+                        "(a field is an expression: {len(x)}, {x + 1})")  # fmt: skip
+    # Anything else is an expression (heap and server values keep their types).
+    typed = compile_expression(field, names, code.name)
+    return typed.source, (True if typed.type == "text" else None)

@@ -66,6 +66,7 @@ class ConnectionBase(Session):
         "_peer_eof",
         "_postponed",
         "_pull_mode",
+        "_raw",
         "_seen",
         "_watch",
         "dirty",
@@ -96,6 +97,7 @@ class ConnectionBase(Session):
         self._pull_mode = hasattr(self._filter, "get_one")
         self.protocol_state: str | None = None
         self.outbox: list[Any] = []
+        self._raw = b""  # bytes from write(), with the records put before them encoded
         self.dirty = False
         self._eof_sent = False  # our side is shut (lingering close under way)
         self._peer_eof = False  # the client's side is shut

@@ -182,13 +182,14 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         of a read, so with it the switch applies from the next read on.
         """
         old, self._filter = self._filter, new_filter
-        if self.outbox:  # replies already put were put for the old framing
+        if self.outbox or self._raw:  # replies already put were put for the old framing
             out, self.outbox = self.outbox, []
             if self._half >= 0:  # shutdown_output() came first: only what preceded it
                 del out[self._half :]
                 self._half = 0
-            if out and self._transport_open() and not self._eof_sent:
-                self.transport.write(self._encode(old, out))  # type: ignore[union-attr]
+            raw, self._raw = self._raw, b""
+            if (out or raw) and self._transport_open() and not self._eof_sent:
+                self.transport.write(raw + self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
         adopt = getattr(new_filter, "adopt", None)
         if adopt is not None and adopt(old):
@@ -293,6 +294,16 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             self._postponed.append((event, args))
         if len(self._postponed) >= self.server.limits.max_postponed:
             self.flow.pause(POSTPONED)  # bounded; reading goes on when they are handled
+
+    def postpone_first(self, events: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Queue ``events``, in order, ahead of everything postponed: handled as
+        soon as the session is back in ``reading``, before any further input
+        (the spec's ``raise``, gen_statem's ``next_event``, while working)."""
+        if self.state in (CLOSING, CLOSED):
+            return
+        if self._postponed is None:
+            self._postponed = deque()
+        self._postponed.extendleft(reversed(events))
 
     def _pull(self, first: bool) -> None:
         # Pull framing (filters with get_one): records are cut one at a time, as

@@ -57,6 +57,35 @@ class Output(ConnectionBase):
         if not self.dirty:
             self.kernel.mark_dirty(self)
 
+    def write(self, data: bytes | str) -> None:
+        """Send ``data`` as it is, bypassing the filter: no record ending, no
+        framing (a prompt, a body after its length, a whole frame).
+
+        In order with records: those put before are encoded now, ahead of it;
+        those put after follow it. Text is sent as UTF-8 (any bytes a text filter
+        read survive, as ``surrogateescape`` keeps them). Dropped after the close
+        or after :meth:`shutdown_output`, as replies are.
+
+        Raises:
+            TypeError: ``data`` is neither bytes nor text (at the call, not at
+                the end of the tick).
+        """
+        cls = data.__class__
+        if cls is str:
+            raw = data.encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+        elif isinstance(data, bytes | bytearray | memoryview):
+            raw = bytes(data)
+        else:
+            raise TypeError(f"write() takes bytes or str, not {cls.__name__}")
+        if self.state is CLOSED or self._half >= 0:
+            return
+        if self.outbox:
+            out, self.outbox = self.outbox, []
+            self._raw += self._encode(self._filter, out)
+        self._raw += raw
+        if not self.dirty:
+            self.kernel.mark_dirty(self)
+
     def shutdown_output(self) -> None:
         """Half-close: once the replies put so far are written, send end-of-stream
         (TCP FIN) and keep reading (POE's ``shutdown_output``).
@@ -79,17 +108,19 @@ class Output(ConnectionBase):
         transport = self.transport
         if transport is None:
             return
-        if self.outbox:
+        if self.outbox or self._raw:
             out, self.outbox = self.outbox, []
             if self._half >= 0 and not self._eof_sent:
                 del out[self._half :]  # put after shutdown_output: dropped
-            if out and not transport.is_closing() and not self._eof_sent:
+            if (out or self._raw) and not transport.is_closing() and not self._eof_sent:
                 # _encode(), inlined: a call here is one more per tick per
                 # connection, 1.5% more instructions per line on one-line reads.
                 try:
                     data = self._filter.put(out)
                 except Exception as exc:
                     data = self._encode_each(self._filter, out, exc)
+                if self._raw:  # write(): raw bytes, and the records put before them
+                    data, self._raw = self._raw + data, b""
                 transport.write(data)
                 # Past high water the transport has called pause_writing (during
                 # write), and high_water <= max_output: only then can it be over.

@@ -1,0 +1,288 @@
+"""The expression language in specs: guards, typed heap data, raw writes, raised events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from statemachine_server import SpecError
+from statemachine_server.language.expressions import Names, compile_expression
+from statemachine_server.language.loader import load_spec_text
+from statemachine_server.language.templates import compile_guard
+
+TIMEOUT = 20.0
+
+
+async def talk(port: int, data: bytes, until: bytes, *, close: bool = False) -> bytes:
+    """Send ``data`` in one write; read until the reply ends with ``until``."""
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        got = b""
+        while not got.endswith(until):
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            got += chunk
+        writer.close()
+        return got
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "e.yaml")
+    return str(info.value).splitlines()
+
+
+# -- the language itself ---------------------------------------------------------------------
+
+
+class _S:
+    id = 7
+    state = "reading"
+    protocol_state = None
+    remote_ip = "127.0.0.1"
+    remote_port = 5
+
+    def __init__(self, heap: dict[str, Any], shared: dict[str, Any]):
+        self.heap = heap
+        self.server = type("Server", (), {"heap": shared})()
+
+
+def evaluate(text: str, heap: dict[str, Any] | None = None, **shared: Any) -> Any:
+    guard = compile_guard(text, Names(groups=frozenset({"key"})))
+    return guard(_S(heap or {}, shared), "PASS secret", {"key": "k1"})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("input == 'PASS ' + server.password", True),
+        ("heap.count + 1", 3),
+        ("heap.count * 2 > 3 and not heap.busy", True),
+        ("match.key in heap.items", True),
+        ("heap.items[match.key]", "v1"),
+        ("get(heap.items, 'nope', 'none')", "none"),
+        ("len(heap.list) == 2 and heap.list[-1] == 'b'", True),
+        ("split(input, ' ')[1]", "secret"),
+        ("join(sorted(keys(heap.items)), ',')", "k1,k2"),
+        ("int('42') + int('x', 0)", 42),
+        ("'yes' if heap.missing == null else 'no'", "yes"),
+        ("lower(input)[:4]", "pass"),
+        ("startswith(input, 'PASS') and endswith(input, 'et')", True),
+        ("min(3, heap.count) + max([1, 5])", 7),
+        ("b64decode(b64encode(input)) == input", True),
+        ("matches(input, '^PASS [a-z]+$')", True),
+        ("{'a': heap.count}['a']", 2),
+        ("session.id + remote_port", 12),
+        ("byte_len('é')", 2),
+        ("str(true) + str(null) + str(1.5)", "true1.5"),
+    ],
+)
+def test_expressions_compute_values(text: str, value: Any) -> None:
+    heap = {"count": 2, "busy": False, "items": {"k1": "v1", "k2": "v2"}, "list": ["a", "b"]}
+    assert evaluate(text, heap, password="secret") == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "offset"),
+    [
+        ("heap.a +", "syntax error", 8),
+        ("nope + 1", "unknown name 'nope'", 0),
+        ("heap.a + lenn(input)", "unknown function 'lenn' (did you mean 'len'?)", 9),
+        ("'a' + 1", "cannot add text and int", 0),
+        ("len(1)", "len() takes text or list or map here, not int", 4),
+        ("len(input, 2)", "len() takes 1 argument, not 2", 0),
+        ("input.upper()", "only the expression language's functions", 0),
+        ("heap.a ** 2", "the operator ** is not part of the expression language", 0),
+        ("[x for x in input]", "comprehensions are not part of the expression language", 0),
+        ("lambda: 1", "lambdas are not part of the expression language", 0),
+        ("heap.__class__", "names do not start with _", 0),
+        ("input * 3", "* needs numbers, not text", 0),
+        ("match.nope", "the rule's condition has no group 'nope'", 0),
+        ("matches(input, '(')", "bad regular expression", 15),
+        ("heap", "heap is a namespace", 0),
+        ("1 < 'a'", "cannot compare int < text", 0),
+    ],
+)
+def test_expression_errors_say_what_and_where(text: str, message: str, offset: int) -> None:
+    with pytest.raises(ValueError) as info:
+        compile_expression(text, Names(groups=frozenset({"key"})), lambda v: "_x")
+    assert message in str(info.value)
+    assert info.value.offset == offset  # type: ignore[attr-defined]
+
+
+def test_multiplication_and_remainder_take_numbers_only_and_stay_in_64_bits() -> None:
+    with pytest.raises(TypeError, match=r"\* needs numbers"):
+        evaluate("heap.t * heap.n", {"t": "ab", "n": 10**6})
+    with pytest.raises(TypeError, match="% needs numbers"):
+        evaluate("heap.t % heap.n", {"t": "%s", "n": 1})
+    with pytest.raises(OverflowError):
+        evaluate("heap.n * heap.n", {"n": 2**40})
+    assert evaluate("heap.n * heap.n", {"n": 2**31}) == 2**62
+
+
+def test_int_reads_ascii_digits_only() -> None:
+    # Python's int() reads "٣" (Arabic-Indic three) and the like.
+    assert evaluate("int(heap.t, -1)", {"t": "٣"}) == -1
+    with pytest.raises(ValueError):
+        evaluate("int(heap.t)", {"t": "²"})
+    assert evaluate("is_digits(heap.t)", {"t": "٣"}) is False
+
+
+def test_an_error_inside_an_expression_points_at_its_line_and_column() -> None:
+    text = (
+        "handlers:\n"
+        "  input:\n"
+        "    - if: heap.n > 1 and lenn(input) > 0\n"  # line 3
+        "      do: [reply: 'x']\n"
+        "    - do:\n"
+        "        - set: {count: 'heap.count + * 1'}\n"  # line 6
+        "        - reply: |\n"
+        "            first line\n"
+        "            total {heap.count +}\n"  # line 9
+    )
+    assert errors(text) == [
+        "e.yaml:3:26: unknown function 'lenn' (did you mean 'len'?) (docs/expressions.md "
+        "lists them)",
+        "e.yaml:6:38: syntax error: invalid syntax",
+        "e.yaml:9:32: syntax error: invalid syntax",
+    ]
+
+
+# -- guards, data, raw writes and raised events in a running spec ----------------------------
+
+MAILBOX = """
+server:
+  filter: {type: line, newline: "\\r\\n"}
+  heap: {password: secret, users: {a: secret, b: other}}
+heap:
+  tries: 0
+  box: []
+initial: user
+handlers:
+  input:
+    - equals: QUIT
+      do: [reply: "+OK bye", close]
+    - do: [reply: "-ERR"]
+states:
+  user:
+    handlers:
+      input:
+        - match: '^USER (?P<name>\\S+)$'
+          do: [set: {name: match.name}, reply: "+OK", goto: pass]
+        - do: [reply: "-ERR USER first"]
+  pass:
+    handlers:
+      input:
+        - prefix: "PASS "
+          if: server.users[heap.name] == match.rest
+          do: [raise: {event: login, input: "{heap.name}"}]
+        - prefix: "PASS "
+          if: heap.tries < 2
+          do: [set: {tries: heap.tries + 1}, reply: "-ERR try {3 - heap.tries} more", goto: user]
+        - prefix: "PASS "
+          do: [reply: "-ERR locked", close]
+      login:
+        - do:
+            - reply: "+OK welcome {input}"
+            - append: {box: "'hello'"}
+            - append: {box: "'world ' + input"}
+            - goto: trans
+  trans:
+    handlers:
+      input:
+        - equals: STAT
+          do: [reply: "+OK {len(heap.box)} {sum([byte_len(x) for x in heap.box]) if false else 0}"]
+        - equals: LIST
+          do:
+            - reply: "+OK"
+            - foreach: {in: heap.box, as: msg, do: [reply: "{msg}"]}
+            - reply: "."
+        - match: '^DELE (?P<n>[0-9]+)$'
+          if: int(match.n) <= len(heap.box)
+          do: [unset: "box[int(match.n) - 1]", reply: "+OK deleted"]
+        - equals: RAW
+          do: [write: "no newline:", write: "{len(heap.box)}", reply: "!"]
+"""
+
+
+def test_comprehensions_are_refused_even_in_dead_branches() -> None:
+    (line,) = errors(MAILBOX)
+    assert "comprehensions are not part of the expression language" in line
+    assert line.startswith("e.yaml:42:")
+
+
+@pytest.fixture
+def mailbox() -> str:
+    return MAILBOX.replace(
+        " {sum([byte_len(x) for x in heap.box]) if false else 0}", " {byte_len(join(heap.box))}"
+    )
+
+
+async def test_pipelined_login_is_answered_in_order(
+    serve_spec: Callable[..., Any], mailbox: str
+) -> None:
+    server = await serve_spec(mailbox)
+    got = await talk(server.port, b"USER a\r\nPASS secret\r\nSTAT\r\nLIST\r\nQUIT\r\n", b"bye\r\n")
+    assert got.decode().split("\r\n") == [
+        "+OK", "+OK welcome a", "+OK 2 12", "+OK", "hello", "world a", ".", "+OK bye", "",
+    ]  # fmt: skip
+
+
+async def test_guards_count_tries_and_lock_out(
+    serve_spec: Callable[..., Any], mailbox: str
+) -> None:
+    server = await serve_spec(mailbox)
+    got = await talk(
+        server.port,
+        b"PASS x\r\nUSER b\r\nPASS secret\r\nUSER b\r\nPASS no\r\nUSER b\r\nPASS no\r\n",
+        b"locked\r\n",
+    )
+    assert got.decode().split("\r\n")[:-1] == [
+        "-ERR USER first", "+OK", "-ERR try 2 more", "+OK", "-ERR try 1 more", "+OK", "-ERR locked",
+    ]  # fmt: skip
+
+
+async def test_raw_writes_keep_their_place_among_replies(
+    serve_spec: Callable[..., Any], mailbox: str
+) -> None:
+    server = await serve_spec(mailbox)
+    got = await talk(server.port, b"USER a\r\nPASS secret\r\nDELE 1\r\nRAW\r\nQUIT\r\n", b"bye\r\n")
+    assert got.endswith(b"+OK deleted\r\nno newline:1!\r\n+OK bye\r\n")
+
+
+COUNTERS = """
+server:
+  heap: {hits: 0}
+collections:
+  seen: {max_items: 3}
+  server.log: {max_items: 2, evict: lru}
+handlers:
+  error: [reply: "error"]
+  input:
+    - equals: count
+      do: [set: {server.hits: server.hits + 1}, reply: "{server.hits}"]
+    - prefix: "see "
+      do: [set: {"seen[match.rest]": true}, reply: "{len(heap.seen)}"]
+    - prefix: "log "
+      do: [set: {"server.log[match.rest]": input}, reply: "{join(keys(server.log), ',')}"]
+    - prefix: "get "
+      do: [reply: "{get(server.log, match.rest, 'gone')}"]
+"""
+
+
+async def test_counters_maps_and_bounds(serve_spec: Callable[..., Any]) -> None:
+    server = await serve_spec(COUNTERS)
+    got = await talk(server.port, b"count\ncount\nsee a\nsee b\nsee a\nsee c\n", b"3\n")
+    assert got == b"1\n2\n1\n2\n2\n3\n"
+    assert server.heap["hits"] == 2 and type(server.heap["hits"]) is int
+    # Past max_items: the connection's error (and it closes).
+    got = await talk(server.port, b"see a\nsee b\nsee c\nsee d\nsee e\n", b"error\n")
+    assert got == b"1\n2\n3\nerror\n"
+    # evict: lru keeps the two most recently used.
+    got = await talk(server.port, b"log x\nlog y\nget x\nlog z\nget y\n", b"gone\n")
+    assert got == b"x\nx,y\nlog x\nx,z\ngone\n"
