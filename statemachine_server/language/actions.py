@@ -32,6 +32,7 @@ from .model import (
     Close,
     Foreach,
     Goto,
+    If,
     Join,
     Leave,
     LineFilterSettings,
@@ -213,7 +214,10 @@ class ActionCompiler:
                 if op is not None:
                     ops.append(op)
                 break
-            if isinstance(action, Foreach):
+            if isinstance(action, If):
+                op = self._if(action, where, names, scope, label, has_input, groups,
+                              has_result, local)  # fmt: skip
+            elif isinstance(action, Foreach):
                 op = self._foreach(action, where, names, scope, label, has_input, groups,
                                    has_result, local)  # fmt: skip
             elif isinstance(action, Set | Append | Unset):
@@ -225,6 +229,35 @@ class ActionCompiler:
             if isinstance(action, Call):
                 has_result = True
         return ops
+
+    def _if(
+        self, a: If, where: SpecPath, names: Names, scope: Scope, label: str,
+        has_input: bool, groups: frozenset[str] | None, has_result: bool, local: frozenset[str],
+    ) -> Op | None:  # fmt: skip
+        try:
+            test = compile_guard(a.if_, names, self.sources, dotted((*where, "if")))
+        except ExprError as exc:
+            self.report(str(exc), inside((*where, "if"), exc))
+            return None
+        then, other = (
+            self.actions(
+                items,
+                (*where, key),
+                scope,
+                label,
+                has_input=has_input,
+                groups=groups,
+                result=has_result,
+                local=local,
+            )
+            for items, key in ((a.then, "then"), (a.else_, "else"))
+        )
+
+        def choose(s: Any, i: Any, m: dict[str, Any]) -> None:
+            for op in then if test(s, i, m) else other:
+                op(s, i, m)
+
+        return choose
 
     def _foreach(
         self, a: Foreach, where: SpecPath, names: Names, scope: Scope, label: str,

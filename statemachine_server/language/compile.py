@@ -48,6 +48,7 @@ from .model import (
     FilterSettings,
     Foreach,
     Goto,
+    If,
     Log,
     Post,
     Raise,
@@ -695,6 +696,7 @@ def _walk(items: list[Any], path: SpecPath) -> Iterator[tuple[SpecPath, Any]]:
 #: Actions holding lists of actions, and where.
 _NESTED: dict[type, tuple[str, ...]] = {
     Foreach: ("do",),
+    If: ("then", "else_"),
     Work: ("progress", "on_error"),
     Run: ("stdout", "stderr", "on_error"),
 }

@@ -353,6 +353,13 @@ def _actions(items: list[Any], path: SpecPath, src: Source, rules: bool = False)
             if isinstance(item["do"], list):
                 _actions(item["do"], (*where, "do"), src)
             continue
+        if isinstance(item, dict) and "then" in item and "do" not in item:
+            # {if: EXPR, then: [...], else: [...]}: a conditional action.
+            item["action"] = "if"
+            for key in ("then", "else"):
+                if isinstance(item.get(key), list):
+                    _actions(item[key], (*where, key), src)
+            continue
         items[i] = _action(item, where, src, rules)
 
 

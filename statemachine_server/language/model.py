@@ -64,6 +64,7 @@ __all__ = [
     "Foreach",
     "Goto",
     "HandlerList",
+    "If",
     "JSONFilterSettings",
     "Join",
     "Leave",
@@ -299,6 +300,15 @@ class Raise(_Strict, tag="raise", tag_field="action", frozen=True):
     input: str = ""
 
 
+class If(_Strict, tag="if", tag_field="action", frozen=True):
+    """Run ``then`` when the expression is true, ``else`` otherwise (SCXML's
+    ``<if>``); written as a mapping with ``if`` and ``then``, like a rule."""
+
+    if_: str = msgspec.field(name="if")
+    then: list[Action] = []
+    else_: list[Action] = msgspec.field(default_factory=list, name="else")
+
+
 class Foreach(_Strict, tag="foreach", tag_field="action", frozen=True):
     """Run actions once for each item of a list (or key of a map), in order, with
     the item as ``NAME`` (SCXML's ``<foreach>``). The list is taken when the loop
@@ -462,6 +472,7 @@ Action = (
     | Run
     | Send
     | Foreach
+    | If
 )
 
 #: Every action, by the name written in YAML.
@@ -487,6 +498,7 @@ ACTIONS: dict[str, type[Struct]] = {
         Run,
         Send,
         Foreach,
+        If,
     )
 }
 
@@ -512,6 +524,7 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
     "run": "argv",
     "send": "to",
     "foreach": "in",
+    "if": "if",
 }
 
 
