@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("pymemcache")
-from pymemcache.client.base import Client  # noqa: E402
+from pymemcache.client.base import Client
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "memcache-lite.yaml"
 TIMEOUT = 20.0

@@ -14,14 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..core.lifecycle import EVENTS
+from ..core.lifecycle import CLOSED, EVENTS
 from ..errors import ProtocolError
 from ..work import in_process, in_thread
 from .assign import Bounds, compile_append, compile_set, compile_unset
-from .expressions import ExprError, Names
+from .expressions import ExprError, Names, Typed, compile_expression
 from .framing import PullBlockFilter, PullLineFilter
 from .functions import as_int, kind
 from .generated import Sources
+from .inline import Inliner, Snippet
 from .messages import compile_value, is_structured
 from .model import (
     BUILTIN_EVENTS,
@@ -51,8 +52,8 @@ from .model import (
 )
 from .pycall import Calls, call_in_worker
 from .report import Report, SpecPath, dotted, hint, inside
-from .runtime import Op, Runtime, failure, reply_error, reply_result, then_with
-from .templates import RESULT, Template, compile_guard, compile_template
+from .runtime import WRITE, Op, Runtime, failure, reply_error, reply_result, then_with
+from .templates import RESULT, Template, TemplateCode, compile_template, template_code
 
 __all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
 
@@ -61,6 +62,39 @@ Scope = str | None
 
 #: Names a spec's own events may not take: the lifecycle's and the kernel's.
 RESERVED_EVENTS = frozenset(EVENTS) | {"started", "stopped", "shutdown"}
+
+
+def each(value: Any) -> list[Any]:
+    """What ``foreach`` runs over: a list's items or a map's keys, taken when the
+    loop starts (its body may change the original); nothing for null."""
+    if value is None:
+        return []
+    if not isinstance(value, list | dict):
+        raise TypeError(f"foreach takes a list or a map, not {kind(value)}")
+    return list(value)
+
+
+def _actions_of(spec: Spec) -> list[tuple[None, Any]]:
+    """Every action of the spec, nested ones too (for what the compiler must know first)."""
+    found: list[tuple[None, Any]] = []
+    todo: list[Any] = []
+    for handlers in [spec.handlers, *(state.handlers for state in spec.states.values())]:
+        for items in handlers.values():
+            todo.extend(items)
+    for state in spec.states.values():
+        todo += [*state.enter, *state.exit, *(state.timeout.do if state.timeout else [])]
+    while todo:
+        item = todo.pop()
+        if item is None:
+            continue
+        found.append((None, item))
+        for key in ("do", "then", "else_", "progress", "on_error", "stdout", "stderr"):
+            todo.extend(getattr(item, key, None) or [])
+    return found
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return ["    " + line for line in lines]
 
 
 class ActionCompiler:
@@ -122,6 +156,14 @@ class ActionCompiler:
         self.switches = False
         #: Some action raises an event (then handlers drain them: Runtime.handled).
         self.raises = False
+        #: Snippets of the ops, for handlers generated as one function each.
+        self.inline = Inliner(sources, rt)
+        #: The longest record a handler is given: a line, or the largest block
+        #: a switch_filter allows (text that long needs no check when stored).
+        self.record_limit = max(
+            [line.max_length if self.plain_lines else 1 << 62]
+            + [a.max_size for _, a in _actions_of(spec) if isinstance(a, SwitchFilter)]
+        )
         #: The bounds of the heaps' collections (``collections``).
         self.bounds = Bounds(spec.collections, report)
         #: The runtime's functions an expression may call.
@@ -186,6 +228,25 @@ class ActionCompiler:
                     self.report(str(exc), inside((*_where, *at), exc))
                     return lambda s, i, m=None: ""
 
+            def code(
+                text: str,
+                values: dict[str, Any],
+                prefix: str,
+                *at: str,
+                _where: SpecPath = where,
+                _names: Names = names,
+                raw: bool = False,
+            ) -> str | None:
+                """A template's expression, for a snippet (None: reported)."""
+                try:
+                    return template_code(
+                        text, values, prefix=prefix, input_text=self.input_text, raw=raw,
+                        names=_names,
+                    ).expr  # fmt: skip
+                except ValueError as exc:
+                    self.report(str(exc), inside((*_where, *at), exc))
+                    return None
+
             if isinstance(action, Work | Run):
                 # The actions after it run when it is done: compiled as its
                 # continuation, with {result}; nothing more runs now.
@@ -223,22 +284,35 @@ class ActionCompiler:
             elif isinstance(action, Set | Append | Unset):
                 op = self._write_heap(action, where, names)
             else:
-                op = self._action(action, where, scope, label, tpl)
+                op = self._action(action, where, scope, label, tpl, code)
             if op is not None:
                 ops.append(op)
             if isinstance(action, Call):
                 has_result = True
         return ops
 
+    def _expression(self, text: str, names: Names, values: dict[str, Any], p: str,
+                    where: SpecPath) -> str | None:  # fmt: skip
+        """An expression's source for a snippet (None: reported)."""
+        typed = self._typed(text, names, values, p, where)
+        return None if typed is None else typed.source
+
+    def _typed(self, text: str, names: Names, values: dict[str, Any], p: str,
+               where: SpecPath) -> Typed | None:  # fmt: skip
+        code = TemplateCode(values, p)
+        try:
+            return compile_expression(text, names, code.name)
+        except ExprError as exc:
+            self.report(str(exc), inside(where, exc))
+            return None
+
     def _if(
         self, a: If, where: SpecPath, names: Names, scope: Scope, label: str,
         has_input: bool, groups: frozenset[str] | None, has_result: bool, local: frozenset[str],
     ) -> Op | None:  # fmt: skip
-        try:
-            test = compile_guard(a.if_, names, self.sources, dotted((*where, "if")))
-        except ExprError as exc:
-            self.report(str(exc), inside((*where, "if"), exc))
-            return None
+        p = self.inline.prefix()
+        values: dict[str, Any] = {}
+        test = self._expression(a.if_, names, values, p, (*where, "if"))
         then, other = (
             self.actions(
                 items,
@@ -252,22 +326,21 @@ class ActionCompiler:
             )
             for items, key in ((a.then, "then"), (a.else_, "else"))
         )
-
-        def choose(s: Any, i: Any, m: dict[str, Any]) -> None:
-            for op in then if test(s, i, m) else other:
-                op(s, i, m)
-
-        return choose
+        if test is None:
+            return None
+        lines = [f"if {test}:", *_indented(self.inline.body(then, values) or ["pass"])]
+        if other:
+            lines += ["else:", *_indented(self.inline.body(other, values))]
+        return self._snippet(lines, values, where)
 
     def _foreach(
         self, a: Foreach, where: SpecPath, names: Names, scope: Scope, label: str,
         has_input: bool, groups: frozenset[str] | None, has_result: bool, local: frozenset[str],
     ) -> Op | None:  # fmt: skip
-        try:
-            items = compile_guard(a.in_, names, self.sources, dotted((*where, "in")))
-        except ExprError as exc:
-            self.report(str(exc), inside((*where, "in"), exc))
-            return None
+        p = self.inline.prefix()
+        values: dict[str, Any] = {"_each": each}
+        typed = self._typed(a.in_, names, values, p, (*where, "in"))
+        items = None if typed is None else typed.source
         name = a.as_
         if name in ("input", "result", "remote_ip", "remote_port", "heap", "server", "match",
                     "session", "true", "false", "null"):  # fmt: skip
@@ -277,27 +350,31 @@ class ActionCompiler:
             a.do, (*where, "do"), scope, label, has_input=has_input, groups=groups,
             result=has_result, local=local | {name},
         )  # fmt: skip
-
-        def foreach(s: Any, i: Any, m: dict[str, Any]) -> None:
-            value = items(s, i, m)
-            if value is None:
-                return
-            if not isinstance(value, list | dict):
-                raise TypeError(f"foreach takes a list or a map, not {kind(value)}")
-            inner = dict(m)
-            for item in list(value):  # taken now: the body may change it
-                inner[name] = item
-                for op in body:
-                    op(s, i, inner)
-
-        return foreach
+        if items is None:
+            return None
+        values[f"{p}k"] = name
+        # The item is m[NAME] (as a match group is): the body reads it there.
+        # A list a function or a literal just made needs no copy (nothing else
+        # can change it); anything else is taken as it is when the loop starts.
+        fresh = typed is not None and typed.type == "list" and not items.startswith("s.")
+        lines = [
+            f"for {p}x in {items if fresh else f'_each({items})'}:",
+            f"    m[{p}k] = {p}x",
+            *_indented(self.inline.body(body, values)),
+        ]
+        return self._snippet(lines, values, where)
 
     def _write_heap(self, a: Set | Append | Unset, where: SpecPath, names: Names) -> Op | None:
+        p = self.inline.prefix()
         if isinstance(a, Set):
-            return compile_set(a.values, names, self.bounds, self.sources, self.report, where)
-        if isinstance(a, Append):
-            return compile_append(a.values, names, self.bounds, self.sources, self.report, where)
-        return compile_unset(a.names, names, self.sources, self.report, where)
+            snippet = compile_set(
+                a.values, names, self.bounds, self.report, where, p, self.record_limit
+            )
+        elif isinstance(a, Append):
+            snippet = compile_append(a.values, names, self.bounds, self.report, where, p)
+        else:
+            snippet = compile_unset(a.names, names, self.report, where, p)
+        return None if snippet is None else self.inline.op(snippet, dotted(where))
 
     def _work(
         self, a: Work, where: SpecPath, then: list[Op], nested: Callable[..., list[Op]]
@@ -389,10 +466,24 @@ class ActionCompiler:
 
         return start
 
+    def _snippet(
+        self, lines: list[str], values: dict[str, Any], where: SpecPath
+    ) -> Op | None:
+        """An op made of statements, which handlers inline (:mod:`.inline`)."""
+        return self.inline.op(Snippet(lines, values), dotted(where))
+
     def _action(
-        self, a: Action, where: SpecPath, scope: Scope, label: str, tpl: Callable[..., Template]
+        self,
+        a: Action,
+        where: SpecPath,
+        scope: Scope,
+        label: str,
+        tpl: Callable[..., Template],
+        code: Callable[..., str | None],
     ) -> Op | None:
         rt = self.rt
+        p = self.inline.prefix()
+        values: dict[str, Any]
         if isinstance(a, Reply):
             if self.structured:
                 # Values keep their types: {"count": "{match.n}"} sends a number.
@@ -402,28 +493,54 @@ class ActionCompiler:
                 self.report("a reply that is a mapping or a list needs a json or msgpack "
                             "filter (server.filter)", (*where, "text"))  # fmt: skip
                 return None
-            render = tpl(a.text, "text")
-            return lambda s, i, m: s.put(render(s, i, m))
+            values = {"_CLOSED": CLOSED}
+            expr = code(a.text, values, p, "text")
+            if expr is None:
+                return None
+            # Connection.put(x), inlined: see codegen's _PUT_RECORD.
+            return self._snippet([
+                f"{p}r = {expr}",
+                "if s.state is not _CLOSED:",
+                f"    s.outbox.append({p}r)",
+                "    if not s.dirty:",
+                "        s.kernel.mark_dirty(s)",
+            ], values, where)  # fmt: skip
         if isinstance(a, Log):
-            render = tpl(a.text, "text")
-            if not self.logs:
+            values = {WRITE: rt.write}
+            expr = code(a.text, values, p, "text")
+            if not self.logs or expr is None:
                 return None  # server.log.enabled: false - no client data in the console
-            # rt.write, looked up per line: the server's writer is bound after compiling.
-            return lambda s, i, m: rt.write(render(s, i, m))
+            # The server's writer is bound after compiling (Runtime.bind).
+            return self._snippet([f"{WRITE}({expr})"], values, where)
         if isinstance(a, Write):
             if self.structured:
                 self.report("write sends text as it is: not with a json or msgpack filter "
                             "(reply sends a structure)", where)  # fmt: skip
                 return None
-            render = tpl(a.text, "text")
-            return lambda s, i, m: s.write(render(s, i, m))
+            values = {}
+            expr = code(a.text, values, p, "text")
+            return None if expr is None else self._snippet([f"s.write({expr})"], values, where)
         if isinstance(a, Raise):
-            return self._raise(a, where, tpl)
+            return self._raise(a, where, code, p)
         if isinstance(a, Goto):
-            return self._goto(a, where, scope, label)
+            if self._goto(a, where, scope, label) is None:
+                return None
+            values = {"_rt": rt, f"{p}g": a.state}
+            call = [f"_rt.goto(s, {p}g)"]
+
+            def late(target: str = a.state) -> list[str]:
+                # Nothing to run or cancel on the way (no exit actions, no state
+                # timeouts, no enter actions in the target): just the new state.
+                if any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
+                    return call
+                return [f"s.protocol_state = {p}g"]
+
+            op = self._snippet(call, values, where)
+            self.inline.ops[op].late = late
+            return op
         if isinstance(a, Close):
             self.ways_out.add(scope)
-            return lambda s, i, m: s.close()
+            return self._snippet(["s.close()"], {}, where)
         if isinstance(a, Post):
             return self._post(a, where, tpl)
         if isinstance(a, Broadcast):
@@ -474,7 +591,9 @@ class ActionCompiler:
             return lambda s, i, m: s.kernel.enqueue(s, event, (render(s, i, m),))
         return lambda s, i, m: s.kernel.delay(after, event, render(s, i, m), session=s)
 
-    def _raise(self, a: Raise, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+    def _raise(
+        self, a: Raise, where: SpecPath, code: Callable[..., str | None], p: str
+    ) -> Op | None:
         if a.event not in self.handled:
             near = self.hint(a.event, self.handled - set(BUILTIN_EVENTS))
             self.report(f"raise: no handler for event {a.event!r}{near}", (*where, "event"))
@@ -483,8 +602,11 @@ class ActionCompiler:
             self.report(f"raise: {a.event!r} is not a named event", (*where, "event"))
             return None
         self.raises = True
-        event, value, rt = a.event, tpl(a.input, "input", raw=True), self.rt
-        return lambda s, i, m: rt.raise_event(s, event, value(s, i, m))
+        values: dict[str, Any] = {"_rt": self.rt, f"{p}e": a.event}
+        expr = code(a.input, values, p, "input", raw=True)
+        if expr is None:
+            return None
+        return self._snippet([f"_rt.raise_event(s, {p}e, {expr})"], values, where)
 
     def _broadcast(self, a: Broadcast, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
         rt, include_self = self.rt, a.include_self
@@ -592,12 +714,25 @@ class ActionCompiler:
             self.report("switch_filter block needs a size (bytes, or a template)", where)
             return None
         end, output, limit = a.end.encode("utf-8", "surrogateescape"), self.output, a.max_size
+        once = a.once
+
+        max_length, newline = self.max_length, self.newline
+
+        def to_block(s: Any, n: int) -> None:
+            if not once:
+                s.switch_filter(PullBlockFilter(n, end, output))
+            elif not s.expect_block(n, end):
+                # One block, then lines: the line filter cuts it itself (from a
+                # block filter, to a line filter first).
+                s.switch_filter(PullLineFilter(max_length, newline))
+                s.expect_block(n, end)
+
         if isinstance(a.size, int):
             if not 0 <= a.size <= limit:
                 self.report(f"size {a.size}: expected 0 to max_size ({limit})", (*where, "size"))
                 return None
             fixed = a.size
-            return lambda s, i, m: s.switch_filter(PullBlockFilter(fixed, end, output))
+            return lambda s, i, m: to_block(s, fixed)
         size = tpl(a.size, "size", raw=True)
 
         def switch_to_block(s: Any, i: Any, m: dict[str, Any]) -> None:
@@ -606,6 +741,6 @@ class ActionCompiler:
             n = -1 if isinstance(value, bool) else as_int(value, -1)
             if not 0 <= n <= limit:
                 raise ProtocolError(f"block size {str(value)[:40]!r}: expected 0 to {limit}")
-            s.switch_filter(PullBlockFilter(n, end, output))
+            to_block(s, n)
 
         return switch_to_block

@@ -11,20 +11,35 @@ bounds; a number, a boolean or null is stored directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
-from .data import SERVER_DEFAULT, SESSION_DEFAULT, Bound, append, store, unset
+from .data import (
+    SERVER_DEFAULT,
+    SESSION_DEFAULT,
+    Bound,
+    Items,
+    LRUTable,
+    Table,
+    append,
+    keep,
+    store,
+    unset,
+)
 from .expressions import ExprError, Location, Names, compile_expression, compile_location
-from .generated import Sources
+from .inline import Snippet
 from .model import CollectionBound
-from .report import KEY, Report, SpecPath, dotted, inside
-from .runtime import Op
+from .report import KEY, Report, SpecPath, inside
 from .templates import TemplateCode, template_code
 
 __all__ = ["Bounds", "compile_append", "compile_set", "compile_unset", "value_code"]
 
 _DIRECT = frozenset({"int", "float", "bool", "null"})
+# A match group's value in generated code (expressions.py: m[NAME]).
+_GROUP = re.compile(r"m\[\w+\]")
+# Values stored as they are (data.keep() returns these unchanged).
+_KEPT = frozenset({int, float, bool, type(None), Table, LRUTable, Items})
 
 
 class Bounds:
@@ -80,13 +95,13 @@ def value_code(value: Any, names: Names, code: TemplateCode) -> tuple[str, str]:
 class _Writes:
     """Compiles one action's writes into a function's lines."""
 
-    def __init__(self, names: Names, bounds: Bounds, report: Report, where: SpecPath):
+    def __init__(self, names: Names, bounds: Bounds, report: Report, prefix: str):
         self.names = names
         self.bounds = bounds
         self.report = report
-        self.where = where
         self.values: dict[str, Any] = {}
-        self.code = TemplateCode(self.values, "a")
+        self.code = TemplateCode(self.values, prefix)
+        self.prefix = prefix
         self.lines: list[str] = []
 
     def location(self, key: str, path: SpecPath) -> Location | None:
@@ -108,58 +123,89 @@ class _Writes:
         args = ", ".join((loc.heap, self.code.name(loc.key), indexes, *rest))
         return f"{self.code.name(function)}({args})"
 
-    def build(self, sources: Sources) -> Op | None:
-        if not self.lines:
-            return None
-        source = "def _f(s, i, m):\n" + "".join(f"    {line}\n" for line in self.lines)
-        function: Op = sources.function(source, self.values, dotted(self.where))
-        return function
+    def build(self) -> Snippet | None:
+        return Snippet(self.lines, self.values) if self.lines else None
 
 
 def compile_set(
-    values: dict[str, Any], names: Names, bounds: Bounds, sources: Sources, report: Report,
-    where: SpecPath,
-) -> Op | None:  # fmt: skip
-    """``set: {LOCATION: VALUE, ...}``."""
-    w = _Writes(names, bounds, report, where)
+    values: dict[str, Any], names: Names, bounds: Bounds, report: Report, where: SpecPath,
+    prefix: str, record_limit: int = 1 << 62,
+) -> Snippet | None:  # fmt: skip
+    """``set: {LOCATION: VALUE, ...}`` (``record_limit``: the longest record the
+    spec's filters hand a handler)."""
+    w = _Writes(names, bounds, report, prefix)
     for key, value in values.items():
         loc = w.location(key, (*where, "values", key, KEY))
         compiled = w.value(value, (*where, "values", key))
         if loc is None or compiled is None:
             continue
         source, kind = compiled
+        key = w.code.name(loc.key)
         if not loc.indexes and kind in _DIRECT:
             # A number, a boolean or null: nothing to bound.
-            w.lines.append(f"{loc.heap}[{w.code.name(loc.key)}] = {source}")
+            w.lines.append(f"{loc.heap}[{key}] = {source}")
             continue
-        w.lines.append(w.call(store, loc, source, w.code.name(bounds.of(loc.name))))
-    return w.build(sources)
+        bound = w.code.name(bounds.of(loc.name))
+        if not loc.indexes and record_limit <= bounds.of(loc.name).max_bytes and (
+            source == "i" or _GROUP.fullmatch(source)
+        ):
+            # The record or a match group: text no longer than a record, which the
+            # filter bounds already.
+            w.lines.append(f"{loc.heap}[{key}] = {source}")
+            continue
+        if not loc.indexes:
+            # Inline for what needs no copy: short text, numbers, a heap's own map
+            # or list; data.keep() for the rest (new maps and lists, long text).
+            v, limit = f"{w.prefix}v", w.code.name(bounds.of(loc.name).max_bytes)
+            w.values.update(_keep=keep, _len=len, _KEPT=_KEPT, _str=str)
+            w.lines += [
+                f"{v} = {source}",
+                f"{loc.heap}[{key}] = {v} if ({v}.__class__ is _str and _len({v}) <= {limit}) "
+                f"or {v}.__class__ in _KEPT else _keep({v}, {bound})",
+            ]  # fmt: skip
+            continue
+        if len(loc.indexes) == 1:
+            # An entry of a map in the heap: Table.put() directly when it is one
+            # (data.store() otherwise: it makes the map, or says what is wrong).
+            c, v = f"{w.prefix}c", f"{w.prefix}v"
+            w.values.update(_keep=keep, _Table=Table, _LRUTable=LRUTable)
+            w.lines += [
+                f"{v} = {source}",
+                f"{c} = {loc.heap}.get({key})",
+                f"if {c}.__class__ is _LRUTable or {c}.__class__ is _Table:",
+                f"    {c}.put({loc.indexes[0]}, _keep({v}, {c}.bound.nested()))",
+                "else:",
+                f"    {w.call(store, loc, v, bound)}",
+            ]  # fmt: skip
+            continue
+        w.lines.append(w.call(store, loc, source, bound))
+    return w.build()
 
 
 def compile_append(
-    values: dict[str, Any], names: Names, bounds: Bounds, sources: Sources, report: Report,
-    where: SpecPath,
-) -> Op | None:  # fmt: skip
+    values: dict[str, Any], names: Names, bounds: Bounds, report: Report, where: SpecPath,
+    prefix: str,
+) -> Snippet | None:  # fmt: skip
     """``append: {LOCATION: VALUE, ...}``."""
-    w = _Writes(names, bounds, report, where)
+    w = _Writes(names, bounds, report, prefix)
     for key, value in values.items():
         loc = w.location(key, (*where, "values", key, KEY))
         compiled = w.value(value, (*where, "values", key))
         if loc is None or compiled is None:
             continue
         w.lines.append(w.call(append, loc, compiled[0], w.code.name(bounds.of(loc.name))))
-    return w.build(sources)
+    return w.build()
 
 
 def compile_unset(
-    locations: str | list[str], names: Names, sources: Sources, report: Report, where: SpecPath
-) -> Op | None:
+    locations: str | list[str], names: Names, report: Report, where: SpecPath, prefix: str
+) -> Snippet | None:
     """``unset: LOCATION`` or ``unset: [LOCATION, ...]``."""
-    w = _Writes(names, Bounds({}, report), report, where)
+    w = _Writes(names, Bounds({}, report), report, prefix)
     items = [locations] if isinstance(locations, str) else locations
     for k, key in enumerate(items):
         path = (*where, "names") if isinstance(locations, str) else (*where, "names", k)
         loc = w.location(key, path)
         if loc is not None:
             w.lines.append(w.call(unset, loc))
-    return w.build(sources)
+    return w.build()

@@ -29,9 +29,10 @@ from . import codegen
 from .actions import RESERVED_EVENTS, ActionCompiler, Scope
 from .clients import ClientProgram
 from .data import keep
-from .expressions import ExprError, Names, regex_fields
+from .expressions import ExprError, Names, compile_expression, regex_fields
 from .framing import PullLineFilter
 from .generated import Sources
+from .inline import Snippet
 from .messages import (
     Messages,
     check_filter,
@@ -69,14 +70,13 @@ from .runtime import (
     Rules,
     Runtime,
     always,
-    by_state,
     entry,
     on_connected,
     on_disconnected,
     on_error,
     take_invalid,
 )
-from .templates import compile_guard, compile_template
+from .templates import TemplateCode, compile_guard, compile_template
 
 __all__ = ["compile_spec", "program_of"]
 
@@ -386,13 +386,23 @@ class _Compiler:
             return test, groups
         # The guard: after the test, whose groups it may name.
         names = self._names(has_input, None if test is always else groups)
+        inline = self.acts.inline
+        p = inline.prefix()
+        values: dict[str, Any] = {}
         try:
+            source = compile_expression(rule.if_, names, TemplateCode(values, p).name).source
             guard = compile_guard(rule.if_, names, self.sources, dotted((*path, "if")))
         except ExprError as exc:
             self.report(str(exc), inside((*path, "if"), exc))
             return None, groups
+        guarded = [f"if m is not None and not ({source}):", "    m = None"]
         if test is always:
-            return (lambda s, data: {} if guard(s, data, None) else None), None
+
+            def guard_alone(s: Any, data: Any) -> dict[str, Any] | None:
+                return {} if guard(s, data, None) else None
+
+            inline.tests[guard_alone] = Snippet(["m = {}", *guarded], values)
+            return guard_alone, None
 
         def test_and_guard(s: Any, data: Any) -> dict[str, Any] | None:
             match = test(s, data)  # type: ignore[misc]  # not None: see above
@@ -400,6 +410,10 @@ class _Compiler:
                 return None
             return match
 
+        base = inline.tests.get(test)
+        if base is not None:
+            values.update(base.values)
+            inline.tests[test_and_guard] = Snippet([*base.lines, *guarded], values)
         return test_and_guard, groups
 
     def _names(self, has_input: bool, groups: frozenset[str] | None) -> Names:
@@ -442,20 +456,34 @@ class _Compiler:
             return self._match(value, fold, (*path, "match"), has_input)
         if "{" in value:
             return self._templated(kind, value, fold, (*path, kind), has_input)
+        inline = self.acts.inline
+        p = inline.prefix()
         if kind == "equals":
             if fold:
                 want = value.casefold()
                 return (lambda s, data: {} if data.casefold() == want else None), frozenset()
-            return (lambda s, data: {} if data == value else None), frozenset()
+
+            def test_equals(s: Any, data: Any) -> dict[str, Any] | None:
+                return {} if data == value else None
+
+            inline.tests[test_equals] = Snippet([f"m = {{}} if i == {p}e else None"],
+                                                {f"{p}e": value})  # fmt: skip
+            return test_equals, frozenset()
         n = len(value)
         if fold:
             want = value.casefold()
             return (
                 lambda s, data: {"rest": data[n:]} if data[:n].casefold() == want else None
             ), frozenset({"rest"})
-        return (lambda s, data: {"rest": data[n:]} if data.startswith(value) else None), frozenset(
-            {"rest"}
+
+        def test_prefix(s: Any, data: Any) -> dict[str, Any] | None:
+            return {"rest": data[n:]} if data.startswith(value) else None
+
+        inline.tests[test_prefix] = Snippet(
+            [f"m = {{'rest': i[{p}n:]}} if i.startswith({p}p) else None"],
+            {f"{p}n": n, f"{p}p": value},
         )
+        return test_prefix, frozenset({"rest"})
 
     def _templated(
         self, kind: str, value: str, fold: bool, where: SpecPath, has_input: bool
@@ -504,6 +532,11 @@ class _Compiler:
                 m = search(data)
                 return None if m is None else m.groupdict("")
 
+            p = self.acts.inline.prefix()
+            self.acts.inline.tests[test_match] = Snippet(
+                [f"m = {p}s(i)", "if m is not None:", "    m = m.groupdict('')"],
+                {f"{p}s": search},
+            )
             return test_match, frozenset(rx.groupindex)
         # Fields: each value is matched literally (escaped), the pattern compiled
         # per record (re's cache keeps the recent ones).
@@ -643,14 +676,15 @@ class _Compiler:
             if event not in self.handled and event not in ("connected", "disconnected"):
                 continue  # nothing to do (error: the connection's own logging)
             top = rules[None].get(event, [])
-            if self.has_states:
-                table = {name: entry(event, rules[name].get(event, []) + top, self.named)
-                         for name in self.states}  # fmt: skip
-                handler = by_state(table)
-            else:
-                handler = entry(event, top, self.named)
-            if handler is not None and self.acts.raises:
-                handler = rt.handled(handler)  # then the events it raised
+            table: dict[str | None, Rules] = (
+                {name: rules[name].get(event, []) + top for name in self.states}
+                if self.has_states
+                else {None: top}
+            )
+            # One function: the state's rules, tests and actions inlined (inline.py).
+            handler = self.acts.inline.handler(
+                event, table, self.named, f"handlers.{event}", raises=self.acts.raises
+            )
             if event == "connected":
                 handler = on_connected(rt, handler, initial, self._session_heap())
             elif event == "disconnected":

@@ -33,17 +33,20 @@ __all__ = [
 class Bound:
     """A collection's bound: items, bytes, and what happens past them."""
 
-    __slots__ = ("lru", "max_bytes", "max_items", "name")
+    __slots__ = ("_nested", "lru", "max_bytes", "max_items", "name")
 
     def __init__(self, name: str, max_items: int, max_bytes: int, lru: bool = False):
         self.name = name
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.lru = lru
+        self._nested: Bound | None = None
 
     def nested(self) -> Bound:
         """The bound of a map or list stored inside this one: the same, no eviction."""
-        return Bound(f"{self.name}[...]", self.max_items, self.max_bytes)
+        if self._nested is None:
+            self._nested = Bound(f"{self.name}[...]", self.max_items, self.max_bytes)
+        return self._nested
 
     def __repr__(self) -> str:
         lru = ", lru" if self.lru else ""
@@ -56,6 +59,8 @@ SESSION_DEFAULT = Bound("heap", 10_000, 1 << 20)
 SERVER_DEFAULT = Bound("server", 100_000, 64 << 20)
 
 _SCALAR = 8
+_SCALARS = frozenset({int, float, bool, type(None)})
+_MISSING: Any = object()
 
 
 def size_of(value: Any) -> int:
@@ -63,6 +68,8 @@ def size_of(value: Any) -> int:
     cls = value.__class__
     if cls is str:
         return len(value)  # type: ignore[no-any-return]
+    if cls in _SCALARS:
+        return _SCALAR
     if cls is Table or cls is LRUTable or cls is Items:
         return value.used + _SCALAR  # type: ignore[no-any-return]
     if isinstance(value, dict):
@@ -84,14 +91,21 @@ class Table(OrderedDict[Any, Any]):
 
     def put(self, key: Any, value: Any) -> None:
         """Store ``key``, within the bound (evicting under ``lru``)."""
-        bound = self.bound
         size = size_of(key) + size_of(value)
+        old = OrderedDict.pop(self, key, _MISSING)
+        if old is not _MISSING:
+            self.used -= size_of(key) + size_of(old)
+        bound = self.bound
+        if len(self) >= bound.max_items or self.used + size > bound.max_bytes:
+            self._make_room(size)
+        OrderedDict.__setitem__(self, key, value)
+        self.used += size
+
+    def _make_room(self, size: int) -> None:
+        bound = self.bound
         if size > bound.max_bytes:
             raise LimitReached(f"{bound.name}: an entry of {size} bytes is over max_bytes "
                                f"({bound.max_bytes})")  # fmt: skip
-        if key in self:
-            self.used -= size_of(key) + size_of(OrderedDict.__getitem__(self, key))
-            OrderedDict.__delitem__(self, key)
         while len(self) >= bound.max_items or self.used + size > bound.max_bytes:
             if not bound.lru or not self:
                 self.used = max(self.used, 0)
@@ -100,8 +114,6 @@ class Table(OrderedDict[Any, Any]):
                 raise LimitReached(f"{bound.name}: over max_{what} ({limit})")
             old_key, old = self.popitem(last=False)  # the least recently used
             self.used -= size_of(old_key) + size_of(old)
-        OrderedDict.__setitem__(self, key, value)
-        self.used += size
 
     def drop(self, key: Any) -> None:
         if key in self:
@@ -131,7 +143,7 @@ class Items(list[Any]):
     __slots__ = ("bound", "used")
 
     def __init__(self, bound: Bound):
-        super().__init__()
+        # No list.__init__: an empty list is one already (a call fewer per list).
         self.bound = bound
         self.used = 0
 
@@ -166,13 +178,17 @@ class Items(list[Any]):
 
 
 def keep(value: Any, bound: Bound) -> Any:
-    """``value`` as a heap stores it: maps and lists copied into bounded ones,
-    text checked against ``max_bytes``."""
+    """``value`` as a heap stores it: new maps and lists copied into bounded ones,
+    text checked against ``max_bytes``. A map or list that is a heap's already
+    is stored as it is: a second name for it (``set: {item: server.items[k]}``),
+    within the bound it has."""
     cls = value.__class__
     if cls is str:
         if len(value) > bound.max_bytes:
             raise LimitReached(f"{bound.name}: text of {len(value)} bytes is over max_bytes "
                                f"({bound.max_bytes})")  # fmt: skip
+        return value
+    if cls in _SCALARS or cls is Table or cls is LRUTable or cls is Items:
         return value
     if isinstance(value, dict):
         table = LRUTable(bound) if bound.lru else Table(bound)
@@ -181,10 +197,20 @@ def keep(value: Any, bound: Bound) -> Any:
             table.put(k, keep(v, inner))
         return table
     if isinstance(value, list):
+        if len(value) > bound.max_items:
+            raise LimitReached(f"{bound.name}: over max_items ({bound.max_items})")
         items = Items(bound)
         inner = bound.nested()
-        for v in value:
-            items.add(keep(v, inner))
+        # One pass, no add() per item: a small list (an item's fields) is common.
+        list.extend(items, [v if v.__class__ is str or v.__class__ in _SCALARS
+                            else keep(v, inner) for v in value])  # fmt: skip
+        used = 0
+        for v in items:
+            cls = v.__class__
+            used += len(v) if cls is str else _SCALAR if cls in _SCALARS else size_of(v)
+        if used > bound.max_bytes:
+            raise LimitReached(f"{bound.name}: over max_bytes ({bound.max_bytes})")
+        items.used = used
         return items
     return value
 

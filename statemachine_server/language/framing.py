@@ -94,7 +94,7 @@ class PullLineFilter(_Buffered):
         newline: what :meth:`put` ends each line with.
     """
 
-    __slots__ = ("max_length", "newline")
+    __slots__ = ("_block", "max_length", "newline")
 
     name = "line"
 
@@ -102,13 +102,23 @@ class PullLineFilter(_Buffered):
         super().__init__()
         self.max_length = max_length
         self.newline = newline
+        self._block: tuple[int, bytes] | None = None
+
+    def expect_block(self, size: int, end: bytes = b"") -> None:
+        """Cut the next record as a block of ``size`` bytes followed by ``end``
+        (checked, dropped), then lines again: memcached's data block, without
+        switching filters (``switch_filter: {type: block, once: true}``)."""
+        self._block = (size, end)
 
     def get_one(self) -> list[str]:
         """The next complete line, as a one-item list, or ``[]``.
 
         Raises:
             RecordTooLong: the line is longer than ``max_length``.
+            ProtocolError: an expected block is not followed by its ``end``.
         """
+        if self._block is not None:
+            return self._one_block(self._block)
         buf, pos = self._buf, self._pos
         end = buf.find(b"\n", pos + self._scanned)
         if end < 0:
@@ -122,6 +132,23 @@ class PullLineFilter(_Buffered):
         if end - pos > self.max_length:
             raise RecordTooLong(f"line longer than {self.max_length} bytes")
         return [buf[pos:end].decode("utf-8", "surrogateescape")]
+
+    def _one_block(self, block: tuple[int, bytes]) -> list[str]:
+        size, end = block
+        buf, pos = self._buf, self._pos
+        stop = pos + size
+        if len(buf) < stop + len(end):
+            return []
+        if end and buf[stop : stop + len(end)] != end:
+            raise ProtocolError(f"a block of {size} bytes is not followed by {end!r}")
+        self._pos, self._scanned, self._block = stop + len(end), 0, None
+        return [buf[pos:stop].decode("utf-8", "surrogateescape")]
+
+    @property
+    def encodes_as(self) -> tuple[str, str]:
+        """How :meth:`put` encodes: filters that say the same encode alike, so a
+        switch between them need not write the replies put so far first."""
+        return ("line", self.newline)
 
     def put(self, records: list[str]) -> bytes:
         """Encode lines for sending, each followed by ``newline``."""
@@ -169,6 +196,11 @@ class PullBlockFilter(_Buffered):
             raise ProtocolError(f"a block of {self.size} bytes is not followed by {self.end!r}")
         self._pos = stop + len(self.end)
         return [buf[pos:stop].decode("utf-8", "surrogateescape")]
+
+    @property
+    def encodes_as(self) -> tuple[str, str]:
+        """As the output filter's (see :attr:`PullLineFilter.encodes_as`)."""
+        return self._output.encodes_as
 
     def put(self, records: list[str]) -> bytes:
         """Encode replies with the output filter."""

@@ -136,13 +136,16 @@ def _float(value: Any, default: Any = _MISSING) -> Any:
 
 
 def _len(value: Any) -> int:
-    _want("len", value, str, list, dict)
+    cls = value.__class__
+    if cls is not str and not isinstance(value, list | dict):
+        _want("len", value, str, list, dict)
     return len(value)
 
 
 def byte_len(value: Any) -> int:
     """The length of text once sent: its bytes (any byte survives as text)."""
-    _want("byte_len", value, str)
+    if value.__class__ is not str:
+        _want("byte_len", value, str)
     return len(value.encode("utf-8", "surrogateescape"))
 
 
@@ -180,12 +183,13 @@ def _find(value: Any, part: Any) -> int:
 
 
 def _split(value: Any, sep: Any = None, limit: Any = -1) -> list[str]:
-    _want("split", value, str)
-    if sep is not None:
+    if value.__class__ is not str or (sep is not None and sep.__class__ is not str):
+        _want("split", value, str)
         _want("split", sep, str)
-        if not sep:
-            raise ValueError("split(): the separator is empty")
-    _want("split", limit, int)
+    if sep == "":
+        raise ValueError("split(): the separator is empty")
+    if limit.__class__ is not int:
+        _want("split", limit, int)
     return value.split(sep, limit)  # type: ignore[no-any-return]
 
 
@@ -262,11 +266,13 @@ def _is_digits(value: Any) -> bool:
     return value.isascii() and value.isdigit()  # type: ignore[no-any-return]
 
 
-def _b64decode(value: Any) -> str:
+def _b64decode(value: Any, default: Any = _MISSING) -> Any:
     _want("b64decode", value, str)
     try:
         raw = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
+        if default is not _MISSING:
+            return default
         raise ValueError("b64decode(): not base64") from None
     return raw.decode("utf-8", "surrogateescape")
 
@@ -364,7 +370,7 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], int, str]] = {
     "sum": (("list",), 0, "any"),
     "sorted": (("list",), 0, "list"),
     "is_digits": (("text",), 0, "bool"),
-    "b64decode": (("text",), 0, "text"),
+    "b64decode": (("text", "any"), 1, "any"),
     "b64encode": (("text",), 0, "text"),
     "json": (("any",), 0, "text"),
     "now": ((), 0, "float"),

@@ -405,6 +405,9 @@ class SwitchFilter(_Strict, tag="switch_filter", tag_field="action", frozen=True
     end: str = ""
     #: For ``block``: the largest size accepted; a larger one closes that client.
     max_size: BlockLimit = 1 << 20
+    #: For ``block``: one block, then lines again, with no ``switch_filter: line``
+    #: (memcached's data block; cheaper than switching twice).
+    once: bool = False
 
 
 class Work(_Strict, tag="work", tag_field="action", frozen=True):

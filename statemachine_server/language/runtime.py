@@ -186,7 +186,7 @@ class Runtime:
                 return handler(session, *args)
             except BaseException:
                 # A failed handler's raised events go with it, as its replies do not.
-                self._forget(session)
+                self.forget(session)
                 raise
             finally:
                 self.depth -= 1
@@ -213,7 +213,7 @@ class Runtime:
                     try:
                         handler(session, data)
                     except Exception as exc:
-                        self._forget(session)
+                        self.forget(session)
                         session.kernel.handler_failed(session, event, exc)
                     finally:
                         self.depth -= 1
@@ -228,7 +228,8 @@ class Runtime:
         finally:
             self.draining = False
 
-    def _forget(self, session: Any) -> None:
+    def forget(self, session: Any) -> None:
+        """Drop the events ``session`` raised and has not handled (its handler failed)."""
         for entry in [e for e in self.internal if e[0] is session]:
             self.internal.remove(entry)
 

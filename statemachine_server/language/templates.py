@@ -136,8 +136,13 @@ def template_code(
             code.expr = expr  # the value itself
             return code
         if is_text is None:
-            # Any value: written as text (null as nothing, true, lists as JSON).
-            expr = f"{code.name(text_of)}({expr})"
+            # Any value: written as text (null as nothing, true, lists as JSON);
+            # text itself without a call (the common case: a heap value, an item).
+            if _SIMPLE.fullmatch(expr):
+                str_ = code.name(str)
+                expr = f"({expr} if {expr}.__class__ is {str_} else {code.name(text_of)}({expr}))"
+            else:
+                expr = f"{code.name(text_of)}({expr})"
             strs.add(expr)
         elif input_text is not None and is_text is False:
             # A record or a message's field inside a text: written as JSON (true,
@@ -154,6 +159,10 @@ def template_code(
     code.expr = _join(code, texts, fields, hoisted | strs)
     return code
 
+
+# An expression cheap to evaluate twice (a name, a heap lookup, an index): see
+# template_code's text fast path.
+_SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
 
 # Above this many fields a template is compiled to `%` instead of an f-string.
 _FSTRING_FIELDS = 64

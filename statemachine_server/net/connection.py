@@ -182,7 +182,13 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         of a read, so with it the switch applies from the next read on.
         """
         old, self._filter = self._filter, new_filter
-        if self.outbox or self._raw:  # replies already put were put for the old framing
+        encodes_as = getattr(old, "encodes_as", None)
+        if (self.outbox or self._raw) and (
+            encodes_as is None or encodes_as != getattr(new_filter, "encodes_as", None)
+        ):
+            # Replies already put were put for the old framing: written with it
+            # now, unless the new filter encodes alike (a line filter and a block
+            # filter whose replies are lines): then they wait for the tick's write.
             out, self.outbox = self.outbox, []
             if self._half >= 0:  # shutdown_output() came first: only what preceded it
                 del out[self._half :]
@@ -338,6 +344,20 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
                 handler(self, records[0])
             except Exception as exc:
                 self.kernel.handler_failed(self, INPUT, exc)
+
+    def expect_block(self, size: int, end: bytes = b"") -> bool:
+        """Have the filter cut the next record as a block of ``size`` bytes and
+        ``end``, then go on as before, if it can (the spec's pull line filter
+        can): cheaper than two :meth:`switch_filter` calls.
+
+        Returns:
+            Whether the filter took it (False: switch filters instead).
+        """
+        expect = getattr(self._filter, "expect_block", None)
+        if expect is None:
+            return False
+        expect(size, end)
+        return True
 
     @classmethod
     def dispatch(cls, handlers: dict[str, Any]) -> dict[str, Any]:

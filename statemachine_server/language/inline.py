@@ -1,0 +1,167 @@
+"""Handlers generated as one Python function each: rules tested and actions inlined.
+
+Each action the compiler turns into an op (:mod:`.actions`) may also leave a
+:class:`Snippet`: the statements that do the same, as source of ``s``, ``i``
+and ``m`` plus the values its names are bound to. A handler's rules then become
+one generated function (:func:`Inliner.handler`): each rule's test, its guard,
+and its actions' statements in a row, so a message costs one call, not one per
+rule and per action (an op call here is about 0.1 us, and a protocol spec runs
+a dozen per command). Actions without a snippet (``call``, ``work``,
+``switch_filter``...) are called as their ops, from the same function.
+
+As everywhere in the generated code (:mod:`.templates`), nothing from the spec
+is source: its text, names and numbers are values bound to generated names, and
+the source is made of fixed fragments. Functions are built by
+:class:`~.generated.Sources`, so ``check --show-code`` prints them and a
+traceback shows the generated line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .generated import Sources
+from .runtime import INPUT_EVENTS, Op, Rules, Runtime, always
+
+__all__ = ["Inliner", "Snippet"]
+
+
+class Snippet:
+    """Statements of ``s``, ``i`` and ``m``, and the values their names are bound to.
+
+    ``test`` snippets (a rule's condition) leave ``m``: the match dict, or None.
+    """
+
+    __slots__ = ("late", "lines", "values")
+
+    def __init__(
+        self,
+        lines: list[str],
+        values: dict[str, Any],
+        late: Callable[[], list[str]] | None = None,
+    ):
+        self.lines = lines
+        self.values = values
+        #: Gives the lines to inline once the whole spec is compiled (a goto's
+        #: depend on every state's enter, exit and timeout actions).
+        self.late = late
+
+
+class Inliner:
+    """The snippets of one spec's ops and conditions, and the functions made of them."""
+
+    def __init__(self, sources: Sources, rt: Runtime):
+        self.sources = sources
+        self.rt = rt
+        self.ops: dict[Any, Snippet] = {}
+        self.tests: dict[Any, Snippet] = {}
+        self.count = 0
+
+    def prefix(self) -> str:
+        """A prefix no other snippet's names use."""
+        self.count += 1
+        return f"_q{self.count}_"
+
+    def op(self, snippet: Snippet, where: str) -> Op:
+        """``snippet`` as an op of its own (where it is not inlined: enter actions,
+        continuations, outbound clients' handlers)."""
+        source = "def _f(s, i, m):\n" + _indent(snippet.lines or ["pass"], 1)
+        function: Op = self.sources.function(source, snippet.values, where)
+        self.rt.generated.append(function.__globals__)  # type: ignore[attr-defined]
+        self.ops[function] = snippet
+        return function
+
+    def body(self, ops: list[Op], values: dict[str, Any]) -> list[str]:
+        """The statements that run ``ops`` in order: snippets inlined, other ops called."""
+        lines: list[str] = []
+        for op in ops:
+            snippet = self.ops.get(op)
+            if snippet is not None:
+                values.update(snippet.values)
+                lines.extend(snippet.late() if snippet.late is not None else snippet.lines)
+            else:
+                name = f"_op{self.count}_{len(values)}"
+                values[name] = op
+                lines.append(f"{name}(s, i, m)")
+        return lines
+
+    def handler(
+        self,
+        event: str,
+        by_state: dict[str | None, Rules],
+        named: set[str],
+        where: str,
+        raises: bool = False,
+    ) -> Callable[..., Any] | None:
+        """One event's handler as one function: the rules of the session's
+        protocol state (``by_state``; the key None: a spec without states), run as
+        :func:`~.runtime.entry` would (the first rule whose test and guard hold
+        runs, and no other). With ``raises``, the events its actions raise are
+        handled after it (:meth:`~.runtime.Runtime.handled`, inlined)."""
+        if not any(by_state.values()):
+            return None
+        values: dict[str, Any] = {}
+        if event in INPUT_EVENTS:
+            head = ["def _f(s, i):"]
+        elif event in named:
+            head = ["def _f(s, i='', *_):", "    if i is None:", "        i = ''"]
+        else:
+            head = ["def _f(s, *_):", "    i = None"]
+        body: list[str] = []
+        if list(by_state) == [None]:
+            body = self._rules(by_state[None], values)
+        else:
+            # The session's protocol state picks the rules: a chain of tests, cheaper
+            # than a table lookup and a call for the few states a protocol has.
+            word = "if"
+            for k, (state, rules) in enumerate(by_state.items()):
+                values[f"_st{k}"] = state
+                body += [f"{word} s.protocol_state == _st{k}:",
+                         *_lines(self._rules(rules, values) or ["pass"], 1)]  # fmt: skip
+                word = "elif"
+        if raises:
+            # Runtime.handled(), inlined: one call fewer per event.
+            values.update(_rt=self.rt, _BaseException=BaseException)
+            body = [
+                "_rt.depth += 1",
+                "try:",
+                *_lines(body, 1),
+                "except _BaseException:",
+                "    _rt.forget(s)",
+                "    raise",
+                "finally:",
+                "    _rt.depth -= 1",
+                "    if not _rt.depth and _rt.internal and not _rt.draining:",
+                "        _rt.drain()",
+            ]
+        source = "\n".join([*head, *_lines(body, 1)]) + "\n"
+        function = self.sources.function(source, values, where)
+        self.rt.generated.append(function.__globals__)
+        return function
+
+    def _rules(self, rules: Rules, values: dict[str, Any]) -> list[str]:
+        lines: list[str] = []
+        for k, (test, ops) in enumerate(rules):
+            body = self.body(ops, values) or ["pass"]
+            if test is always:
+                lines += ["m = {}", *body, "return"]
+                break
+            snippet = self.tests.get(test)
+            if snippet is not None:
+                values.update(snippet.values)
+                lines += snippet.lines
+            else:
+                name = f"_t{self.count}_{len(values)}"
+                values[name] = test
+                lines.append(f"m = {name}(s, i)")
+            lines += ["if m is not None:", *_lines([*body, "return"], 1)]
+        return lines
+
+
+def _lines(lines: list[str], level: int) -> list[str]:
+    return ["    " * level + line for line in lines]
+
+
+def _indent(lines: list[str], level: int) -> str:
+    return "".join("    " * level + line + "\n" for line in lines)
