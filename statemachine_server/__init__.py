@@ -27,6 +27,7 @@ from .filters import (
     Stack,
     StreamFilter,
 )
+from .language import build_server, goto, load_spec, load_spec_text, raise_event
 from .limits import Limits
 from .net.client import Backoff, TCPClient
 from .net.connection import Connection
@@ -64,5 +65,10 @@ __all__ = [
     "TCPServer",
     "VirtualClock",
     "__version__",
+    "build_server",
+    "goto",
+    "load_spec",
+    "load_spec_text",
+    "raise_event",
     "server_ssl_context",
 ]

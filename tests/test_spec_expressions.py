@@ -286,3 +286,54 @@ async def test_counters_maps_and_bounds(serve_spec: Callable[..., Any]) -> None:
     # evict: lru keeps the two most recently used.
     got = await talk(server.port, b"log x\nlog y\nget x\nlog z\nget y\n", b"gone\n")
     assert got == b"x\nx,y\nlog x\nx,z\ngone\n"
+
+
+PYTHON_STATE = """
+initial: a
+events: [counted]       # raised from Python only
+states:
+  a:
+    handlers:
+      input:
+        - prefix: "go "
+          do: [call: "moves:move", reply: "now {session.state}"]
+        - do: [reply: "a: {input}"]
+  b:                    # reached from Python only: check cannot see it, and allows it
+    handlers:
+      input:
+        - equals: back
+          do: [goto: a]
+        - do: [reply: "b: {input} {heap.count}"]
+handlers:
+  counted:
+    - reply: "counted {input[0]} of {len(input)}"
+"""
+
+MOVES = """
+from statemachine_server import goto, raise_event
+
+
+def move(session, line, match):
+    session.heap["count"] = session.heap.get("count", 0) + 1
+    goto(session, match["rest"])
+    raise_event(session, "counted", [session.heap["count"], "x"])
+"""
+
+
+async def test_python_handlers_change_the_state_and_raise_events(
+    serve_spec: Callable[..., Any], tmp_path: Any, monkeypatch: Any
+) -> None:
+    (tmp_path / "moves.py").write_text(MOVES)
+    (tmp_path / "t.yaml").write_text(PYTHON_STATE)
+    server = await serve_spec(tmp_path / "t.yaml")
+    got = await talk(server.port, b"x\ngo b\ny\n", b"y 1\n")
+    # The raised event keeps its value (a list) and comes before the next line.
+    assert got == b"a: x\nnow b\ncounted 1 of 2\nb: y 1\n"
+    with pytest.raises(ValueError, match="no state 'nowhere'"):
+        from statemachine_server import goto
+
+        class Fake:
+            handler_table = server.dispatch
+            id = 1
+
+        goto(Fake(), "nowhere")

@@ -11,12 +11,15 @@ from .build import build_server
 from .compile import compile_spec
 from .loader import builtin_spec_path, load_spec, load_spec_text
 from .model import Spec
+from .runtime import goto, raise_event
 
 __all__ = [
     "Spec",
     "build_server",
     "builtin_spec_path",
     "compile_spec",
+    "goto",
     "load_spec",
     "load_spec_text",
+    "raise_event",
 ]

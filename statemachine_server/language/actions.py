@@ -152,6 +152,9 @@ class ActionCompiler:
         self.ways_out: set[Scope] = set()
         #: A goto to no such state was reported: the graph checks would only echo it.
         self.bad_gotos = False
+        #: Some call or work runs Python, which may goto any state (then a state
+        #: no goto reaches is not an error).
+        self.python_moves = any(isinstance(a, Call | Work) for _, a in _actions_of(spec))
         #: Some action switches the filter (then lines are cut one at a time).
         self.switches = False
         #: Some action raises an event (then handlers drain them: Runtime.handled).
@@ -466,9 +469,7 @@ class ActionCompiler:
 
         return start
 
-    def _snippet(
-        self, lines: list[str], values: dict[str, Any], where: SpecPath
-    ) -> Op | None:
+    def _snippet(self, lines: list[str], values: dict[str, Any], where: SpecPath) -> Op | None:
         """An op made of statements, which handlers inline (:mod:`.inline`)."""
         return self.inline.op(Snippet(lines, values), dotted(where))
 

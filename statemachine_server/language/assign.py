@@ -146,8 +146,10 @@ def compile_set(
             w.lines.append(f"{loc.heap}[{key}] = {source}")
             continue
         bound = w.code.name(bounds.of(loc.name))
-        if not loc.indexes and record_limit <= bounds.of(loc.name).max_bytes and (
-            source == "i" or _GROUP.fullmatch(source)
+        if (
+            not loc.indexes
+            and record_limit <= bounds.of(loc.name).max_bytes
+            and (source == "i" or _GROUP.fullmatch(source))
         ):
             # The record or a match group: text no longer than a record, which the
             # filter bounds already.

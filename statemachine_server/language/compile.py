@@ -64,6 +64,7 @@ from .pycall import Calls
 from .report import KEY, Report, SpecPath, at, dotted, inside
 from .runtime import (
     INPUT_EVENTS,
+    RUNTIME,
     STATE_TIMEOUT,
     Condition,
     Program,
@@ -637,7 +638,7 @@ class _Compiler:
                 todo.append(dest)
         for name in self.states:
             where = ("states", name, KEY)
-            if name not in reached:
+            if name not in reached and not acts.python_moves:
                 self.report(f"state {name!r} is unreachable: no goto leads to it from "
                             f"the initial state {initial!r}", where)  # fmt: skip
             leaves = any(src in (name, None) and dest != name for src, dest, _ in acts.edges)
@@ -683,7 +684,11 @@ class _Compiler:
             )
             # One function: the state's rules, tests and actions inlined (inline.py).
             handler = self.acts.inline.handler(
-                event, table, self.named, f"handlers.{event}", raises=self.acts.raises
+                event,
+                table,
+                self.named,
+                f"handlers.{event}",
+                raises=self.acts.raises or self.acts.python_moves,
             )
             if event == "connected":
                 handler = on_connected(rt, handler, initial, self._session_heap())
@@ -697,6 +702,7 @@ class _Compiler:
                 program.handlers[event] = handler
             else:
                 program.named[event] = handler
+        program.named[RUNTIME] = rt  # type: ignore[index,assignment]  # for goto(), raise_event()
         if rt.timeout:
             timeout = rt.state_timeout
             program.named[STATE_TIMEOUT] = rt.handled(timeout) if self.acts.raises else timeout

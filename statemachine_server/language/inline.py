@@ -142,7 +142,7 @@ class Inliner:
 
     def _rules(self, rules: Rules, values: dict[str, Any]) -> list[str]:
         lines: list[str] = []
-        for k, (test, ops) in enumerate(rules):
+        for test, ops in rules:
             body = self.body(ops, values) or ["pass"]
             if test is always:
                 lines += ["m = {}", *body, "return"]

@@ -32,9 +32,30 @@ from .report import one_line
 from .templates import RESULT
 
 __all__ = [
-    "INPUT_EVENTS", "STATE_TIMEOUT", "WRITE", "Condition", "Op", "Program", "Rules", "Runtime",
-    "always", "by_state", "entry", "failure", "on_connected", "on_disconnected", "on_error",
-    "reply_error", "reply_result", "run_with", "take_invalid", "then_with",
+    "INPUT_EVENTS",
+    "RUNTIME",
+    "STATE_TIMEOUT",
+    "WRITE",
+    "Condition",
+    "Op",
+    "Program",
+    "Rules",
+    "Runtime",
+    "always",
+    "by_state",
+    "entry",
+    "failure",
+    "goto",
+    "on_connected",
+    "on_disconnected",
+    "on_error",
+    "raise_event",
+    "reply_error",
+    "reply_result",
+    "run_with",
+    "runtime_of",
+    "take_invalid",
+    "then_with",
 ]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
@@ -54,6 +75,17 @@ STATE_TIMEOUT = "<state timeout>"
 INPUT_EVENTS = frozenset({"input", "invalid", "connect_error"})
 #: The name generated code calls the log writer by (see :meth:`Runtime.bind`).
 WRITE = "_w"
+
+
+class _RuntimeKey:
+    """The key a spec server's connections find its :class:`Runtime` under, in
+    their handler table: never an event name (those are strings)."""
+
+    def __repr__(self) -> str:
+        return "<spec runtime>"
+
+
+RUNTIME = _RuntimeKey()
 
 
 def always(session: Any, data: Any) -> dict[str, Any]:
@@ -104,6 +136,10 @@ class Runtime:
         self.outbound = outbound
         for namespace in self.generated:
             namespace[WRITE] = write
+
+    def states(self) -> set[str]:
+        """The spec's protocol states."""
+        return set(self.enter)
 
     def goto(self, session: Any, target: str) -> None:
         # gen_statem's order: leave (timeout cancelled, exit actions), then enter.
@@ -268,6 +304,38 @@ class Program:
     session_heap: dict[str, Any] = field(default_factory=dict)
     #: The bound of each heap name (the spec's ``collections``): ``bound(NAME)``.
     bound: Callable[[str], Any] | None = None
+
+
+# -- from Python: what a call or work target may do besides the heaps ------------------
+
+
+def runtime_of(session: Any) -> Runtime:
+    """The runtime of the spec server ``session`` belongs to."""
+    rt = session.handler_table.get(RUNTIME)
+    if rt is None:
+        raise TypeError(f"session {session.id} is not a spec server's connection")
+    return rt  # type: ignore[no-any-return]
+
+
+def goto(session: Any, state: str) -> None:
+    """Move ``session`` to the protocol ``state``, as a spec's ``goto`` does (from a
+    ``call`` or ``work`` target): the old state's exit actions, then the new
+    one's enter actions and timeout.
+
+    Raises:
+        ValueError: the spec declares no such state.
+    """
+    rt = runtime_of(session)
+    if state not in rt.states():
+        known = ", ".join(sorted(rt.states())) or "none"
+        raise ValueError(f"goto: no state {state!r} (the spec's states: {known})")
+    rt.goto(session, state)
+
+
+def raise_event(session: Any, event: str, data: Any = "") -> None:
+    """Have ``session`` handle the named ``event`` (its ``input``: ``data``) as a
+    spec's ``raise`` does: once the running handler is done, before further input."""
+    runtime_of(session).raise_event(session, event, data)
 
 
 # -- running ops ------------------------------------------------------------------------
