@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .console import ConsoleLog
@@ -110,22 +111,50 @@ def _check(paths: list[str], show_code: bool = False) -> int:
     return status
 
 
+_TRUE = {"true": True, "yes": True, "on": True, "1": True,
+         "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
+def _typed(value: str, default: Any) -> Any:
+    """``--set``'s text as the type of the spec's own value for that name: a
+    number stays a number (so ``--set max_size=abc`` is refused at start, not by
+    every connection), a boolean a boolean; anything else is text."""
+    if isinstance(default, bool):
+        if value.lower() not in _TRUE:
+            raise ValueError("expected true or false")
+        return _TRUE[value.lower()]
+    if isinstance(default, int):
+        if not value.lstrip("-").isascii() or not value.lstrip("-").isdigit():
+            raise ValueError("expected an integer")
+        return int(value)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     level = logging.DEBUG if args.trace else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
     if args.port is not None and not 0 <= args.port <= 65535:
         return _fail(f"--port {args.port}: expected 0 to 65535")
-    overrides: dict[str, str] = {}
-    for item in args.set:
-        name, eq, value = item.partition("=")
-        if not eq or not name.isidentifier():
-            return _fail(f"--set {item!r}: expected NAME=VALUE")
-        overrides[name] = value
     try:
         loop_factory(args.loop)
         spec = load_spec(args.spec or builtin_spec_path())
     except (SpecError, ValueError) as exc:
         return _fail(exc)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq or not name.isidentifier():
+            return _fail(f"--set {item!r}: expected NAME=VALUE")
+        try:
+            overrides[name] = _typed(value, spec.server.heap.get(name))
+        except ValueError as exc:
+            return _fail(f"--set {item!r}: {exc} (the spec's server.heap.{name} is "
+                         f"{spec.server.heap[name]!r})")  # fmt: skip
     if spec.server.path is not None and (args.host is not None or args.port is not None):
         return _fail(f"--host/--port: the spec listens on a Unix socket (path: {spec.server.path})")
     # Log lines carry client bytes; undecodable ones are written back as they came.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import run_cli
 
 from statemachine_server import SpecError
 from statemachine_server.language.expressions import Names, compile_expression
@@ -337,3 +338,54 @@ async def test_python_handlers_change_the_state_and_raise_events(
             id = 1
 
         goto(Fake(), "nowhere")
+
+
+FIXES = """
+initial: start
+heap: {seen: []}
+states:
+  start:
+    enter:
+      - raise: {event: note, input: "{['enter', 1, true]}"}
+      - append: {seen: "'enter'"}
+    handlers:
+      connected:
+        - append: {seen: "'connected'"}
+      input:
+        - equals: quit
+          do: [close]
+        - if: true
+          do:
+            - if: len(heap.seen) > 99
+              else: [write: "{join(heap.seen, ',')}"]
+            - write: " {group_size('nobody')}"
+      note:
+        - append: {seen: "'note'"}
+        - write: "{input}|"
+"""
+
+
+async def test_raised_values_writes_and_guards(serve_spec: Callable[..., Any]) -> None:
+    server = await serve_spec(FIXES)
+    # The raise in the initial state's enter actions waits for connected; the
+    # raised list is written as JSON; a write that ends a tick adds no newline;
+    # `if: true` is a YAML boolean; an `if` may have only `else`.
+    got = await talk(server.port, b"x\n", b" 0")
+    assert got == b'["enter",1,true]|enter,connected,note 0'
+
+
+async def test_group_size_in_an_echo_shaped_spec(serve_spec: Callable[..., Any]) -> None:
+    server = await serve_spec("handlers:\n  input: [reply: \"{group_size('g')} {input}\"]\n")
+    assert await talk(server.port, b"hi\n", b"\n") == b"0 hi\n"
+
+
+def test_set_values_keep_the_type_of_the_spec_s_own(tmp_path: Any) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text("server:\n  heap: {max_size: 10, strict: false}\nhandlers: {}\n")
+    status, _, err = run_cli("run", str(spec), "--port", "0", "--set", "max_size=abc")
+    assert status == 2
+    assert "--set 'max_size=abc': expected an integer (the spec's server.heap.max_size is 10)" in (
+        err
+    )
+    status, _, err = run_cli("run", str(spec), "--port", "0", "--set", "strict=maybe")
+    assert status == 2 and "expected true or false" in err

@@ -52,7 +52,16 @@ from .model import (
 )
 from .pycall import Calls, call_in_worker
 from .report import Report, SpecPath, dotted, hint, inside
-from .runtime import WRITE, Op, Runtime, failure, reply_error, reply_result, then_with
+from .runtime import (
+    INPUT_EVENTS,
+    WRITE,
+    Op,
+    Runtime,
+    failure,
+    reply_error,
+    reply_result,
+    then_with,
+)
 from .templates import RESULT, Template, TemplateCode, compile_template, template_code
 
 __all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
@@ -170,7 +179,7 @@ class ActionCompiler:
         #: The bounds of the heaps' collections (``collections``).
         self.bounds = Bounds(spec.collections, report)
         #: The runtime's functions an expression may call.
-        self.extra: dict[str, Any] = {"group_size": (rt.group_size, (("text",), 0, "int"))}
+        self.extra: dict[str, Any] = rt.functions()
 
     def hint(self, name: str, choices: Any = None) -> str:
         """`` (did you mean ...?)``, among the states by default."""
@@ -212,7 +221,7 @@ class ActionCompiler:
             names = Names(
                 has_input=has_input, groups=groups, has_result=has_result,
                 states=self.has_states, text_input=self.input_text is None, locals=local,
-                extra=self.extra,
+                extra=self.extra, typed_input=has_input and label not in INPUT_EVENTS,
             )  # fmt: skip
 
             def tpl(
@@ -315,7 +324,8 @@ class ActionCompiler:
     ) -> Op | None:  # fmt: skip
         p = self.inline.prefix()
         values: dict[str, Any] = {}
-        test = self._expression(a.if_, names, values, p, (*where, "if"))
+        text = a.if_ if isinstance(a.if_, str) else str(a.if_).lower()  # YAML true: "true"
+        test = self._expression(text, names, values, p, (*where, "if"))
         then, other = (
             self.actions(
                 items,

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core.lifecycle import CLOSED
 from ..net.connection import INPUT_BATCH
+from .expressions import Names
 from .generated import Sources
 from .model import Log, Reply, Spec
 from .report import Report, inside
@@ -95,7 +96,9 @@ def fast_path(
         has_input = event == "input"
         values: dict[str, Any] = {"_CLOSED": CLOSED, WRITE: rt.write}
         values["_Exception"] = Exception  # the generated code has no builtins
-        lines = _lines(spec, event, values, logs, structured, input_text, report)
+        lines = _lines(
+            spec, event, values, logs, structured, input_text, report, extra=rt.functions()
+        )
         if not lines:
             continue  # no actions, or an error reported
         source = "def _f(s, i=None, m=None):\n" + _indent(lines, 1)
@@ -106,7 +109,9 @@ def fast_path(
             # The same actions in a loop over a read's records (see INPUT_BATCH).
             # Structured input goes through take_invalid first: it keeps the loop.
             before: list[str] = []
-            lines = _lines(spec, event, values, logs, structured, input_text, report, before)
+            lines = _lines(
+                spec, event, values, logs, structured, input_text, report, before, rt.functions()
+            )
             assert lines is not None  # its templates compiled above
             source = _BATCH.format(before=_indent(before, 1), lines=_indent(lines, 3))
             batch = sources.function(source, values, "handlers.input (batch)")
@@ -123,6 +128,7 @@ def _lines(
     input_text: Callable[[Any], str] | None,
     report: Report,
     before: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[str] | None:
     # The handler's actions as lines of code; with ``before`` (the batch), what a
     # loop over one read's records cannot change is done once, before it: the
@@ -145,10 +151,10 @@ def _lines(
             continue
         silent = isinstance(action, Log) and not logs  # compiled only to be checked
         try:
+            names = Names(has_input=has_input, text_input=input_text is None, extra=extra or {})
             code = template_code(
-                action.text, {} if silent else values, prefix=f"s{n}_", has_input=has_input,
-                input_text=input_text,
-                raw=structured and isinstance(action, Reply), hoist=before,
+                action.text, {} if silent else values, prefix=f"s{n}_", input_text=input_text,
+                raw=structured and isinstance(action, Reply), hoist=before, names=names,
             )  # fmt: skip
         except ValueError as exc:
             report(str(exc), inside(("handlers", event, n, "text"), exc))

@@ -385,14 +385,15 @@ class _Compiler:
         test, groups = self._test(rule, path, event, has_input)
         if rule.if_ is None or test is None:
             return test, groups
+        text = rule.if_ if isinstance(rule.if_, str) else str(rule.if_).lower()  # YAML true
         # The guard: after the test, whose groups it may name.
         names = self._names(has_input, None if test is always else groups)
         inline = self.acts.inline
         p = inline.prefix()
         values: dict[str, Any] = {}
         try:
-            source = compile_expression(rule.if_, names, TemplateCode(values, p).name).source
-            guard = compile_guard(rule.if_, names, self.sources, dotted((*path, "if")))
+            source = compile_expression(text, names, TemplateCode(values, p).name).source
+            guard = compile_guard(text, names, self.sources, dotted((*path, "if")))
         except ExprError as exc:
             self.report(str(exc), inside((*path, "if"), exc))
             return None, groups
@@ -692,6 +693,10 @@ class _Compiler:
             )
             if event == "connected":
                 handler = on_connected(rt, handler, initial, self._session_heap())
+                if handler is not None and self.acts.raises:
+                    # The initial state's enter actions run here too: what they
+                    # raise waits for the whole of it (connected's actions included).
+                    handler = rt.handled(handler)
             elif event == "disconnected":
                 handler = on_disconnected(rt, handler)
             elif event == "error":

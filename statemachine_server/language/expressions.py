@@ -80,6 +80,9 @@ class Names:
     states: bool = False
     #: ``input`` is text (a text filter): its type is known.
     text_input: bool = True
+    #: ``input`` may be any value (a named event's: ``raise`` and ``post`` keep
+    #: types), so a template writes it as :func:`~.functions.text` does.
+    typed_input: bool = False
     #: ``foreach`` variables in scope, by name.
     locals: frozenset[str] = frozenset()
     #: Functions beyond :data:`~.functions.FUNCTIONS` (the runtime's, such as
@@ -117,11 +120,12 @@ _COMPARE: dict[type, str] = {
     ast.In: "in", ast.NotIn: "not in",
 }  # fmt: skip
 _REFUSED: dict[type, str] = {
-    ast.Lambda: "lambdas", ast.ListComp: "comprehensions", ast.SetComp: "comprehensions",
-    ast.DictComp: "comprehensions", ast.GeneratorExp: "comprehensions",
-    ast.NamedExpr: "assignments (:=)", ast.Await: "await", ast.Yield: "yield",
-    ast.YieldFrom: "yield", ast.JoinedStr: "f-strings (a template is already one)",
-    ast.Starred: "*arguments", ast.Set: "sets (use a list)", ast.Tuple: "tuples (use a list)",
+    ast.Lambda: "lambdas are", ast.ListComp: "comprehensions are",
+    ast.SetComp: "comprehensions are", ast.DictComp: "comprehensions are",
+    ast.GeneratorExp: "comprehensions are", ast.NamedExpr: "assignments (:=) are",
+    ast.Await: "await is", ast.Yield: "yield is", ast.YieldFrom: "yield is",
+    ast.JoinedStr: "f-strings are (a template is one already)", ast.Starred: "*arguments are",
+    ast.Set: "sets are (use a list)", ast.Tuple: "tuples are (use a list)",
 }  # fmt: skip
 
 
@@ -167,11 +171,12 @@ class _Compiler:
         if method is None:
             what = _REFUSED.get(type(node))
             if what is None:
-                what = type(node).__name__
+                what = f"{type(node).__name__} is"
                 if isinstance(node, ast.BinOp | ast.UnaryOp):
-                    what = f"the operator {_op_text(node.op)}"
-            verb = "are" if what.endswith("s") and not what.startswith("the ") else "is"
-            raise self.fail(f"{what} {verb} not part of the expression language", node)
+                    what = f"the operator {_op_text(node.op)} is"
+            subject, _, aside = what.partition(" (")
+            aside = f" ({aside}" if aside else ""
+            raise self.fail(f"{subject} not part of the expression language{aside}", node)
         result: Typed = method(node)
         return result
 

@@ -353,7 +353,12 @@ def _actions(items: list[Any], path: SpecPath, src: Source, rules: bool = False)
             if isinstance(item["do"], list):
                 _actions(item["do"], (*where, "do"), src)
             continue
-        if isinstance(item, dict) and "then" in item and "do" not in item:
+        if (
+            isinstance(item, dict)
+            and "if" in item
+            and ("then" in item or "else" in item)
+            and ("do" not in item)
+        ):
             # {if: EXPR, then: [...], else: [...]}: a conditional action.
             item["action"] = "if"
             for key in ("then", "else"):

@@ -304,7 +304,8 @@ class If(_Strict, tag="if", tag_field="action", frozen=True):
     """Run ``then`` when the expression is true, ``else`` otherwise (SCXML's
     ``<if>``); written as a mapping with ``if`` and ``then``, like a rule."""
 
-    if_: str = msgspec.field(name="if")
+    #: An expression (a YAML ``true``/``false`` is one too).
+    if_: str | bool = msgspec.field(name="if")
     then: list[Action] = []
     else_: list[Action] = msgspec.field(default_factory=list, name="else")
 
@@ -555,7 +556,7 @@ class Rule(_Strict, tag="rule", tag_field="action", frozen=True):
     ignore_case: bool = False
     #: A guard: an expression that must be true too (after the test, which gives
     #: it ``match.NAME``).
-    if_: str | None = msgspec.field(default=None, name="if")
+    if_: str | bool | None = msgspec.field(default=None, name="if")
 
 
 #: A handler as a spec writes it: a list of actions (all run, in order), or a list

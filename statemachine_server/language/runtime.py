@@ -200,6 +200,11 @@ class Runtime:
             if include_self or member is not session:
                 member.kernel.enqueue(member, event, (data,))
 
+    def functions(self) -> dict[str, Any]:
+        """The functions expressions may call besides the fixed ones: the
+        runtime's own, with their signatures (see :data:`~.functions.SIGNATURES`)."""
+        return {"group_size": (self.group_size, (("text",), 0, "int"))}
+
     def group_size(self, group: Any) -> int:
         """How many sessions are in ``group`` (``group_size(...)`` in expressions)."""
         members = self.groups.get(group) if isinstance(group, str) else None

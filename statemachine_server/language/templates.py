@@ -306,6 +306,8 @@ def _field(code: TemplateCode, field: str, names: Names) -> tuple[str, bool | No
                     "{input} is only available in input and named-event handlers "
                     "(and not in enter, exit or timeout actions)"
                 )
+            if names.typed_input:
+                return "i", None  # any value: written as text_of() writes it
             return expr, False
         return expr, True
     if field == "result":

@@ -116,7 +116,9 @@ class Output(ConnectionBase):
                 # _encode(), inlined: a call here is one more per tick per
                 # connection, 1.5% more instructions per line on one-line reads.
                 try:
-                    data = self._filter.put(out)
+                    # Nothing put since a write(): no records (a line filter
+                    # would make an empty batch one newline).
+                    data = self._filter.put(out) if out else b""
                 except Exception as exc:
                     data = self._encode_each(self._filter, out, exc)
                 if self._raw:  # write(): raw bytes, and the records put before them
