@@ -55,13 +55,18 @@ def on_input(session: Connection, line: str) -> None:
     def failed(session: Connection, exc: BaseException) -> None:
         reply(f"{command} failed: {exc}")
 
-    if command == "primes" and arg.isdigit() and int(arg) <= 10_000_000:
+    if command == "primes" and arg.isascii() and arg.isdigit() and int(arg) <= 10_000_000:
         session.work(
             count_primes(int(arg)), done,
             on_progress=lambda s, text: reply(text), progress_every=0.5,
             on_error=failed, timeout=60,
         )  # fmt: skip
-    elif command == "sleep" and arg.replace(".", "", 1).isdigit() and float(arg) <= 60:
+    elif (
+        command == "sleep"
+        and arg.isascii()
+        and arg.replace(".", "", 1).isdigit()
+        and float(arg) <= 60
+    ):
         session.work(pause(float(arg)), done)
     elif command == "hash" and arg:
         session.work(in_process(slow_hash, arg), done, on_error=failed)

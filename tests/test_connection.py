@@ -427,3 +427,27 @@ def test_shutdown_output_with_nothing_put_writes_nothing_but_the_end() -> None:
     conn.data_received(b"x\n")
     drain(kernel)
     assert t.written == b"" and t.eof
+
+
+def test_a_record_of_the_wrong_type_fails_at_put_and_names_it() -> None:
+    kernel, conn, t = open_connection()
+    with pytest.raises(TypeError, match="this connection's line filter sends str, not bytes"):
+        conn.put(b"raw")
+    conn.put("fine")
+    # A block filter takes bytes and text alike (text as UTF-8, any bytes kept).
+    conn.switch_filter(BlockFilter(codec="u8"))
+    conn.put(b"ab", "c\udcff")
+    drain(kernel)
+    assert t.written == b"fine\n\x02ab\x02c\xff"
+
+
+def test_write_sends_bytes_as_they_are_in_order_with_replies() -> None:
+    kernel, conn, t = open_connection()
+    conn.put("one")
+    conn.write("prompt> ")
+    conn.put("two")
+    conn.write(b"\x00")
+    with pytest.raises(TypeError, match="write\\(\\) takes bytes or str, not int"):
+        conn.write(3)  # type: ignore[arg-type]
+    drain(kernel)
+    assert t.written == b"one\nprompt> two\n\x00"

@@ -196,7 +196,9 @@ states:
         ),
         (
             "handlers:\n  input:\n    - switch_filter: {type: lines}\n",
-            ["s.yaml:3:29: Invalid enum value 'lines' at $.handlers.input[0].type"],
+            [
+                "s.yaml:3:29: Invalid enum value 'lines' at $.handlers.input[0].type (expected one of: 'line', 'block')"
+            ],
         ),
         (
             "handlers:\n  input:\n    - switch_filter: {type: block, size: 2000000}\n",
@@ -218,7 +220,10 @@ states:
         ),
         (
             "handlers:\n  input:\n    - work: {function: 'json:loads', in: pool}\n",
-            ["s.yaml:3:42: Invalid enum value 'pool' at $.handlers.input[0].in"],
+            [
+                "s.yaml:3:42: Invalid enum value 'pool' at $.handlers.input[0].in (expected one of: "
+                "'steps', 'thread', 'process')"
+            ],
         ),
         (
             "handlers:\n  input:\n    - run: ['{input}']\n",

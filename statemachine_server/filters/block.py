@@ -60,6 +60,9 @@ class BlockFilter:
     __slots__ = ("_buf", "_need", "_netstring", "_prefix", "_unpack", "codec", "max_length", "size")
 
     name = "block"
+    #: What :meth:`put` takes: bytes, or text (sent as UTF-8; any bytes a spec's
+    #: block records hold survive, as they are text with ``surrogateescape``).
+    records: tuple[type, ...] | None = (bytes, bytearray, str)
 
     def __init__(
         self,
@@ -183,14 +186,15 @@ class BlockFilter:
         self._need = 1
         return records, pos
 
-    def put(self, records: list[bytes]) -> bytes:
-        """Encode records for sending.
+    def put(self, given: list[bytes | str]) -> bytes:
+        """Encode records for sending (text as UTF-8, ``surrogateescape``).
 
         Raises:
             ValueError: a record of the wrong size (fixed blocks) or too long for
                 its prefix (255 bytes for u8, 65535 for u16). This is the sender's
                 bug, so nothing is sent.
         """
+        records = [r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r for r in given]
         if self.size is not None:
             size = self.size
             if any(len(r) != size for r in records):

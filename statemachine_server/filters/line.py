@@ -70,6 +70,8 @@ class LineFilter:
     __slots__ = ("_buf", "max_length")
 
     name = "line"
+    #: What :meth:`put` takes (a connection checks each record when it is put).
+    records: tuple[type, ...] | None = (str,)
 
     def __new__(
         cls,

@@ -21,14 +21,18 @@ class StreamFilter:
     __slots__ = ()
 
     name = "stream"
+    #: What :meth:`put` takes: bytes, or text (sent as UTF-8, ``surrogateescape``).
+    records: tuple[type, ...] | None = (bytes, bytearray, str)
 
     def get(self, data: bytes) -> list[bytes]:
         """Return the bytes read as one record (none if empty)."""
         return [bytes(data)] if data else []
 
-    def put(self, records: list[bytes]) -> bytes:
-        """Concatenate records for sending."""
-        return b"".join(records)
+    def put(self, records: list[bytes | str]) -> bytes:
+        """Concatenate records for sending (text as UTF-8, ``surrogateescape``)."""
+        return b"".join(
+            r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r for r in records
+        )
 
     def get_pending(self) -> bytes:
         """Always empty: this filter holds nothing back."""

@@ -97,6 +97,8 @@ class PullLineFilter(_Buffered):
     __slots__ = ("_block", "max_length", "newline")
 
     name = "line"
+    #: What :meth:`put` takes (see LineFilter.records).
+    records: tuple[type, ...] | None = (str,)
 
     def __init__(self, max_length: int, newline: str = "\n"):
         super().__init__()

@@ -23,7 +23,7 @@ import types
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 import yaml
@@ -473,6 +473,17 @@ _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNION_TYPES = (Union, types.UnionType)
 
 
+def _literals(tp: Any) -> list[Any]:
+    """The values a ``Literal`` type (maybe inside ``X | None`` or ``Annotated``) allows."""
+    if get_origin(tp) is Literal:
+        return list(get_args(tp))
+    return [v for arg in get_args(tp) for v in _literals(arg)]
+
+
+def _yaml_scalar(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def _is_struct(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
 
@@ -532,7 +543,7 @@ class Checker:
         except msgspec.ValidationError as exc:
             m = _AT.match(str(exc))
             assert m is not None
-            msg = m.group("msg")
+            msg, after = m.group("msg"), ""
             if "matching regex" in msg and "list" in msg:  # a schema's field type
                 msg = "expected a field type: str, int, float, bool, any or list[T] of those, "
                 msg += "with ? after it if optional"
@@ -540,7 +551,14 @@ class Checker:
                 msg = "expected a name (letters, digits and _, starting with a letter)"
             elif "matching regex" in msg:  # a Name
                 msg = "expected a name (letters, digits and _, not starting with a digit)"
-            self.src.report(f"{msg} at {json_path(path)}{m.group('path') or ''}", path)
+            elif msg.startswith("Invalid enum value"):
+                allowed = _literals(tp)
+                if allowed:
+                    after = f" (expected one of: {', '.join(repr(a) for a in allowed)})"
+            elif msg.startswith("Expected `str`, got `") and isinstance(value, int | float):
+                # YAML reads 0, 1.5, true, null as those: text must be quoted.
+                after = f" (to give the text, quote it: '{_yaml_scalar(value)}')"
+            self.src.report(f"{msg} at {json_path(path)}{m.group('path') or ''}{after}", path)
             return _BAD
 
     def variant(self, value: Any, structs: list[Any], path: SpecPath) -> Any:

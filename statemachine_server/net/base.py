@@ -53,6 +53,7 @@ class ConnectionBase(Session):
     kernel: Kernel
 
     __slots__ = (
+        "_accepts",
         "_below",
         "_children",
         "_eof_sent",
@@ -95,6 +96,8 @@ class ConnectionBase(Session):
         self.remote_port = 0
         self._filter: Filter = server.filter_factory()
         self._pull_mode = hasattr(self._filter, "get_one")
+        #: What the filter's put() takes, checked at put() (None: anything).
+        self._accepts: tuple[type, ...] | None = getattr(self._filter, "records", None)
         self.protocol_state: str | None = None
         self.outbox: list[Any] = []
         self._raw = b""  # bytes from write(), with the records put before them encoded

@@ -197,6 +197,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             if (out or raw) and self._transport_open() and not self._eof_sent:
                 self.transport.write(raw + self._encode(old, out))  # type: ignore[union-attr]
         self._pull_mode = hasattr(new_filter, "get_one")
+        self._accepts = getattr(new_filter, "records", None)
         adopt = getattr(new_filter, "adopt", None)
         if adopt is not None and adopt(old):
             # The spec's pull filters hand their buffer over as it is: a copy of

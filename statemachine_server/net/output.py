@@ -53,9 +53,23 @@ class Output(ConnectionBase):
         """
         if self.state is CLOSED:
             return
+        accepts = self._accepts
+        if accepts is not None:
+            for record in records:
+                if not isinstance(record, accepts):
+                    self._wrong_record(record, accepts)
         self.outbox.extend(records)
         if not self.dirty:
             self.kernel.mark_dirty(self)
+
+    def _wrong_record(self, record: Any, accepts: tuple[type, ...]) -> None:
+        # At the call, naming the type: at the end of the tick it would be an
+        # error of the whole batch, far from the code that made it.
+        kinds = " or ".join(k.__name__ for k in accepts)
+        name = getattr(self._filter, "name", type(self._filter).__name__)
+        raise TypeError(
+            f"put(): this connection's {name} filter sends {kinds}, not {type(record).__name__}"
+        )
 
     def write(self, data: bytes | str) -> None:
         """Send ``data`` as it is, bypassing the filter: no record ending, no
