@@ -102,6 +102,12 @@ def _actions_of(spec: Spec) -> list[tuple[None, Any]]:
     return found
 
 
+def _size(value: Any) -> int:
+    """A block's size from a template's value: ASCII digits only (int() would read
+    "٣" or "²"), -1 for anything else (refused by the caller)."""
+    return -1 if isinstance(value, bool) else int(as_int(value, -1))
+
+
 def _indented(lines: list[str]) -> list[str]:
     return ["    " + line for line in lines]
 
@@ -565,7 +571,7 @@ class ActionCompiler:
         if isinstance(a, Call):
             return self._call(a, where, scope)
         if isinstance(a, SwitchFilter):
-            return self._switch(a, where, tpl)
+            return self._switch(a, where, code)
         if isinstance(a, Send):
             return self._send(a, where, tpl)
         raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
@@ -708,7 +714,9 @@ class ActionCompiler:
 
         return call
 
-    def _switch(self, a: SwitchFilter, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
+    def _switch(
+        self, a: SwitchFilter, where: SpecPath, code: Callable[..., str | None]
+    ) -> Op | None:
         self.switches = True
         if not self.plain_lines:
             self.report("switch_filter works with the line filter (without separator or "
@@ -726,10 +734,14 @@ class ActionCompiler:
             return None
         end, output, limit = a.end.encode("utf-8", "surrogateescape"), self.output, a.max_size
         once = a.once
-
         max_length, newline = self.max_length, self.newline
 
-        def to_block(s: Any, n: int) -> None:
+        def to_block(s: Any, n: Any) -> None:
+            # ASCII digits only: int() would read "٣" or "²" as a number.
+            if n.__class__ is not int:
+                n = -1 if isinstance(n, bool) else as_int(n, -1)
+            if not 0 <= n <= limit:
+                raise ProtocolError(f"block size {str(n)[:40]!r}: expected 0 to {limit}")
             if not once:
                 s.switch_filter(PullBlockFilter(n, end, output))
             elif not s.expect_block(n, end):
@@ -738,20 +750,27 @@ class ActionCompiler:
                 s.switch_filter(PullLineFilter(max_length, newline))
                 s.expect_block(n, end)
 
+        p = self.inline.prefix()
+        values: dict[str, Any] = {"_to_block": to_block, "_int": int}
         if isinstance(a.size, int):
             if not 0 <= a.size <= limit:
                 self.report(f"size {a.size}: expected 0 to max_size ({limit})", (*where, "size"))
                 return None
-            fixed = a.size
-            return lambda s, i, m: to_block(s, fixed)
-        size = tpl(a.size, "size", raw=True)
-
-        def switch_to_block(s: Any, i: Any, m: dict[str, Any]) -> None:
-            value = size(s, i, m)
-            # ASCII digits only: int() would read "٣" or "²" as a number.
-            n = -1 if isinstance(value, bool) else as_int(value, -1)
-            if not 0 <= n <= limit:
-                raise ProtocolError(f"block size {str(value)[:40]!r}: expected 0 to {limit}")
-            to_block(s, n)
-
-        return switch_to_block
+            values[f"{p}n"] = a.size
+            size: str | None = f"{p}n"
+        else:
+            size = code(a.size, values, p, "size", raw=True)
+            if size is None:
+                return None
+        if once:
+            # The common case inline: a valid size, and a line filter that cuts
+            # the block itself (Connection.expect_block).
+            values.update(_end=end, _limit=limit, _size=_size)
+            return self._snippet([
+                f"{p}v = {size}",
+                f"if {p}v.__class__ is not _int:",
+                f"    {p}v = _size({p}v)",
+                f"if not (0 <= {p}v <= _limit and s.expect_block({p}v, _end)):",
+                f"    _to_block(s, {p}v)",
+            ], values, where)  # fmt: skip
+        return self._snippet([f"_to_block(s, {size})"], values, where)

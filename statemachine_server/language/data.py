@@ -61,6 +61,7 @@ SERVER_DEFAULT = Bound("server", 100_000, 64 << 20)
 _SCALAR = 8
 _SCALARS = frozenset({int, float, bool, type(None)})
 _MISSING: Any = object()
+_new_list = list.__new__
 
 
 def size_of(value: Any) -> int:
@@ -199,7 +200,8 @@ def keep(value: Any, bound: Bound) -> Any:
     if isinstance(value, list):
         if len(value) > bound.max_items:
             raise LimitReached(f"{bound.name}: over max_items ({bound.max_items})")
-        items = Items(bound)
+        items = _new_list(Items)  # no __init__ call: the fields are set here
+        items.bound = bound
         inner = bound.nested()
         # One pass, no add() per item: a small list (an item's fields) is common.
         list.extend(items, [v if v.__class__ is str or v.__class__ in _SCALARS

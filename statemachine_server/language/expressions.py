@@ -283,6 +283,8 @@ class _Compiler:
             ):
                 raise self.fail(f"cannot add {lt} and {rt} (to join text: str(x) + ...)", node)
             kind = lt if lt == rt else "float" if {lt, rt} <= _NUMBERS else "any"
+            if {lt, rt} & {"int", "float"} and "any" in (lt, rt):
+                kind = "float"  # a number, if anything: text or a list plus a number raises
             return Typed(f"({left.source} + {right.source})", kind)
         for side in (lt, rt):
             if side != "any" and side not in _NUMBERS:
@@ -422,6 +424,15 @@ class _Compiler:
                 raise self.fail(f"{name}() takes {' or '.join(allowed)} here, not "
                                     f"{typed.type}", arg)  # fmt: skip
             args.append(typed.source)
+        fast = _INLINE.get(name) if len(args) == 1 and _SIMPLE.fullmatch(args[0]) else None
+        if fast is not None and function is FUNCTIONS[name]:
+            # The common case without a call (an argument cheap to read twice):
+            # int("42") of ASCII digits, str() of text, len() of text, list, map.
+            x, call = args[0], f"{self.bind(function)}({args[0]})"
+            test = fast.format(x=x, str=self.bind(str), types=self.bind((str, list, dict)))
+            builtin = self.bind({"int": int, "len": len, "str": None}[name])
+            value = x if name == "str" else f"{builtin}({x})"
+            return Typed(f"({value} if {test} else {call})", result)
         return Typed(f"{self.bind(function)}({', '.join(args)})", result)
 
     def _matches(self, node: ast.Call) -> Typed:
@@ -448,6 +459,18 @@ class _Compiler:
             return rx.search(value) is not None
 
         return Typed(f"{self.bind(matches)}({typed.source})", "bool")
+
+
+# An expression cheap and safe to evaluate more than once: a name, a heap or match
+# lookup, an index (see _Call's inlined functions).
+_SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
+# Functions inlined for simple arguments: the test under which the builtin gives
+# what the function would (otherwise the function is called, with its checks).
+_INLINE: dict[str, str] = {
+    "int": "({x}.__class__ is {str} and {x}.isascii() and {x}.isdigit())",
+    "str": "{x}.__class__ is {str}",
+    "len": "{x}.__class__ in {types}",
+}
 
 
 def _op_text(op: ast.AST) -> str:
