@@ -175,7 +175,7 @@ def compile_set(
                 f"{v} = {source}",
                 f"{c} = {loc.heap}.get({key})",
                 f"if {c}.__class__ is _LRUTable or {c}.__class__ is _Table:",
-                f"    {c}.put({loc.indexes[0]}, _keep({v}, {c}.bound.nested()))",
+                f"    {c}.store({loc.indexes[0]}, {v})",
                 "else:",
                 f"    {w.call(store, loc, v, bound)}",
             ]  # fmt: skip

@@ -62,6 +62,10 @@ _SCALAR = 8
 _SCALARS = frozenset({int, float, bool, type(None)})
 _MISSING: Any = object()
 _new_list = list.__new__
+_od_getitem = OrderedDict.__getitem__
+_od_setitem = OrderedDict.__setitem__
+_od_pop = OrderedDict.pop
+_od_move_to_end = OrderedDict.move_to_end
 
 
 def size_of(value: Any) -> int:
@@ -102,6 +106,48 @@ class Table(OrderedDict[Any, Any]):
         OrderedDict.__setitem__(self, key, value)
         self.used += size
 
+    def store(self, key: Any, value: Any) -> None:
+        """``put(key, keep(value, ...))`` in one call, for ``set`` on a map entry
+        (a hot path: memcached's ``set``): text, numbers and flat lists inline."""
+        cls = value.__class__
+        if cls is str:
+            size = len(value)
+        elif cls in _SCALARS:
+            size = _SCALAR
+        elif cls is list and len(value) <= self.bound.max_items:
+            size = 0
+            for v in value:
+                c = v.__class__
+                if c is str:
+                    size += len(v)
+                elif c in _SCALARS:
+                    size += _SCALAR
+                else:
+                    size = -1
+                    break
+            if size < 0 or size > self.bound.max_bytes:
+                value = keep(value, self.bound.nested())
+                size = size_of(value)
+            else:
+                items = _new_list(Items)
+                items.bound = self.bound.nested()
+                list.extend(items, value)
+                items.used = size
+                value = items
+                size += _SCALAR
+        else:
+            value = keep(value, self.bound.nested())
+            size = size_of(value)
+        size += len(key) if key.__class__ is str else size_of(key)
+        old = _od_pop(self, key, _MISSING)
+        if old is not _MISSING:
+            self.used -= size_of(key) + size_of(old)
+        bound = self.bound
+        if len(self) >= bound.max_items or self.used + size > bound.max_bytes:
+            self._make_room(size)
+        _od_setitem(self, key, value)
+        self.used += size
+
     def _make_room(self, size: int) -> None:
         bound = self.bound
         if size > bound.max_bytes:
@@ -122,14 +168,16 @@ class Table(OrderedDict[Any, Any]):
             OrderedDict.__delitem__(self, key)
 
 
+
+
 class LRUTable(Table):
     """A bounded map whose reads count as use: the least recently used is evicted."""
 
     __slots__ = ()
 
     def __getitem__(self, key: Any) -> Any:
-        value = OrderedDict.__getitem__(self, key)
-        self.move_to_end(key)  # read: the most recently used now
+        value = _od_getitem(self, key)
+        _od_move_to_end(self, key)  # read: the most recently used now
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:

@@ -311,7 +311,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "byte_len": byte_len,
     "int": as_int,
     "float": _float,
-    "str": _str,
+    "str": text,
     "bool": _bool,
     "type": _type,
     "lower": _lower,
