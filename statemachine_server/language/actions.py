@@ -254,12 +254,14 @@ class ActionCompiler:
                 _where: SpecPath = where,
                 _names: Names = names,
                 raw: bool = False,
+                setup: list[str] | None = None,
             ) -> str | None:
-                """A template's expression, for a snippet (None: reported)."""
+                """A template's expression, for a snippet (None: reported);
+                ``setup`` gets the statements that must run first."""
                 try:
                     return template_code(
                         text, values, prefix=prefix, input_text=self.input_text, raw=raw,
-                        names=_names,
+                        names=_names, setup=setup,
                     ).expr  # fmt: skip
                 except ValueError as exc:
                     self.report(str(exc), inside((*_where, *at), exc))
@@ -511,17 +513,21 @@ class ActionCompiler:
                             "filter (server.filter)", (*where, "text"))  # fmt: skip
                 return None
             values = {"_CLOSED": CLOSED}
-            expr = code(a.text, values, p, "text")
+            setup: list[str] = []
+            expr = code(a.text, values, p, "text", setup=setup)
             if expr is None:
                 return None
             # Connection.put(x), inlined: see codegen's _PUT_RECORD.
-            return self._snippet([
+            op = self._snippet([
+                *setup,
                 f"{p}r = {expr}",
                 "if s.state is not _CLOSED:",
                 f"    s.outbox.append({p}r)",
                 "    if not s.dirty:",
                 "        s.kernel.mark_dirty(s)",
             ], values, where)  # fmt: skip
+            self.inline.ops[op].put = ([*setup, f"{p}r = {expr}"], f"{p}r")
+            return op
         if isinstance(a, Log):
             values = {WRITE: rt.write}
             expr = code(a.text, values, p, "text")

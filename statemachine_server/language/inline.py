@@ -33,16 +33,20 @@ class Snippet:
     ``test`` snippets (a rule's condition) leave ``m``: the match dict, or None.
     """
 
-    __slots__ = ("late", "lines", "values")
+    __slots__ = ("late", "lines", "put", "values")
 
     def __init__(
         self,
         lines: list[str],
         values: dict[str, Any],
         late: Callable[[], list[str]] | None = None,
+        put: tuple[list[str], str] | None = None,
     ):
         self.lines = lines
         self.values = values
+        #: A reply: the statements that compute its record, and the local that
+        #: holds it; replies in a row are put together (:meth:`Inliner.body`).
+        self.put = put
         #: Gives the lines to inline once the whole spec is compiled (a goto's
         #: depend on every state's enter, exit and timeout actions).
         self.late = late
@@ -75,8 +79,18 @@ class Inliner:
     def body(self, ops: list[Op], values: dict[str, Any]) -> list[str]:
         """The statements that run ``ops`` in order: snippets inlined, other ops called."""
         lines: list[str] = []
+        records: list[str] = []  # replies in a row, not put yet
         for op in ops:
             snippet = self.ops.get(op)
+            if snippet is not None and snippet.put is not None:
+                values.update(snippet.values)
+                computed, record = snippet.put
+                lines.extend(computed)
+                records.append(record)
+                continue
+            if records:
+                lines += _put(records)
+                records = []
             if snippet is not None:
                 values.update(snippet.values)
                 lines.extend(snippet.late() if snippet.late is not None else snippet.lines)
@@ -84,6 +98,8 @@ class Inliner:
                 name = f"_op{self.count}_{len(values)}"
                 values[name] = op
                 lines.append(f"{name}(s, i, m)")
+        if records:
+            lines += _put(records)
         return lines
 
     def handler(
@@ -157,6 +173,20 @@ class Inliner:
                 lines.append(f"m = {name}(s, i)")
             lines += ["if m is not None:", *_lines([*body, "return"], 1)]
         return lines
+
+
+def _put(records: list[str]) -> list[str]:
+    """Connection.put(*records), inlined (see codegen's _PUT_RECORD); one test of
+    the state and of ``dirty`` for replies in a row. The names are fixed."""
+    add = f"s.outbox.append({records[0]})" if len(records) == 1 else (
+        "s.outbox.extend((" + "".join(f"{r}, " for r in records) + "))"
+    )  # fmt: skip
+    return [
+        "if s.state is not _CLOSED:",
+        f"    {add}",
+        "    if not s.dirty:",
+        "        s.kernel.mark_dirty(s)",
+    ]
 
 
 def _lines(lines: list[str], level: int) -> list[str]:

@@ -100,6 +100,7 @@ def template_code(
     raw: bool = False,
     hoist: list[str] | None = None,
     names: Names | None = None,
+    setup: list[str] | None = None,
 ) -> TemplateCode:
     """Compile ``text`` into a :class:`TemplateCode` (arguments as :func:`compile_template`).
 
@@ -109,6 +110,10 @@ def template_code(
     records, and the expression names the local. A log line such as
     ``client {session.id}: {input}`` is then one join per record, not a join
     and an int-to-str conversion.
+
+    With ``setup`` (a snippet's statements), a field of any type whose value is
+    not a plain name is computed into a local first, so that writing it as text
+    reads it once.
 
     Raises:
         ExprError: a malformed template or field, with its offset in ``text``.
@@ -138,6 +143,10 @@ def template_code(
         if is_text is None:
             # Any value: written as text (null as nothing, true, lists as JSON);
             # text itself without a call (the common case: a heap value, an item).
+            if setup is not None and not _LOCAL.fullmatch(expr):
+                local = f"{code.prefix}f{len(setup)}"
+                setup.append(f"{local} = {expr}")
+                expr = local
             if _SIMPLE.fullmatch(expr):
                 str_ = code.name(str)
                 expr = f"({expr} if {expr}.__class__ is {str_} else {code.name(text_of)}({expr}))"
@@ -163,6 +172,7 @@ def template_code(
 # An expression cheap to evaluate twice (a name, a heap lookup, an index): see
 # template_code's text fast path.
 _SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
+_LOCAL = re.compile(r"\w+")
 
 # Above this many fields a template is compiled to `%` instead of an f-string.
 _FSTRING_FIELDS = 64
@@ -178,6 +188,8 @@ def _join(
 ) -> str:
     """The expression that joins ``texts[0] fields[0] texts[1] ... texts[-1]``
     (``strs``: fields known to be a str, which need no conversion)."""
+    if not fields:
+        return code.name(texts[0])  # constant text: the str itself
     if len(fields) <= _FSTRING_FIELDS:
         # An f-string of names and fields: Python builds it in one step
         # (BUILD_STRING), faster than `%` or str.format; `!s` is str(), as `%s` is.
