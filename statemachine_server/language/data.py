@@ -110,11 +110,12 @@ class Table(OrderedDict[Any, Any]):
         """``put(key, keep(value, ...))`` in one call, for ``set`` on a map entry
         (a hot path: memcached's ``set``): text, numbers and flat lists inline."""
         cls = value.__class__
+        bound = self.bound
         if cls is str:
             size = len(value)
         elif cls in _SCALARS:
             size = _SCALAR
-        elif cls is list and len(value) <= self.bound.max_items:
+        elif cls is list and len(value) <= bound.max_items:
             size = 0
             for v in value:
                 c = v.__class__
@@ -125,24 +126,27 @@ class Table(OrderedDict[Any, Any]):
                 else:
                     size = -1
                     break
-            if size < 0 or size > self.bound.max_bytes:
-                value = keep(value, self.bound.nested())
+            if size < 0 or size > bound.max_bytes:
+                value = keep(value, bound.nested())
                 size = size_of(value)
             else:
                 items = _new_list(Items)
-                items.bound = self.bound.nested()
+                items.bound = bound._nested or bound.nested()
                 list.extend(items, value)
                 items.used = size
                 value = items
                 size += _SCALAR
         else:
-            value = keep(value, self.bound.nested())
+            value = keep(value, bound.nested())
             size = size_of(value)
-        size += len(key) if key.__class__ is str else size_of(key)
+        ksize = len(key) if key.__class__ is str else size_of(key)
+        size += ksize
         old = _od_pop(self, key, _MISSING)
         if old is not _MISSING:
-            self.used -= size_of(key) + size_of(old)
-        bound = self.bound
+            c = old.__class__
+            self.used -= ksize + (
+                len(old) if c is str else old.used + _SCALAR if c is Items else size_of(old)
+            )
         if len(self) >= bound.max_items or self.used + size > bound.max_bytes:
             self._make_room(size)
         _od_setitem(self, key, value)
