@@ -451,3 +451,28 @@ def test_write_sends_bytes_as_they_are_in_order_with_replies() -> None:
         conn.write(3)  # type: ignore[arg-type]
     drain(kernel)
     assert t.written == b"one\nprompt> two\n\x00"
+
+
+def test_events_others_post_to_a_working_connection_are_bounded() -> None:
+    # Its own input stops at max_postponed (reading pauses); events other
+    # sessions post do not, so past ten times that the connection is aborted.
+    def forever(session: Connection, line: str) -> None:
+        def job() -> Any:
+            while True:
+                yield
+
+        session.work(job())
+
+    kernel, conn, t = open_connection(input=forever, news=lambda s, *a: None)
+    conn.data_received(b"go\n")
+    kernel.tick()
+    assert conn.state == "working"
+    limit = conn.server.limits.max_postponed
+    for _ in range(limit * 10 - 1):
+        kernel.enqueue(conn, "news", ())
+    kernel.tick()
+    assert conn.state == "working"
+    kernel.enqueue(conn, "news", ())
+    kernel.tick()
+    assert conn.state == "closing" and t.closed  # aborted; what waited is dropped
+    assert conn.server.counts["overflows"] == 1

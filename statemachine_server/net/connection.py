@@ -55,6 +55,7 @@ from ..core.lifecycle import (
     NAMED,
     OUTPUT_HIGH,
     OUTPUT_LOW,
+    OVERFLOW,
     POSTPONE,
     READING,
     STAY,
@@ -75,6 +76,11 @@ from .working import Working
 __all__ = ["Connection"]
 
 log = logging.getLogger("statemachine_server")
+
+#: Postponed events past this many times ``max_postponed`` abort the connection:
+#: its own input stops at 1x (reading pauses), so only events others post can
+#: reach it (see _postpone).
+_POSTPONED_HARD = 10
 
 
 #: The queue entry that carries the records of one read (see _deliver_records).
@@ -299,8 +305,23 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             self._postponed.appendleft((event, args))
         else:
             self._postponed.append((event, args))
-        if len(self._postponed) >= self.server.limits.max_postponed:
+        count, limit = len(self._postponed), self.server.limits.max_postponed
+        if count >= limit:
             self.flow.pause(POSTPONED)  # bounded; reading goes on when they are handled
+            if count >= limit * _POSTPONED_HARD:
+                # Paused reading bounds the client's own input; events other
+                # sessions post (a broadcast to a member that never reads) are
+                # not: past this many the connection goes, as past max_output.
+                self._too_many_postponed(count)
+
+    def _too_many_postponed(self, count: int) -> None:
+        self.server.counts["overflows"] += 1
+        log.warning("session %d: %d events waiting (over %d x max_postponed); aborting",
+                    self.id, count, _POSTPONED_HARD)  # fmt: skip
+        self.abort()
+        step = FAST[self.state].get(OVERFLOW)
+        if step is not None and step is not STAY:
+            self._enter(step, OVERFLOW)
 
     def postpone_first(self, events: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Queue ``events``, in order, ahead of everything postponed: handled as
