@@ -131,7 +131,7 @@ class Table(OrderedDict[Any, Any]):
                 size = size_of(value)
             else:
                 items = _new_list(Items)
-                items.bound = bound._nested or bound.nested()
+                items.bound = bound.nested()
                 list.extend(items, value)
                 items.used = size
                 value = items
