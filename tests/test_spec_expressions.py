@@ -389,3 +389,9 @@ def test_set_values_keep_the_type_of_the_spec_s_own(tmp_path: Any) -> None:
     )
     status, _, err = run_cli("run", str(spec), "--port", "0", "--set", "strict=maybe")
     assert status == 2 and "expected true or false" in err
+
+
+def test_replace_cannot_build_text_without_bound() -> None:
+    with pytest.raises(ValueError, match="replace\\(\\): the result would be"):
+        evaluate("replace(heap.t, 'a', heap.n)", {"t": "a" * 100_000, "n": "b" * 1000})
+    assert evaluate("replace(heap.t, 'a', 'bb')", {"t": "aa"}) == "bbbb"

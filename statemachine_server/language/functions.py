@@ -25,12 +25,17 @@ from typing import Any
 import msgspec
 
 __all__ = [
-    "FUNCTIONS", "MAX_INT", "SIGNATURES", "as_int", "kind", "multiply", "remainder", "text",
+    "FUNCTIONS", "MAX_INT", "MAX_TEXT", "SIGNATURES", "as_int", "kind", "multiply", "remainder",
+    "text",
 ]  # fmt: skip
 
 #: The largest integer ``*`` may produce (CEL's int is 64-bit too): a product can
 #: double its size per message, and a spec must not grow a number without bound.
 MAX_INT = (1 << 63) - 1
+
+#: The longest text ``replace`` and ``join`` may build: 16 Mi characters (each
+#: other function's result is at most about the size of its arguments).
+MAX_TEXT = 16 << 20
 
 _encode_json = msgspec.json.Encoder().encode
 
@@ -196,7 +201,12 @@ def _split(value: Any, sep: Any = None, limit: Any = -1) -> list[str]:
 def _join(items: Any, sep: Any = "") -> str:
     _want("join", items, list)
     _want("join", sep, str)
-    return sep.join(map(text, items))  # type: ignore[no-any-return]
+    parts = list(map(text, items))
+    if sep and len(parts) > 1:
+        size = sum(map(len, parts)) + (len(parts) - 1) * len(sep)
+        if size > MAX_TEXT:  # many items, each with a long separator
+            raise ValueError(f"join(): the result would be {size} characters (at most {MAX_TEXT})")
+    return sep.join(parts)  # type: ignore[no-any-return]
 
 
 def _replace(value: Any, old: Any, new: Any) -> str:
@@ -205,6 +215,13 @@ def _replace(value: Any, old: Any, new: Any) -> str:
     _want("replace", new, str)
     if not old:
         raise ValueError("replace(): the text to replace is empty")
+    if len(new) > len(old):
+        # The one function whose result can outgrow its arguments many times
+        # over (each match replaced by a long text): refused past MAX_TEXT.
+        size = len(value) + value.count(old) * (len(new) - len(old))
+        if size > MAX_TEXT:
+            raise ValueError(f"replace(): the result would be {size} characters "
+                             f"(at most {MAX_TEXT})")  # fmt: skip
     return value.replace(old, new)  # type: ignore[no-any-return]
 
 
