@@ -12,7 +12,7 @@ bounds; a number, a boolean or null is stored directly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .data import (
@@ -126,6 +126,17 @@ class _Writes:
     def build(self) -> Snippet | None:
         return Snippet(self.lines, self.values) if self.lines else None
 
+    def pairs(
+        self, values: dict[str, Any], where: SpecPath
+    ) -> Iterator[tuple[Location, str, str]]:
+        """Each ``LOCATION: VALUE`` compiled: the place, the value's source and
+        type (those with errors reported and left out)."""
+        for key, value in values.items():
+            loc = self.location(key, (*where, "values", key, KEY))
+            compiled = self.value(value, (*where, "values", key))
+            if loc is not None and compiled is not None:
+                yield loc, *compiled
+
 
 def compile_set(
     values: dict[str, Any], names: Names, bounds: Bounds, report: Report, where: SpecPath,
@@ -134,12 +145,7 @@ def compile_set(
     """``set: {LOCATION: VALUE, ...}`` (``record_limit``: the longest record the
     spec's filters hand a handler)."""
     w = _Writes(names, bounds, report, prefix)
-    for key, value in values.items():
-        loc = w.location(key, (*where, "values", key, KEY))
-        compiled = w.value(value, (*where, "values", key))
-        if loc is None or compiled is None:
-            continue
-        source, kind = compiled
+    for loc, source, kind in w.pairs(values, where):
         key = w.code.name(loc.key)
         if not loc.indexes and kind in _DIRECT:
             # A number, a boolean or null: nothing to bound.
@@ -190,12 +196,8 @@ def compile_append(
 ) -> Snippet | None:  # fmt: skip
     """``append: {LOCATION: VALUE, ...}``."""
     w = _Writes(names, bounds, report, prefix)
-    for key, value in values.items():
-        loc = w.location(key, (*where, "values", key, KEY))
-        compiled = w.value(value, (*where, "values", key))
-        if loc is None or compiled is None:
-            continue
-        w.lines.append(w.call(append, loc, compiled[0], w.code.name(bounds.of(loc.name))))
+    for loc, source, _ in w.pairs(values, where):
+        w.lines.append(w.call(append, loc, source, w.code.name(bounds.of(loc.name))))
     return w.build()
 
 
