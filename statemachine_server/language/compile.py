@@ -18,7 +18,6 @@ compiled once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,10 @@ from ..filters import Filter
 from . import codegen
 from .actions import RESERVED_EVENTS, ActionCompiler, Scope
 from .clients import ClientProgram
+from .conditions import Conditions, never
 from .data import keep
-from .expressions import ExprError, Names, compile_expression, regex_fields
 from .framing import PullLineFilter
 from .generated import Sources
-from .inline import Snippet
 from .messages import (
     Messages,
     check_filter,
@@ -61,12 +59,11 @@ from .model import (
     Work,
 )
 from .pycall import Calls
-from .report import KEY, Report, SpecPath, at, dotted, inside
+from .report import KEY, Report, SpecPath, dotted
 from .runtime import (
     INPUT_EVENTS,
     RUNTIME,
     STATE_TIMEOUT,
-    Condition,
     Program,
     Rules,
     Runtime,
@@ -77,7 +74,7 @@ from .runtime import (
     on_error,
     take_invalid,
 )
-from .templates import TemplateCode, compile_guard, compile_template
+from .templates import compile_template
 
 __all__ = ["compile_spec", "program_of"]
 
@@ -117,11 +114,7 @@ def program_of(spec: Spec) -> Program:
     return program
 
 
-def _never(session: Any, data: Any) -> None:
-    return None  # the condition of a rule whose condition is reported: still compiled
-
-
-class _Compiler:
+class _Compiler(Conditions):
     def __init__(self, spec: Spec, report: Report, rt: Runtime):
         self.spec = spec
         self.errors = 0
@@ -372,235 +365,12 @@ class _Compiler:
             if test is always:
                 fallback_at = where
             elif test is None:  # reported; its actions are still checked
-                test = _never
+                test = never
             ops = acts.actions(
                 rule.do, (*where, "do"), scope, event, has_input=has_input, groups=groups
             )
             rules.append((test, ops))
         return rules
-
-    def _condition(
-        self, rule: Rule, path: SpecPath, event: str, has_input: bool
-    ) -> tuple[Condition | None, frozenset[str] | None]:
-        test, groups = self._test(rule, path, event, has_input)
-        if rule.if_ is None or test is None:
-            return test, groups
-        text = rule.if_ if isinstance(rule.if_, str) else str(rule.if_).lower()  # YAML true
-        # The guard: after the test, whose groups it may name.
-        names = self._names(has_input, None if test is always else groups)
-        inline = self.acts.inline
-        p = inline.prefix()
-        values: dict[str, Any] = {}
-        try:
-            source = compile_expression(text, names, TemplateCode(values, p).name).source
-            guard = compile_guard(text, names, self.sources, dotted((*path, "if")))
-        except ExprError as exc:
-            self.report(str(exc), inside((*path, "if"), exc))
-            return None, groups
-        guarded = [f"if m is not None and not ({source}):", "    m = None"]
-        if test is always:
-
-            def guard_alone(s: Any, data: Any) -> dict[str, Any] | None:
-                return {} if guard(s, data, None) else None
-
-            inline.tests[guard_alone] = Snippet(["m = {}", *guarded], values)
-            return guard_alone, None
-
-        def test_and_guard(s: Any, data: Any) -> dict[str, Any] | None:
-            match = test(s, data)  # type: ignore[misc]  # not None: see above
-            if match is None or not guard(s, data, match):
-                return None
-            return match
-
-        base = inline.tests.get(test)
-        if base is not None:
-            values.update(base.values)
-            inline.tests[test_and_guard] = Snippet([*base.lines, *guarded], values)
-        return test_and_guard, groups
-
-    def _names(self, has_input: bool, groups: frozenset[str] | None) -> Names:
-        return Names(
-            has_input=has_input, groups=groups, states=self.has_states,
-            text_input=not self.records_structured, extra=self.acts.extra,
-        )  # fmt: skip
-
-    def _test(
-        self, rule: Rule, path: SpecPath, event: str, has_input: bool
-    ) -> tuple[Condition | None, frozenset[str] | None]:
-        given = [
-            k for k in ("match", "equals", "prefix", "message") if getattr(rule, k) is not None
-        ]
-        if len(given) > 1:
-            self.report(
-                f"a rule has at most one test of the input (and an `if` beside it); this one "
-                f"has {' and '.join(given)}",
-                path,
-            )
-            return None, None
-        if not given:
-            if rule.ignore_case:
-                self.report("ignore_case needs a condition (match, equals or prefix)",
-                            (*path, "ignore_case"))  # fmt: skip
-            return always, None
-        (kind,) = given
-        if not has_input:
-            self.report(
-                f"`{event}` has no input to test: conditions work in input and "
-                "named-event handlers (an `if` works anywhere)",
-                (*path, kind),
-            )
-            return None, None
-        value: str = getattr(rule, kind)
-        fold = rule.ignore_case
-        if kind == "message" or (self.records_structured and event == "input"):
-            return self._message_condition(rule, kind, path, event)
-        if kind == "match":
-            return self._match(value, fold, (*path, "match"), has_input)
-        if "{" in value:
-            return self._templated(kind, value, fold, (*path, kind), has_input)
-        inline = self.acts.inline
-        p = inline.prefix()
-        if kind == "equals":
-            if fold:
-                want = value.casefold()
-                return (lambda s, data: {} if data.casefold() == want else None), frozenset()
-
-            def test_equals(s: Any, data: Any) -> dict[str, Any] | None:
-                return {} if data == value else None
-
-            inline.tests[test_equals] = Snippet([f"m = {{}} if i == {p}e else None"],
-                                                {f"{p}e": value})  # fmt: skip
-            return test_equals, frozenset()
-        n = len(value)
-        if fold:
-            want = value.casefold()
-            return (
-                lambda s, data: {"rest": data[n:]} if data[:n].casefold() == want else None
-            ), frozenset({"rest"})
-
-        def test_prefix(s: Any, data: Any) -> dict[str, Any] | None:
-            return {"rest": data[n:]} if data.startswith(value) else None
-
-        inline.tests[test_prefix] = Snippet(
-            [f"m = {{'rest': i[{p}n:]}} if i.startswith({p}p) else None"],
-            {f"{p}n": n, f"{p}p": value},
-        )
-        return test_prefix, frozenset({"rest"})
-
-    def _templated(
-        self, kind: str, value: str, fold: bool, where: SpecPath, has_input: bool
-    ) -> tuple[Condition | None, frozenset[str] | None]:
-        """``equals`` or ``prefix`` with ``{...}`` fields: rendered per record."""
-        try:
-            render = compile_template(value, names=self._names(has_input, None),
-                                      sources=self.sources, where=dotted(where))  # fmt: skip
-        except ExprError as exc:
-            self.report(str(exc), inside(where, exc))
-            return None, None
-        if kind == "equals":
-            if fold:
-                return (lambda s, data: {} if data.casefold() == render(s, data).casefold()
-                        else None), frozenset()  # fmt: skip
-            return (lambda s, data: {} if data == render(s, data) else None), frozenset()
-
-        def test_prefix(s: Any, data: Any) -> dict[str, Any] | None:
-            want = render(s, data)
-            head = data[: len(want)]
-            if (head.casefold() == want.casefold()) if fold else head == want:
-                return {"rest": data[len(want) :]}
-            return None
-
-        return test_prefix, frozenset({"rest"})
-
-    def _match(
-        self, value: str, fold: bool, where: SpecPath, has_input: bool
-    ) -> tuple[Condition | None, frozenset[str] | None]:
-        flags = re.IGNORECASE if fold else 0
-        try:
-            parts = regex_fields(value)
-        except ExprError as exc:
-            self.report(str(exc), inside(where, exc))
-            return None, None
-        if len(parts) == 1 and parts[0][1] is None:
-            try:
-                rx = re.compile(value, flags)
-            except re.error as exc:
-                pos = f" at position {exc.pos}" if exc.pos is not None else ""
-                self.report(f"bad regular expression: {exc.msg}{pos}", where)
-                return None, None
-            search = rx.search
-
-            def test_match(s: Any, data: Any) -> dict[str, Any] | None:
-                m = search(data)
-                return None if m is None else m.groupdict("")
-
-            p = self.acts.inline.prefix()
-            self.acts.inline.tests[test_match] = Snippet(
-                [f"m = {p}s(i)", "if m is not None:", "    m = m.groupdict('')"],
-                {f"{p}s": search},
-            )
-            return test_match, frozenset(rx.groupindex)
-        # Fields: each value is matched literally (escaped), the pattern compiled
-        # per record (re's cache keeps the recent ones).
-        names = self._names(has_input, None)
-        renders: list[Any] = []
-        for literal, field, offset in parts:  # offset: of the field's text
-            renders.append(literal)
-            if field is None:
-                continue
-            try:
-                fn = compile_template("{" + field + "}", names=names, sources=self.sources,
-                                      where=dotted(where))  # fmt: skip
-            except ExprError as exc:
-                self.report(str(exc), (*where, at(offset - 1 + exc.offset)))  # "{" + field
-                return None, None
-            renders.append(fn)
-        probe = "".join(p if isinstance(p, str) else "x" for p in renders)
-        try:
-            groups = frozenset(re.compile(probe, flags).groupindex)
-        except re.error as exc:
-            self.report(f"bad regular expression: {exc.msg}", where)
-            return None, None
-
-        def test_fields(s: Any, data: Any) -> dict[str, Any] | None:
-            pattern = "".join(p if isinstance(p, str) else re.escape(p(s, data)) for p in renders)
-            m = re.search(pattern, data, flags)
-            return None if m is None else m.groupdict("")
-
-        return test_fields, groups
-
-    def _message_condition(
-        self, rule: Rule, kind: str, path: SpecPath, event: str
-    ) -> tuple[Condition | None, frozenset[str] | None]:
-        where = (*path, kind)
-        if kind != "message":
-            self.report(f"{kind} tests text, and this server's records are messages "
-                        "(json, msgpack): use `message: KIND`", where)  # fmt: skip
-            return None, None
-        if event != "input":
-            self.report("`message` tests input records, in the `input` handler", where)
-            return None, None
-        if self.messages is None:
-            self.report("`message` needs a schema with tagged messages (server.filter.schema)",
-                        where)  # fmt: skip
-            return None, None
-        if rule.ignore_case:
-            self.report("ignore_case is for text conditions", (*path, "ignore_case"))
-        assert rule.message is not None
-        found = self.messages.get(rule.message)
-        if found is None:
-            near = self.acts.hint(rule.message, self.messages)
-            known = ", ".join(self.messages)
-            self.report(f"unknown message {rule.message!r}{near} (the schema has {known})", where)
-            return None, None
-        struct, fields = found
-
-        def test_message(s: Any, data: Any) -> dict[str, Any] | None:
-            if type(data) is not struct:
-                return None
-            return {name: getattr(data, name) for name in fields}
-
-        return test_message, frozenset(fields)
 
     # -- the state graph ------------------------------------------------------------------
 
