@@ -2,9 +2,14 @@
 
 From a spec file to running handlers: :mod:`.loader` reads and validates it into
 the typed :mod:`.model`; :mod:`.compile` checks what it means and compiles it
-into a :class:`~.runtime.Program` (each action an op, :mod:`.actions`; the echo
-shape as generated source, :mod:`.codegen`); :mod:`.build` runs the program as a
-server. :mod:`.runtime` is what runs per message.
+into a :class:`~.runtime.Program`: each rule's condition (:mod:`.conditions`),
+each action (:mod:`.actions`; ``call``, ``work`` and ``run`` in :mod:`.outside`,
+heap writes in :mod:`.assign` over the bounded data of :mod:`.data`), every
+expression and template field through the expression language
+(:mod:`.expressions`, :mod:`.functions`, :mod:`.templates`), and each handler
+generated as one Python function (:mod:`.inline`; the echo shape by
+:mod:`.codegen`). :mod:`.build` runs the program as a server; :mod:`.runtime` is
+what runs per message besides the generated code.
 """
 
 from .build import build_server
