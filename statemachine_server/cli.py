@@ -26,6 +26,7 @@ from .errors import SpecError
 from .language import build_server, builtin_spec_path, load_spec, load_spec_text
 from .language.build import beside_spec
 from .language.graph import draw
+from .language.report import hint
 from .net.server import TCPServer
 
 __all__ = ["main"]
@@ -150,6 +151,11 @@ def _run(args: argparse.Namespace) -> int:
         name, eq, value = item.partition("=")
         if not eq or not name.isidentifier():
             return _fail(f"--set {item!r}: expected NAME=VALUE")
+        if name not in spec.server.heap:
+            # A typo here would leave the spec's own value (a password...) in force.
+            known = ", ".join(sorted(spec.server.heap)) or "none"
+            return _fail(f"--set {item!r}: the spec's server.heap has no {name!r}"
+                         f"{hint(name, spec.server.heap)} (it has: {known})")  # fmt: skip
         try:
             overrides[name] = _typed(value, spec.server.heap.get(name))
         except ValueError as exc:

@@ -395,3 +395,45 @@ def test_replace_cannot_build_text_without_bound() -> None:
     with pytest.raises(ValueError, match="replace\\(\\): the result would be"):
         evaluate("replace(heap.t, 'a', heap.n)", {"t": "a" * 100_000, "n": "b" * 1000})
     assert evaluate("replace(heap.t, 'a', 'bb')", {"t": "aa"}) == "bbbb"
+
+
+def test_set_refuses_a_name_the_spec_does_not_declare(tmp_path: Any) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text("server:\n  heap: {password: secret}\nhandlers: {}\n")
+    status, _, err = run_cli("run", str(spec), "--port", "0", "--set", "pasword=x")
+    assert status == 2
+    assert "the spec's server.heap has no 'pasword' (did you mean 'password'?)" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "handlers:\n  input:\n    - do:\n        - if: input == 'x'\n          do: [close]\n",
+            "e.yaml:4:11: an `if` action takes `then` (and `else`); `do` is for a rule",
+        ),
+        (
+            "handlers:\n  input:\n    - do: [if: input == 'x', then: [close]]\n",
+            "e.yaml:3:30: unknown action 'then' (an `if` action is one mapping",
+        ),
+    ],
+)
+def test_if_actions_written_as_rules_or_without_braces(text: str, message: str) -> None:
+    (line,) = errors(text)
+    assert line.startswith(message), line
+
+
+def test_a_handler_of_an_unknown_event_is_one_error() -> None:
+    (line,) = errors("handlers:\n  dispach:\n    - reply: '{input}'\n")
+    assert "unknown event 'dispach'" in line and "raised" in line
+
+
+async def test_raised_events_are_first_in_first_out(serve_spec: Callable[..., Any]) -> None:
+    spec = (
+        "handlers:\n"
+        "  input: [raise: {event: a, input: '1'}, raise: {event: a, input: '2'}]\n"
+        "  a: [write: 'a{input} ', raise: {event: b, input: '{input}'}]\n"
+        "  b: [write: 'b{input} ']\n"
+    )
+    server = await serve_spec(spec)
+    assert await talk(server.port, b"x\n", b"b2 ") == b"a1 a2 b1 b2 "

@@ -324,8 +324,8 @@ class _Compiler(Conditions):
             elif event not in self.named:
                 near = self.acts.hint(event, [*BUILTIN_EVENTS, *self.named])
                 self.report(
-                    f"unknown event {event!r}{near}: not a built-in event, not posted by "
-                    "any `post` action, not listed in `events`",
+                    f"unknown event {event!r}{near}: not a built-in event, not posted, raised or "
+                    "broadcast by any action, not listed in `events`",
                     where,
                 )
 
@@ -347,7 +347,8 @@ class _Compiler(Conditions):
                 elif item is not None:
                     acts.actions([item], path, scope, event)
             return []
-        has_input = event in INPUT_EVENTS or event in self.named
+        # An unknown event (reported) is taken as a named one: no second error.
+        has_input = event in INPUT_EVENTS or event not in BUILTIN_EVENTS
         if present and not isinstance(present[0], Rule):
             return [(always, acts.actions(items, path, scope, event, has_input=has_input))]
         rules: Rules = []

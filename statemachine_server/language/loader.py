@@ -353,12 +353,12 @@ def _actions(items: list[Any], path: SpecPath, src: Source, rules: bool = False)
             if isinstance(item["do"], list):
                 _actions(item["do"], (*where, "do"), src)
             continue
-        if (
-            isinstance(item, dict)
-            and "if" in item
-            and ("then" in item or "else" in item)
-            and ("do" not in item)
-        ):
+        if isinstance(item, dict) and "if" in item and "do" in item:
+            src.report("an `if` action takes `then` (and `else`); `do` is for a rule, in a "
+                       "handler's own list", where)  # fmt: skip
+            items[i] = SKIP
+            continue
+        if isinstance(item, dict) and "if" in item and ("then" in item or "else" in item):
             # {if: EXPR, then: [...], else: [...]}: a conditional action.
             item["action"] = "if"
             for key in ("then", "else"):
@@ -396,6 +396,9 @@ def _action(item: Any, path: SpecPath, src: Source, rules: bool) -> Any:
     ((name, value),) = item.items()
     if name not in ACTION_MAIN_FIELD:
         more = " (a rule needs `do`)" if name in ("match", "equals", "prefix", "message") else ""
+        if name in ("then", "else"):
+            more = (" (an `if` action is one mapping, `{if: EXPR, then: [...]}`: inside a [...] "
+                    "list, write it in braces)")  # fmt: skip
         src.report(
             f"unknown action {name!r}{hint(name, ACTION_MAIN_FIELD)}{more}", (*path, name, KEY)
         )
