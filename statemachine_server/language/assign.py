@@ -126,9 +126,7 @@ class _Writes:
     def build(self) -> Snippet | None:
         return Snippet(self.lines, self.values) if self.lines else None
 
-    def pairs(
-        self, values: dict[str, Any], where: SpecPath
-    ) -> Iterator[tuple[Location, str, str]]:
+    def pairs(self, values: dict[str, Any], where: SpecPath) -> Iterator[tuple[Location, str, str]]:
         """Each ``LOCATION: VALUE`` compiled: the place, the value's source and
         type (those with errors reported and left out)."""
         for key, value in values.items():

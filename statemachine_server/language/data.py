@@ -172,8 +172,6 @@ class Table(OrderedDict[Any, Any]):
             OrderedDict.__delitem__(self, key)
 
 
-
-
 class LRUTable(Table):
     """A bounded map whose reads count as use: the least recently used is evicted."""
 
