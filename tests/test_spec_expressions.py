@@ -437,3 +437,43 @@ async def test_raised_events_are_first_in_first_out(serve_spec: Callable[..., An
     )
     server = await serve_spec(spec)
     assert await talk(server.port, b"x\n", b"b2 ") == b"a1 a2 b1 b2 "
+
+
+USE = """
+server:
+  filter: {type: line, newline: "\\r\\n"}
+actions:
+  new_envelope:             # reused: RSET, HELO and after each message
+    - set: {sender: null, rcpts: []}
+  ok:
+    - use: new_envelope
+    - reply: "250 OK ({len(heap.rcpts)} recipients)"
+handlers:
+  input:
+    - prefix: "RCPT "
+      do: [append: {rcpts: match.rest}, reply: "250 {len(heap.rcpts)}"]
+    - equals: RSET
+      do: [use: ok]
+"""
+
+
+async def test_use_runs_named_actions_in_place(serve_spec: Callable[..., Any]) -> None:
+    server = await serve_spec(USE)
+    got = await talk(server.port, b"RCPT a\r\nRCPT b\r\nRSET\r\nRCPT c\r\n", b"250 1\r\n")
+    assert got == b"250 1\r\n250 2\r\n250 OK (0 recipients)\r\n250 1\r\n"
+
+
+def test_use_errors_are_reported_once_where_written() -> None:
+    text = (
+        USE.replace("rcpts: []}", "rcpts: [], x: nope}")
+        + "    - equals: HELO\n      do: [use: ok]\n"
+    )
+    assert errors(text) == [
+        "e.yaml:6:41: unknown name 'nope' (did you mean 'heap.nope'?): expected input, result, "
+        "remote_ip, remote_port, true, false, null, or heap.NAME, server.NAME, match.NAME, "
+        "session.id, session.state (text is quoted: 'nope')"
+    ]
+    assert errors("actions: {a: [use: b], b: [use: a]}\nhandlers: {input: [use: a, use: c]}\n") == [
+        "e.yaml:1:33: use: 'a' uses itself (a -> b -> a)",
+        "e.yaml:2:33: use: no actions named 'c' (the top-level `actions` has: a, b)",
+    ]

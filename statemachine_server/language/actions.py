@@ -46,6 +46,7 @@ from .model import (
     Spec,
     SwitchFilter,
     Unset,
+    Use,
     Work,
     Write,
 )
@@ -82,7 +83,7 @@ def each(value: Any) -> list[Any]:
 def _actions_of(spec: Spec) -> list[tuple[None, Any]]:
     """Every action of the spec, nested ones too (for what the compiler must know first)."""
     found: list[tuple[None, Any]] = []
-    todo: list[Any] = []
+    todo: list[Any] = [a for items in spec.actions.values() for a in items]
     for handlers in [spec.handlers, *(state.handlers for state in spec.states.values())]:
         for items in handlers.values():
             todo.extend(items)
@@ -199,8 +200,9 @@ class ActionCompiler(OutsideActions):
         start: int = 0,
         result: bool = False,
         local: frozenset[str] = frozenset(),
+        paths: list[SpecPath] | None = None,
     ) -> list[Op]:
-        """The ops of a list of actions.
+        """The ops of a list of actions (each ``use`` replaced by the actions it names).
 
         Args:
             actions: the list (None items: already reported by the loader).
@@ -212,13 +214,17 @@ class ActionCompiler(OutsideActions):
             start: compile from this index (a work or run's continuation).
             result: whether ``{result}`` exists already.
             local: the ``foreach`` variables in scope.
+            paths: each action's own path, once ``use`` is expanded (None: ``path``
+                and its index).
         """
+        if paths is None and any(isinstance(a, Use) for a in actions):
+            actions, paths = self._expand(actions, path, ())
         ops: list[Op] = []
         has_result = result
         for i, action in enumerate(actions):
             if action is None or i < start:
                 continue
-            where = (*path, i)
+            where = paths[i] if paths is not None else (*path, i)
 
             names = Names(
                 has_input=has_input, groups=groups, has_result=has_result,
@@ -275,6 +281,7 @@ class ActionCompiler(OutsideActions):
                 then = self.actions(
                     actions, path, scope, label,
                     has_input=has_input, groups=groups, start=i + 1, result=True, local=local,
+                    paths=paths,
                 )  # fmt: skip
                 op = None
                 if local:
@@ -306,6 +313,34 @@ class ActionCompiler(OutsideActions):
             if isinstance(action, Call):
                 has_result = True
         return ops
+
+    def _expand(
+        self, items: list[Any], path: SpecPath, chain: tuple[str, ...]
+    ) -> tuple[list[Any], list[SpecPath]]:
+        """``items`` with each ``use: NAME`` replaced by the named actions (errors in
+        them are reported where they are written, under ``actions``)."""
+        out: list[Any] = []
+        where: list[SpecPath] = []
+        for i, item in enumerate(items):
+            at: SpecPath = (*path, i)
+            if not isinstance(item, Use):
+                out.append(item)
+                where.append(at)
+                continue
+            body = self.spec.actions.get(item.name)
+            if body is None:
+                near = self.hint(item.name, self.spec.actions)
+                known = ", ".join(self.spec.actions) or "none"
+                self.report(f"use: no actions named {item.name!r}{near} (the top-level "
+                            f"`actions` has: {known})", (*at, "name"))  # fmt: skip
+            elif item.name in chain:
+                loop = " -> ".join([*chain, item.name])
+                self.report(f"use: {item.name!r} uses itself ({loop})", (*at, "name"))
+            else:
+                inner, paths = self._expand(body, ("actions", item.name), (*chain, item.name))
+                out += inner
+                where += paths
+        return out, where
 
     def _expression(self, text: str, names: Names, values: dict[str, Any], p: str,
                     where: SpecPath) -> str | None:  # fmt: skip

@@ -169,6 +169,8 @@ class _Compiler(Conditions):
         for path, handlers, _ in self._handler_maps():
             for event, items in handlers.items():
                 yield from _walk(items, (*path, event))
+        for name, items in self.spec.actions.items():
+            yield from _walk(items, ("actions", name))
         for name, state in self.states.items():
             yield from _walk(state.enter, ("states", name, "enter"))
             yield from _walk(state.exit, ("states", name, "exit"))

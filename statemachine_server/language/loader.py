@@ -63,6 +63,7 @@ class Source:
     # its fields' positions are still found under the old path.
     aliases: dict[SpecPath, SpecPath] = field(default_factory=dict)
     errors: list[SpecError] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
     #: Each text scalar's style ("" plain, "'", '"', "|", ">") and the spec's lines:
     #: to place an error inside an expression or template (``at(offset)``).
     styles: dict[SpecPath, str] = field(default_factory=dict)
@@ -73,8 +74,12 @@ class Source:
         return SpecError(message, self.file, line, column)
 
     def report(self, message: str, path: SpecPath) -> None:
-        """Note an error and go on looking for more."""
-        self.errors.append(self.error(message, path))
+        """Note an error and go on looking for more (once: actions a ``use`` names
+        are compiled at each use, and their errors found each time)."""
+        error = self.error(message, path)
+        if str(error) not in self.seen:
+            self.seen.add(str(error))
+            self.errors.append(error)
 
     def in_yaml(self, path: SpecPath) -> SpecPath:
         """Where a node of the model is in the YAML (a long-form action's fields sit
@@ -314,6 +319,11 @@ def _filter_short_forms(owner: Any) -> None:
 
 def _normalise(data: dict[str, Any], src: Source) -> None:
     _filter_short_forms(data.get("server"))
+    named = data.get("actions")
+    if isinstance(named, dict):
+        for name, items in named.items():
+            if isinstance(items, list):
+                _actions(items, ("actions", name), src)
     handlers = data.get("handlers")
     if isinstance(handlers, dict):
         _handlers(handlers, ("handlers",), src)

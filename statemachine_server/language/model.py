@@ -97,6 +97,7 @@ __all__ = [
     "SwitchFilter",
     "TLSSettings",
     "Unset",
+    "Use",
     "Work",
     "Write",
 ]
@@ -224,6 +225,13 @@ class Raise(_Strict, tag="raise", tag_field="action", frozen=True):
     event: Name
     #: A template: the event's ``input`` (one ``{...}`` field alone keeps its type).
     input: str = ""
+
+
+class Use(_Strict, tag="use", tag_field="action", frozen=True):
+    """Run a named list of actions from the top-level ``actions``, as if written
+    here (XState's named actions): the same input, match groups and state."""
+
+    name: Name
 
 
 class If(_Strict, tag="if", tag_field="action", frozen=True):
@@ -403,6 +411,7 @@ Action = (
     | Send
     | Foreach
     | If
+    | Use
 )
 
 #: Every action, by the name written in YAML.
@@ -429,6 +438,7 @@ ACTIONS: dict[str, type[Struct]] = {
         Send,
         Foreach,
         If,
+        Use,
     )
 }
 
@@ -455,6 +465,7 @@ ACTION_MAIN_FIELD: dict[str, str | None] = {
     "send": "to",
     "foreach": "in",
     "if": "if",
+    "use": "name",
 }
 
 
@@ -599,6 +610,8 @@ class Spec(_Strict, frozen=True, dict=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     #: Each session's heap: its initial values (``heap.NAME``).
     heap: dict[Name, HeapValue] = {}
+    #: Named lists of actions, run where a ``use: NAME`` action stands.
+    actions: dict[Name, list[Action]] = {}
     #: Bounds of the heaps' maps, lists and text, by ``NAME`` or ``server.NAME``.
     collections: dict[str, CollectionBound] = {}
     #: Event name to handler, in every state (after the state's own rules).
