@@ -294,9 +294,7 @@ class _Compiler:
             return Typed(f"{self.bind(multiply)}({left.source}, {right.source})", kind)
         if op == "%":
             return Typed(f"{self.bind(remainder)}({left.source}, {right.source})", kind)
-        if not known:
-            # - / // on text or lists: Python's own TypeError at run time.
-            pass
+        # - / // with a side not known: Python's own TypeError at run time (text, lists).
         return Typed(f"({left.source} {op} {right.source})", kind)
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Typed:

@@ -306,10 +306,6 @@ def _json(value: Any) -> str:
         raise TypeError(f"json(): {exc}") from None
 
 
-def _str(value: Any) -> str:
-    return text(value)
-
-
 def _bool(value: Any) -> bool:
     return bool(value)
 
