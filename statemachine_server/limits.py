@@ -38,6 +38,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         low_water: bytes below which it reads again: asyncio's own default.
         max_output: bytes of replies waiting for a client that does not read, past
             which the connection is aborted (Redis's ``client-output-buffer-limit``).
+        max_output_total: bytes of replies waiting, all clients together, for the
+            clients that are not keeping up (past ``high_water``); past it the
+            largest of those backlogs are aborted first, as past ``max_output``.
+            memcached's memory by default (``-m 64``), like the server-wide heap.
+        max_handshakes: TLS handshakes in progress at once; a client arriving past
+            it is closed at once and counted as refused (each costs about 300 KiB
+            until it ends: see ``docs/limits.md``).
+        handshake_timeout: seconds a TLS handshake may take before the socket is
+            closed: Erlang ranch's ``handshake_timeout`` (5 s).
         first_byte_timeout: seconds a new client may stay silent before it is
             closed (nginx's ``client_header_timeout`` is 60 s); None: no limit.
         idle_timeout: seconds without a byte from the client before it is closed
@@ -66,6 +75,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     high_water: _Bytes = 64 * 1024
     low_water: _Bytes = 16 * 1024
     max_output: _Bytes = 16 * 1024 * 1024
+    max_output_total: _Bytes = 64 * 1024 * 1024
+    max_handshakes: _Count = 256
+    handshake_timeout: _Seconds = 5.0
     first_byte_timeout: _Seconds | None = 60.0
     idle_timeout: _Seconds | None = 300.0
     max_postponed: _Count = 1_000

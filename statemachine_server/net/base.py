@@ -55,6 +55,7 @@ class ConnectionBase(Session):
     __slots__ = (
         "_accepts",
         "_below",
+        "_budget",
         "_children",
         "_eof_sent",
         "_filter",
@@ -120,6 +121,8 @@ class ConnectionBase(Session):
         self._heard = False  # any byte received yet (first-byte vs idle timeout)
         self._watch = 0  # the timeout timer's id, 0 when none
         self._below: Any = None  # over TLS, the transport under it: see connection_made
+        # The server's running total of unread replies (a TCPClient keeps none).
+        self._budget: Any = getattr(server, "budget", None)
         self.id = kernel.register(self)
 
     if TYPE_CHECKING:  # defined by Connection, called by its parts

@@ -454,6 +454,8 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         pass  # a freed connection stays ``closed``; on_disconnected already ran
 
     def abort(self) -> None:
+        if self._budget is not None:
+            self._budget.forget(self)  # its buffers go with the transport
         if self.transport is not None:
             self.transport.abort()
 
@@ -570,6 +572,8 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._budget is not None:
+            self._budget.forget(self)
         self.kernel.enqueue(self, CLOSED_EVENT, ())
 
     def pause_writing(self) -> None:
@@ -583,6 +587,8 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.flow.resume(BACKLOG)
+        if self._budget is not None:
+            self._budget.forget(self)  # keeping up again: under low_water, not counted
         if self._job is not None:
             self._job.release(HELD_BACKLOG)
         if self._children:

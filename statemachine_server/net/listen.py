@@ -8,6 +8,11 @@ such an error it goes on calling ``accept()`` up to ``backlog`` times, logging a
 traceback and scheduling a retry each time: :class:`Listener` makes the calls
 after the first one in a burst report "nothing to accept" instead. (uvloop
 accepts in C and handles this itself.)
+
+A TLS server also sets :attr:`Listener.admit`: a client it refuses (too many
+handshakes in progress) is closed as soon as it is accepted, before asyncio
+spends a TLS object and its 256 KiB read buffer on it. (uvloop does not call
+this ``accept()``: there only the handshake timeout applies.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Listener", "bind_tcp", "bind_unix"]
@@ -28,19 +34,25 @@ _OVERLOAD = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 class Listener(socket.socket):
     """A listening socket that reports an overload once per burst (see above)."""
 
-    __slots__ = ("quiet_until",)
+    __slots__ = ("admit", "quiet_until")
     quiet_until: float
+    #: Called with each accepted client; False: close it at once (see above).
+    admit: Callable[[socket.socket], bool] | None
 
     def accept(self) -> tuple[socket.socket, Any]:
         if time.monotonic() < self.quiet_until:
             raise BlockingIOError(errno.EAGAIN, "accepting paused after an overload")
-        try:
-            return super().accept()
-        except OSError as exc:
-            if exc.errno in _OVERLOAD:
-                # asyncio retries after a second; stay quiet for half of that.
-                self.quiet_until = time.monotonic() + 0.5
-            raise
+        while True:
+            try:
+                conn, address = super().accept()
+            except OSError as exc:
+                if exc.errno in _OVERLOAD:
+                    # asyncio retries after a second; stay quiet for half of that.
+                    self.quiet_until = time.monotonic() + 0.5
+                raise
+            if self.admit is None or self.admit(conn):
+                return conn, address
+            conn.close()  # refused; the next one, or EAGAIN, ends asyncio's burst
 
 
 def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
@@ -72,6 +84,7 @@ def _listen(
 ) -> Listener:
     # Set up, bind and listen; a socket that fails any step is closed, not leaked.
     sock.quiet_until = 0.0
+    sock.admit = None
     try:
         for level, name, value in options:
             sock.setsockopt(level, name, value)

@@ -9,8 +9,12 @@ session per accepted client.
 Concurrency limit: at ``max_connections`` admitted clients, a new one is accepted
 but *parked* in ``accepting`` with reading paused, and admitted in arrival order as
 others leave (POE's ``Concurrency``), instead of being refused with a reset. Parked
-clients are bounded too: past ``max_pending`` they are closed. Every limit is in
-:class:`~statemachine_server.limits.Limits`.
+clients are bounded too: past ``max_pending`` they are closed. With TLS, clients
+still in their handshake are neither admitted nor parked: past ``max_handshakes``
+of them a new client is closed as it is accepted, and a handshake is cut after
+``handshake_timeout``. Replies waiting for clients that do not keep up are
+bounded all together by ``max_output_total`` (:class:`~.output.OutputBudget`).
+Every limit is in :class:`~statemachine_server.limits.Limits`.
 
 Listening sockets are made in :mod:`.listen`.
 """
@@ -23,6 +27,7 @@ import logging
 import os
 import socket
 import ssl as _ssl
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +49,8 @@ from ..core.lifecycle import (
 from ..filters import Filter, LineFilter
 from ..limits import Limits
 from .connection import Connection
-from .listen import bind_tcp, bind_unix
+from .listen import Listener, bind_tcp, bind_unix
+from .output import OutputBudget
 from .tls import AfterHandshake
 
 __all__ = ["ServerStatistics", "TCPServer"]
@@ -52,6 +58,10 @@ __all__ = ["ServerStatistics", "TCPServer"]
 DEFAULT_LIMITS = Limits()
 
 log = logging.getLogger("statemachine_server")
+
+
+def _closed(sock: socket.socket | None) -> bool:
+    return sock is None or sock.fileno() == -1
 
 
 class ServerStatistics(msgspec.Struct, frozen=True):
@@ -67,6 +77,9 @@ class ServerStatistics(msgspec.Struct, frozen=True):
         timeouts: connections closed by the first-byte or idle timeout.
         overflows: connections aborted for not reading past ``max_output``.
         aborted: connections whose close did not finish within ``drain_timeout``.
+        handshakes: TLS handshakes in progress now.
+        held_output: bytes of replies held for clients that are not keeping up
+            (the running total ``max_output_total`` bounds).
     """
 
     connections: int
@@ -78,6 +91,8 @@ class ServerStatistics(msgspec.Struct, frozen=True):
     timeouts: int
     overflows: int
     aborted: int
+    handshakes: int = 0
+    held_output: int = 0
 
 
 class TCPServer(Session):
@@ -121,10 +136,13 @@ class TCPServer(Session):
     __slots__ = (
         "_accepted",
         "_active",
+        "_handshakes",
         "_parked",
         "_refused",
+        "_refusing",
         "_server",
         "_sock",
+        "budget",
         "counts",
         "dispatch",
         "filter_factory",
@@ -186,6 +204,10 @@ class TCPServer(Session):
         self._parked: deque[Connection] = deque()
         self._accepted = 0
         self._refused = 0
+        # TLS clients accepted and in their handshake, by file descriptor.
+        self._handshakes: dict[int, weakref.ref[socket.socket]] = {}
+        self._refusing = False  # past max_handshakes, and said so in the log
+        self.budget = OutputBudget(limits.max_output_total)
         self.ssl = ssl
         self.path = None if path is None else os.fspath(path)
         if self.path is None:
@@ -208,16 +230,20 @@ class TCPServer(Session):
         # asyncio calls listen() again, with its own default backlog of 100 unless
         # told: pass ours, or bursts of connects overflow and wait for SYN retries.
         factory: Callable[[], asyncio.Protocol] = self._connection_factory
+        tls: dict[str, Any] = {}
         if self.ssl is not None:
-            factory = AfterHandshake.factory(self._connection_factory)
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.limits.handshake_timeout}
+            factory = AfterHandshake.factory(self._connection_factory, self._handshake_done)
+            if isinstance(self._sock, Listener):
+                self._sock.admit = self._handshake_begins
         if self.path is None:
             self._server = await loop.create_server(
-                factory, sock=self._sock, backlog=self.limits.backlog, ssl=self.ssl
+                factory, sock=self._sock, backlog=self.limits.backlog, **tls
             )
             log.info("listening on %s:%d", self.host, self.port)
         else:
             self._server = await loop.create_unix_server(
-                factory, sock=self._sock, backlog=self.limits.backlog, ssl=self.ssl
+                factory, sock=self._sock, backlog=self.limits.backlog, **tls
             )
             log.info("listening on %s", self.path)
         if self.on_started is not None:
@@ -230,6 +256,41 @@ class TCPServer(Session):
         except Exception:
             log.exception("cannot create a connection session")
             raise
+
+    # -- TLS handshakes (called by the listening socket and AfterHandshake) ----------
+
+    def _handshake_begins(self, conn: socket.socket) -> bool:
+        # Counted from the accept: asyncio makes the TLS object (a 256 KiB read
+        # buffer) for each client it accepted in a burst, before any of them runs.
+        # A handshake ends in connection_made (_handshake_done) or with its socket
+        # closed: asyncio tells no one when one fails or times out, so closed
+        # sockets are swept out when the count matters (here, at the limit).
+        handshakes = self._handshakes
+        limit = self.limits.max_handshakes
+        if len(handshakes) >= limit:
+            self._sweep_handshakes()
+            if len(handshakes) >= limit:
+                self._refused += 1
+                if not self._refusing:  # once per burst: a flood must not flood the log too
+                    self._refusing = True
+                    log.warning("%d TLS handshakes in progress already; closing new clients "
+                                "until one ends (counted as refused)", limit)  # fmt: skip
+                return False
+        self._refusing = False
+        # Weakly: a socket asyncio drops without closing is closed when freed.
+        handshakes[conn.fileno()] = weakref.ref(conn)
+        return True
+
+    def _handshake_done(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._handshakes.pop(sock.fileno(), None)
+
+    def _sweep_handshakes(self) -> int:
+        handshakes = self._handshakes
+        for fd in [fd for fd, ref in handshakes.items() if _closed(ref())]:
+            del handshakes[fd]
+        return len(handshakes)
 
     # -- admission (called by Connection) ---------------------------------------------
 
@@ -298,4 +359,6 @@ class TCPServer(Session):
             timeouts=counts["timeouts"],
             overflows=counts["overflows"],
             aborted=counts["aborted"],
+            handshakes=self._sweep_handshakes(),
+            held_output=self.budget.total,
         )

@@ -51,18 +51,30 @@ class AfterHandshake(asyncio.Protocol):
     if the handshake fails: a :class:`Connection` made then would stay registered
     with the kernel forever. This stand-in makes it only in ``connection_made``,
     and hands it the transport (``set_protocol``), so data goes to it directly.
+    ``done(transport)``, if given, hears first that the handshake is over.
     """
 
-    __slots__ = ("make",)
+    __slots__ = ("done", "make")
 
-    def __init__(self, make: Callable[[], asyncio.Protocol]):
+    def __init__(
+        self,
+        make: Callable[[], asyncio.Protocol],
+        done: Callable[[asyncio.BaseTransport], object] | None = None,
+    ):
         self.make = make
+        self.done = done
 
     @classmethod
-    def factory(cls, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        return lambda: cls(make)
+    def factory(
+        cls,
+        make: Callable[[], asyncio.Protocol],
+        done: Callable[[asyncio.BaseTransport], object] | None = None,
+    ) -> Callable[[], asyncio.Protocol]:
+        return lambda: cls(make, done)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.done is not None:
+            self.done(transport)
         protocol = self.make()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
