@@ -21,7 +21,7 @@ from . import __version__
 from .console import ConsoleLog
 from .core import lifecycle
 from .core.kernel import Kernel
-from .core.running import loop_factory
+from .core.running import DEFAULT_WATCHDOG, loop_factory
 from .errors import SpecError
 from .language import build_server, builtin_spec_path, load_spec, load_spec_text
 from .language.build import beside_spec
@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port to listen on; 0 picks a free one")
     run.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     run.add_argument("--trace", action="store_true", help="log every state transition")
+    run.add_argument(
+        "--watchdog",
+        type=float,
+        default=DEFAULT_WATCHDOG,
+        metavar="SECONDS",
+        help="log the stack of a handler, call or work step that holds the event loop "
+        f"this long, and interrupt work steps past their timeout (default {DEFAULT_WATCHDOG:g}; "
+        "0: off)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     run.add_argument(
         "--set",
@@ -141,6 +150,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
     if args.port is not None and not 0 <= args.port <= 65535:
         return _fail(f"--port {args.port}: expected 0 to 65535")
+    if not args.watchdog >= 0:
+        return _fail(f"--watchdog {args.watchdog:g}: expected 0 (off) or a number of seconds")
     try:
         loop_factory(args.loop)
         spec = load_spec(args.spec or builtin_spec_path())
@@ -166,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     # Log lines carry client bytes; undecodable ones are written back as they came.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    kernel = Kernel(trace=args.trace)
+    kernel = Kernel(trace=args.trace, watchdog=args.watchdog)
     console = ConsoleLog(kernel, max_line=spec.server.log.max_length)
     try:
         build_server(

@@ -58,9 +58,10 @@ from typing import Any, cast
 
 import msgspec
 
+from ..work.child import kill_children
 from ..work.job import Job, Offload
 from ..work.pools import Pools
-from .running import install_signal_handlers, run, running_loop_or_none
+from .running import DEFAULT_WATCHDOG, Watchdog, install_signal_handlers, run, running_loop_or_none
 from .session import SHUTDOWN, STARTED, STOPPED, Handler, Session
 from .timers import Clock, Timer, TimerQueue
 
@@ -100,6 +101,8 @@ class KernelStatistics(msgspec.Struct, frozen=True):
     #: Calls running in the thread and process pools, and calls waiting for a slot.
     pool_calls: int = 0
     pool_waiting: int = 0
+    #: Times a handler, call or work step held the loop past the watchdog's threshold.
+    stalls: int = 0
 
 
 class Kernel:
@@ -109,16 +112,31 @@ class Kernel:
         trace: log every dispatch and every lifecycle transition (``--trace``).
         clock: where timers get the time; the event loop's clock by default. A
             :class:`~.testing.VirtualClock` makes time-based tests instant.
+        slice: seconds of chunked work per tick.
+        watchdog: seconds a handler, call or work step may hold the loop before a
+            thread logs its stack and session (once per stall) and counts it in
+            ``statistics().stalls``; that thread also interrupts a work step still
+            running past its ``timeout``. 0: no thread, neither is done.
 
     A kernel can be driven by :meth:`run` (for scripts: it owns the loop and the
     signals) or awaited with :meth:`serve` inside an existing asyncio program.
     """
 
     def __init__(
-        self, *, trace: bool = False, clock: Clock | None = None, slice: float = DEFAULT_SLICE
+        self,
+        *,
+        trace: bool = False,
+        clock: Clock | None = None,
+        slice: float = DEFAULT_SLICE,
+        watchdog: float = DEFAULT_WATCHDOG,
     ):
         if not slice > 0:
             raise ValueError("slice must be a positive number of seconds")
+        if not watchdog >= 0:
+            raise ValueError("watchdog must be 0 (off) or a positive number of seconds")
+        self._watchdog = Watchdog(self, watchdog) if watchdog else None
+        #: The job whose steps are running now (the watchdog reads it), or None.
+        self.stepping: Job | None = None
         self.trace = trace
         #: Seconds of chunked work per tick, shared by the runnable jobs.
         self.slice = slice
@@ -428,13 +446,14 @@ class Kernel:
         for _ in range(len(runnable)):
             job = runnable[0]
             session = self.current = cast(Session, job.session)
+            self.stepping = job
             try:
                 more = job.run(deadline)
             except Exception as exc:  # raised by on_done / on_error: the session's error
                 self.handler_failed(session, "work", exc)
                 more = False
             finally:
-                self.current = None
+                self.current = self.stepping = None
             if more:
                 runnable.rotate(-1)
                 break
@@ -617,13 +636,24 @@ class Kernel:
             self.wake()
         if self._timers and self._timer_handle is None:
             self._arm()  # timers set before the loop ran
+        if self._watchdog is not None:
+            self._watchdog.start(self._loop)
         try:
             if self._sessions:
                 await self._finished
         finally:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            if self._watchdog is not None:
+                self._watchdog.stop()
+            self.end_processes()
+
+    def end_processes(self) -> None:
+        """Kill what this kernel started that is still running: child processes
+        (SIGKILL to their process groups) and the process pool's workers. Called
+        when :meth:`serve` ends, however it ends; calling it again does nothing."""
+        kill_children(self)
+        if self._pool is not None:
+            self._pool.close(kill=True)
+            self._pool = None
 
     def stop(self) -> None:
         """Stop serving at once; :meth:`serve` returns. Nothing is drained."""
@@ -664,14 +694,14 @@ class Kernel:
         Args:
             loop: ``"asyncio"`` (the standard loop) or ``"uvloop"`` (needs the
                 ``fast`` extra).
-            handle_signals: the first SIGINT/SIGTERM shuts down gracefully, a
-                second one stops at once.
+            handle_signals: the first SIGINT, SIGTERM or SIGHUP shuts down
+                gracefully, a second one stops at once, even while the loop is held.
             drain_timeout: how long that graceful shutdown may take.
         """
         run(self, loop=loop, handle_signals=handle_signals, drain_timeout=drain_timeout)
 
     def install_signal_handlers(self, drain_timeout: float = 5.0) -> None:
-        """First SIGINT/SIGTERM: graceful :meth:`shutdown`; the second: :meth:`stop`."""
+        """First SIGINT/SIGTERM/SIGHUP: graceful :meth:`shutdown`; the second: stop at once."""
         install_signal_handlers(self, drain_timeout)
 
     @property
@@ -692,6 +722,7 @@ class Kernel:
             jobs_runnable=sum(1 for job in self._runnable if not job.held and not job.finished),
             pool_calls=self._pool.statistics()[0] if self._pool else 0,
             pool_waiting=self._pool.statistics()[1] if self._pool else 0,
+            stalls=self._watchdog.stalls if self._watchdog else 0,
         )
 
     def sessions(self) -> list[Session]:

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import subprocess
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
@@ -37,13 +38,26 @@ from ..errors import LimitReached, RecordTooLong
 from ..filters.line import LineFilter
 from .host import Owner
 
-__all__ = ["DEFAULT_MAX_CHILDREN", "Child"]
+__all__ = ["DEFAULT_MAX_CHILDREN", "Child", "kill_children"]
 
 log = logging.getLogger("statemachine_server")
 
 #: The cap for sessions that are not part of a server (plain sessions).
 DEFAULT_MAX_CHILDREN = 64
 _GONE = ("closing", "closed", "stopped")  # the session takes no more output
+# Children started and not yet exited, for kill_children (weak: a Child is owned
+# by its session, which keeps it until its exit event is handled).
+_RUNNING: weakref.WeakSet[Child] = weakref.WeakSet()
+
+
+def kill_children(kernel: object) -> None:
+    """SIGKILL every running child of ``kernel``, with its process group (what it
+    started in turn): the kernel stops, and its children must not outlive it."""
+    for child in list(_RUNNING):
+        if child.kernel is kernel and child.pid is not None and child.status is None:
+            with contextlib.suppress(OSError):
+                os.killpg(child.pid, signal.SIGKILL)
+            _RUNNING.discard(child)
 
 
 class Waiter(Protocol):
@@ -136,6 +150,7 @@ class Child(asyncio.SubprocessProtocol):
             return
         self._transport = transport
         self.pid = transport.get_pid()
+        _RUNNING.add(self)
         if self._killed:  # the session ended while the program was starting
             self._killed = False
             self.kill()
@@ -200,6 +215,7 @@ class Child(asyncio.SubprocessProtocol):
     def _exited(self) -> None:
         assert self._transport is not None
         status = self._transport.get_returncode()
+        _RUNNING.discard(self)
         if self._killing is not None:
             self._killing.cancel()
         self._transport.close()

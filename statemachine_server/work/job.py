@@ -114,9 +114,9 @@ class Job:
     """One running generator, owned by one session. Made by ``session.work()``."""
 
     __slots__ = (
-        "_last_progress", "_send", "_stride", "_throw", "_timeout", "cancel_pending", "finished",
-        "gen", "held", "kernel", "on_done", "on_error", "on_progress", "progress_every",
-        "queued", "session", "steps",
+        "_last_progress", "_send", "_stride", "_throw", "_timeout", "cancel_pending", "deadline",
+        "finished", "gen", "held", "kernel", "on_done", "on_error", "on_progress", "progress_every",
+        "queued", "session", "steps", "time_limit",
     )  # fmt: skip
 
     def __init__(
@@ -149,6 +149,10 @@ class Job:
         self._throw: BaseException | None = None
         self._last_progress = float("-inf")
         self._timeout = 0
+        #: The ``timeout`` in seconds, and when it ends on the perf_counter clock:
+        #: the watchdog interrupts a step still running then (see core.running).
+        self.time_limit = 0.0
+        self.deadline = float("inf")
         self._stride = 1  # steps between clock reads; adapted in run()
         self.kernel.jobs += 1
 
@@ -258,6 +262,8 @@ class Job:
 
     def _fail(self, exc: BaseException) -> None:
         self._end()
+        if getattr(self.gen, "gi_frame", None) is not None:  # interrupted between steps
+            self.gen.close()
         self.session.work_failed(self, exc)
 
     def _end(self) -> None:
@@ -271,6 +277,8 @@ class Job:
             pending()
 
     def set_timeout(self, seconds: float) -> None:
+        self.time_limit = seconds
+        self.deadline = perf_counter() + seconds
         self._timeout = self.kernel.add_timer(
             self.kernel.time() + seconds, self.session, self._timed_out, (seconds,)
         )

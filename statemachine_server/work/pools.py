@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 from collections import deque
@@ -120,9 +121,20 @@ class Pools:
             return self._process
         raise ValueError(f"unknown pool {where!r}: expected 'thread' or 'process'")
 
-    def close(self) -> None:
-        """Shut both pools down without waiting; calls not started are cancelled."""
+    def close(self, kill: bool = False) -> None:
+        """Shut both pools down without waiting; calls not started are cancelled.
+
+        Args:
+            kill: also kill the process pool's workers (a call still running in
+                one is lost): the kernel is done, and nothing may outlive it. A
+                thread cannot be killed: the interpreter waits for it at exit.
+        """
+        workers = list((getattr(self._process, "_processes", None) or {}).values())
         for pool in (self._thread, self._process):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+        if kill:
+            for worker in workers:  # ProcessPoolExecutor has no public way to do this
+                with contextlib.suppress(Exception):
+                    worker.kill()
         self._thread = self._process = None
