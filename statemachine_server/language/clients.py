@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..core.kernel import Kernel
-from ..core.lifecycle import CLOSED
+from ..core.lifecycle import CLOSED, ERROR
 from ..errors import ProtocolError, SpecError
 from ..filters import Filter, InvalidRecord
 from ..net.client import CLIENT_LIMITS, Backoff, TCPClient
@@ -206,9 +206,20 @@ class Outbound:
 
         def on_disconnected(up: Any) -> None:
             handler = handlers.get("disconnected")
+            lost = getattr(up, "lost", None)  # reset, not a clean end
+            if lost is not None:
+                log.warning("%s: client %r: connection lost: %s",
+                            _who(owner if own else up), name, _reason(lost))  # fmt: skip
             if own:
                 self._release(owner, queue_key)  # its replies are all in
                 if not _alive(owner):
+                    return
+                if lost is not None and handler is None:
+                    # Not a clean end: what it was sending may be cut short. The
+                    # session's error (its `error` handler may tell the client),
+                    # after the input already in; then it closes.
+                    reason = f"client {name!r}: the connection was lost"
+                    self.kernel.enqueue(owner, ERROR, (ProtocolError(reason), "disconnected"))
                     return
             if handler is not None:
                 handler(me(up))  # a shared client's: its closed connection (log, broadcast)
@@ -228,6 +239,11 @@ class Outbound:
         def on_connect_error(client: TCPClient, exc: BaseException) -> None:
             reason = _reason(exc)
             handler = handlers.get("connect_error")
+            # Said here, to the operator, with the address: the handler decides what
+            # (if anything) the session's client hears of it.
+            where = client.path or f"{client.host}:{client.port}"
+            log.warning("%s: client %r cannot connect to %s: %s",
+                        _who(owner if own else None), name, where, reason)  # fmt: skip
             # A shared client has no connection then: its handler (log, broadcast,
             # set only) runs with the server's context.
             target = owner if own else context
@@ -237,8 +253,6 @@ class Outbound:
                 if _alive(target):
                     handler(target, reason)
             elif own and _alive(owner):
-                log.warning("session %d: client %r cannot connect: %s; closing",
-                            owner.id, name, reason)  # fmt: skip
                 owner.close()
 
         host = str(program.host(context, None, {}))
@@ -294,6 +308,10 @@ def _backoff(settings: BackoffSettings) -> Backoff:
         jitter=settings.jitter,
         attempts=settings.attempts,
     )
+
+
+def _who(session: Any) -> str:
+    return "server" if session is None else f"session {session.id}"
 
 
 def _alive(session: Any) -> bool:

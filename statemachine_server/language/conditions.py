@@ -19,6 +19,8 @@ from .generated import Sources
 from .inline import Snippet
 from .messages import Messages
 from .model import Rule
+from .regexes import PatternError, compile_pattern
+from .regexes import cached as cached_pattern
 from .report import Report, SpecPath, at, dotted, inside
 from .runtime import Condition, always
 from .templates import TemplateCode, compile_guard, compile_template
@@ -178,7 +180,8 @@ class Conditions:
     def _match(
         self, value: str, fold: bool, where: SpecPath, has_input: bool
     ) -> tuple[Condition | None, frozenset[str] | None]:
-        flags = re.IGNORECASE if fold else 0
+        # On RE2 (linear time) or, where only Python's re can run it, on re after a
+        # check for shapes that backtrack catastrophically: see .regexes.
         try:
             parts = regex_fields(value)
         except ExprError as exc:
@@ -186,25 +189,20 @@ class Conditions:
             return None, None
         if len(parts) == 1 and parts[0][1] is None:
             try:
-                rx = re.compile(value, flags)
-            except re.error as exc:
-                pos = f" at position {exc.pos}" if exc.pos is not None else ""
-                self.report(f"bad regular expression: {exc.msg}{pos}", where)
+                compiled = compile_pattern(value, fold)
+            except PatternError as exc:
+                self._bad_pattern(exc, where)
                 return None, None
-            search = rx.search
+            search = compiled.search
 
             def test_match(s: Any, data: Any) -> dict[str, Any] | None:
-                m = search(data)
-                return None if m is None else m.groupdict("")
+                return search(data)
 
             p = self.acts.inline.prefix()
-            self.acts.inline.tests[test_match] = Snippet(
-                [f"m = {p}s(i)", "if m is not None:", "    m = m.groupdict('')"],
-                {f"{p}s": search},
-            )
-            return test_match, frozenset(rx.groupindex)
+            self.acts.inline.tests[test_match] = Snippet([f"m = {p}s(i)"], {f"{p}s": search})
+            return test_match, compiled.groups
         # Fields: each value is matched literally (escaped), the pattern compiled
-        # per record (re's cache keeps the recent ones).
+        # per record (the recent ones are kept).
         names = self._names(has_input, None)
         renders: list[Any] = []
         for literal, field, offset in parts:  # offset: of the field's text
@@ -220,17 +218,20 @@ class Conditions:
             renders.append(fn)
         probe = "".join(p if isinstance(p, str) else "x" for p in renders)
         try:
-            groups = frozenset(re.compile(probe, flags).groupindex)
-        except re.error as exc:
-            self.report(f"bad regular expression: {exc.msg}", where)
+            groups = compile_pattern(probe, fold).groups
+        except PatternError as exc:
+            self._bad_pattern(exc, where, offsets=False)
             return None, None
 
         def test_fields(s: Any, data: Any) -> dict[str, Any] | None:
             pattern = "".join(p if isinstance(p, str) else re.escape(p(s, data)) for p in renders)
-            m = re.search(pattern, data, flags)
-            return None if m is None else m.groupdict("")
+            return cached_pattern(pattern, fold).search(data)
 
         return test_fields, groups
+
+    def _bad_pattern(self, exc: PatternError, where: SpecPath, offsets: bool = True) -> None:
+        pos = f" at position {exc.offset}" if exc.offset is not None and offsets else ""
+        self.report(f"{exc.message}{pos}", where)
 
     def _message_condition(
         self, rule: Rule, kind: str, path: SpecPath, event: str

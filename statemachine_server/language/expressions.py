@@ -443,10 +443,13 @@ class _Compiler:
                 "so that it is checked when the spec loads",
                 pattern,
             )
+        # Linear time on RE2, or checked for catastrophic backtracking: see .regexes.
+        from .regexes import PatternError, compile_pattern
+
         try:
-            rx = re.compile(pattern.value)
-        except re.error as exc:
-            raise self.fail(f"matches(): bad regular expression: {exc.msg}", pattern) from None
+            search = compile_pattern(pattern.value).search
+        except PatternError as exc:
+            raise self.fail(f"matches(): {exc.message}", pattern) from None
         typed = self.expr(subject)
         if typed.type not in ("any", "text"):
             raise self.fail(f"matches() takes text, not {typed.type}", subject)
@@ -454,7 +457,7 @@ class _Compiler:
         def matches(value: Any) -> bool:
             if value.__class__ is not str:
                 raise TypeError(f"matches() takes text, not {type(value).__name__}")
-            return rx.search(value) is not None
+            return search(value) is not None
 
         return Typed(f"{self.bind(matches)}({typed.source})", "bool")
 

@@ -40,7 +40,7 @@ from ..limits import Limits
 from .connection import Connection
 from .tls import AfterHandshake
 
-__all__ = ["Backoff", "TCPClient"]
+__all__ = ["Backoff", "ClientConnection", "TCPClient"]
 
 log = logging.getLogger("statemachine_server")
 
@@ -82,6 +82,23 @@ class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 DEFAULT_BACKOFF = Backoff()
+
+
+class ClientConnection(Connection):
+    """A client's connection, which remembers how it ended.
+
+    Attributes:
+        lost: the error that ended it (a reset by the server...), None after a
+            clean end or while it lasts.
+    """
+
+    __slots__ = ("lost",)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A server may reset the connection mid-record: what it sent of that record
+        # is gone, and whoever relays it must hear that it did not simply end.
+        self.lost = exc
+        super().connection_lost(exc)
 
 
 class TCPClient(Session):
@@ -272,12 +289,14 @@ class TCPClient(Session):
         except Exception as exc:  # refused, unreachable, timed out, bad name, TLS...
             # Whatever ended the attempt, the client must hear of it and retry:
             # an exception left in this task would only reach asyncio's log.
+            if isinstance(exc, TimeoutError) and not str(exc):  # asyncio.timeout's
+                exc = TimeoutError(f"no connection within {self.connect_timeout:g} s")
             self.kernel.enqueue(self, _CONNECT_ERROR, (exc,))
         finally:
             self._task = None
 
     def _new_connection(self) -> Connection:
-        return Connection(self)
+        return ClientConnection(self)
 
     def _retry_now(self, _: Session) -> None:
         self._connect()
