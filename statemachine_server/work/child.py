@@ -13,7 +13,9 @@ Promises:
 * no leaked descriptors: the child gets only stdin, stdout and stderr
   (``close_fds``), and our ends of the pipes close when it exits;
 * no orphans: when the session's connection closes (or :meth:`Child.kill` is
-  called) the child gets SIGTERM, then SIGKILL after ``kill_grace`` seconds;
+  called) the child gets SIGTERM, then SIGKILL after ``kill_grace`` seconds; when
+  the kernel stops serving, however it stops, a child still running gets SIGKILL
+  with its process group (:func:`kill_children`);
 * bounded: a line longer than ``max_line`` bytes kills the child (its output is
   not what was expected), and each server runs at most ``Limits.max_children``
   children at once (starting one more raises :class:`~.errors.LimitReached`);
