@@ -17,6 +17,7 @@ from statemachine_server.language.regexes import (
     PatternError,
     backtracking_risk,
     compile_pattern,
+    literal_prefix,
 )
 
 HOSTILE = "a" * 25 + "!"  # ^(a+)+$ on re: about 2.5 s, doubling per further "a"
@@ -96,3 +97,21 @@ def test_check_refuses_a_catastrophic_pattern_that_would_run_on_re() -> None:
 
 def test_a_catastrophic_pattern_re2_runs_is_accepted() -> None:
     load_spec_text("handlers:\n  input:\n    - match: '^(a+)+$'\n      do: []\n", "s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("^(?P<cmd>gets?) (?P<key>[!-~]{1,250})$", "get"),
+        ("^delete (?P<key>[!-~]{1,250})", "delete "),
+        ("^(?P<cmd>set|add) x", ""),  # alternatives: unsure
+        ("^(ab)?c", ""),  # an optional group
+        ("^ab?c", "a"),
+        ("^a+b", "a"),
+        ("(?i)^QUIT$", ""),  # flags: unsure
+        ("QUIT", ""),  # not anchored
+        ("^\\d+", ""),
+    ],
+)
+def test_an_anchored_pattern_s_literal_prefix_is_tested_first(pattern: str, prefix: str) -> None:
+    assert literal_prefix(pattern) == prefix
