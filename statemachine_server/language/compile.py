@@ -203,7 +203,11 @@ class _Compiler(Conditions):
         for name, state in self.states.items():
             path = ("states", name)
             rt.enter[name] = acts.actions(state.enter, (*path, "enter"), name, "enter")
-            rt.exit[name] = acts.actions(state.exit, (*path, "exit"), name, "exit")
+            exits = acts.actions(state.exit, (*path, "exit"), name, "exit")
+            if exits:
+                # Only states that have some (the runtime reads .get()): each
+                # goto asks whether any state does, which stays one look.
+                rt.exit[name] = exits
             if state.timeout is not None:
                 label = f"after {state.timeout.after:g} s"
                 ops = acts.actions(state.timeout.do, (*path, "timeout", "do"), name, label)
@@ -378,44 +382,39 @@ class _Compiler(Conditions):
     # -- the state graph ------------------------------------------------------------------
 
     def _check_graph(self, initial: str | None) -> None:
+        # Each check is linear in states and gotos: a spec of 10,000 states
+        # (under the size limit) must check in well under a second.
         acts = self.acts
         # goto chains through enter actions must end: a -> b -> a would never return.
+        looping = _on_cycles(acts.enter_gotos)
         for start in acts.enter_gotos:
-            seen, todo = set(), [start]
-            while todo:
-                state = todo.pop()
-                for nxt in acts.enter_gotos.get(state, ()):
-                    if nxt == start:
-                        self.report(
-                            f"state {start!r}: goto in enter actions leads back to it "
-                            "(an endless loop)",
-                            ("states", start, "enter"),
-                        )
-                        todo = []
-                        break
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        todo.append(nxt)
-        anywhere = {dest for src, dest, _ in acts.edges if src is None}
+            if start in looping:
+                self.report(
+                    f"state {start!r}: goto in enter actions leads back to it (an endless loop)",
+                    ("states", start, "enter"),
+                )
+        # Scope -> the states its gotos lead to; None: the top-level handlers.
+        dests: dict[Scope, set[str]] = {}
+        for src, dest, _ in acts.edges:
+            dests.setdefault(src, set()).add(dest)
+        anywhere = dests.get(None, set())
         if initial is None:
             return
-        reached: set[str] = {initial}
-        todo = [initial]
+        reached = {initial, *anywhere}
+        todo = list(reached)
         while todo:
-            state = todo.pop()
-            for src, dest, _ in acts.edges:
-                if src == state and dest not in reached:
+            for dest in dests.get(todo.pop(), ()):
+                if dest not in reached:
                     reached.add(dest)
                     todo.append(dest)
-            for dest in anywhere - reached:
-                reached.add(dest)
-                todo.append(dest)
         for name in self.states:
             where = ("states", name, KEY)
             if name not in reached and not acts.python_moves:
                 self.report(f"state {name!r} is unreachable: no goto leads to it from "
                             f"the initial state {initial!r}", where)  # fmt: skip
-            leaves = any(src in (name, None) and dest != name for src, dest, _ in acts.edges)
+            leaves = any(dest != name for dest in anywhere) or any(
+                dest != name for dest in dests.get(name, ())
+            )
             if not leaves and name not in acts.ways_out and None not in acts.ways_out:
                 self.report(
                     f"state {name!r} has no way out: no goto to another state, close or call "
@@ -447,15 +446,26 @@ class _Compiler(Conditions):
     ) -> None:
         rt = self.rt
         events = set(BUILTIN_EVENTS) | self.handled
+        # Event -> the states with rules for it, in the states' order.
+        own: dict[str, dict[str | None, Rules]] = {}
+        for name in self.states:
+            for event, state_rules in rules[name].items():
+                if state_rules:
+                    own.setdefault(event, {})[name] = state_rules
         for event in sorted(events):
             if event not in self.handled and event not in ("connected", "disconnected"):
                 continue  # nothing to do (error: the connection's own logging)
             top = rules[None].get(event, [])
-            table: dict[str | None, Rules] = (
-                {name: rules[name].get(event, []) + top for name in self.states}
-                if self.has_states
-                else {None: top}
-            )
+            table: dict[str | None, Rules]
+            if not self.has_states:
+                table = {None: top}
+            elif top:
+                table = {name: rules[name].get(event, []) + top for name in self.states}
+            else:
+                # Only the states with rules for it: in any other state the
+                # handler does nothing, and a branch per state and event would
+                # make the source states x events long.
+                table = own.get(event, {})
             # One function: the state's rules, tests and actions inlined (inline.py).
             handler = self.acts.inline.handler(
                 event,
@@ -498,6 +508,55 @@ class _Compiler(Conditions):
                 heap[name] = keep(value, bounds[name])  # a copy each: sessions share nothing
 
         return fill
+
+
+def _on_cycles(graph: dict[str, set[str]]) -> set[str]:
+    """The nodes of ``graph`` that lie on a cycle: those in a strongly connected
+    component of more than one node, or with an edge to themselves.
+
+    Tarjan's algorithm, with a stack of iterators instead of recursion: a chain
+    of 10,000 states is not 10,000 Python frames. Linear in nodes and edges,
+    where a search from each node was quadratic in a long chain.
+    """
+    order: dict[str, int] = {}  # node -> when first seen
+    low: dict[str, int] = {}  # the earliest node on the stack it reaches
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cyclic: set[str] = set()
+    for root in graph:
+        if root in order:
+            continue
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        on_stack.add(root)
+        path = [(root, iter(graph.get(root, ())))]
+        while path:
+            node, successors = path[-1]
+            for nxt in successors:
+                if nxt not in order:
+                    order[nxt] = low[nxt] = len(order)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    path.append((nxt, iter(graph.get(nxt, ()))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], order[nxt])
+            else:
+                path.pop()
+                if path:
+                    parent = path[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == order[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1 or node in graph.get(node, ()):
+                        cyclic.update(component)
+    return cyclic
 
 
 def _walk(items: list[Any], path: SpecPath) -> Iterator[tuple[SpecPath, Any]]:

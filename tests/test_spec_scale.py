@@ -1,0 +1,174 @@
+"""A spec's size costs linear time to check, and absurd nesting is one clear error."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from statemachine_server.errors import SpecError
+from statemachine_server.language import loader
+from statemachine_server.language.compile import _on_cycles
+from statemachine_server.language.loader import MAX_DEPTH, load_spec_text
+
+
+def chain_spec(n: int) -> str:
+    """A chain of ``n`` states whose enter actions goto the next (each one's loop
+    check used to follow it to the end), then a ring of ``n`` states, each going
+    to the next by a timeout's goto and by the goto of an event only it handles."""
+    events = ", ".join(f"e{i}" for i in range(n))
+    lines = ["version: 1", "server:", "  name: big", "  port: 12345", f"events: [{events}]"]
+    lines += ["initial: t0", "states:"]
+    for i in range(n):
+        lines.append(f"  t{i}: {{enter: [goto: {f't{i + 1}' if i + 1 < n else 's0'}]}}")
+    for i in range(n):
+        lines += [
+            f"  s{i}:",
+            f"    timeout: {{after: 5, do: [goto: s{(i + 1) % n}]}}",
+            f"    handlers: {{e{i}: [goto: s{(i + 1) % n}]}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def best_time(text: str, runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        load_spec_text(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_checking_a_spec_costs_time_linear_in_its_states() -> None:
+    small, large = chain_spec(500), chain_spec(4_000)
+    best_time(small, 1)  # caches warm
+    # 8 times the states: about 8 times the time if linear, 64 if quadratic
+    # (before, a chain of enter gotos and the reachability search were). The
+    # best of a few runs: a busy machine only ever adds time.
+    ratio = best_time(large, 2) / best_time(small, 3)
+    assert ratio < 20, f"8x the states took {ratio:.1f}x the time"
+
+
+def test_a_large_chain_spec_still_reports_what_is_wrong() -> None:
+    text = chain_spec(3_000).replace("enter: [goto: s0]", "enter: [goto: t0]")
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "big.yaml")
+    errors = info.value.errors
+    # Every state on the enter loop is reported (the first 50 are shown).
+    assert len(errors) == loader.MAX_ERRORS + 1
+    assert "state 't0': goto in enter actions leads back to it" in str(errors[0])
+    # The ring of s states is now unreachable: 3,000 more.
+    assert str(errors[-1]).endswith("... and 5950 more errors")
+
+
+def _cyclic_by_search(graph: dict[str, set[str]]) -> set[str]:
+    """The checks' old way: from each node, search whether it leads back to itself."""
+    found = set()
+    for start in graph:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt == start:
+                    found.add(start)
+                    todo = []
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+    return found
+
+
+def test_the_loop_check_finds_what_a_search_from_each_state_finds() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        names = [f"s{i}" for i in range(rng.randint(1, 12))]
+        graph = {
+            name: {rng.choice(names) for _ in range(rng.randint(0, 3))}
+            for name in rng.sample(names, rng.randint(0, len(names)))
+        }
+        assert _on_cycles(graph) & set(graph) == _cyclic_by_search(graph), graph
+
+
+# -- nesting ------------------------------------------------------------------------------
+
+#: A tab in a comment: PyYAML alone reads the spec (libyaml reads tabs otherwise).
+READERS = pytest.mark.parametrize("prefix", ["", "#\t\n"], ids=["libyaml", "pyyaml"])
+
+
+@READERS
+def test_absurd_flow_nesting_is_one_error_with_its_position(prefix: str) -> None:
+    line = 1 + prefix.count("\n")
+    with pytest.raises(SpecError) as info:
+        load_spec_text(prefix + "a: " + "[" * 10_000, "deep.yaml")
+    # `a: ` then the top mapping and 100 lists: the 100th `[` is one too many.
+    assert str(info.value) == (
+        f"deep.yaml:{line}:{3 + MAX_DEPTH}: YAML nested deeper than {MAX_DEPTH} levels"
+    )
+
+
+@READERS
+def test_absurd_block_nesting_is_one_error_with_its_position(prefix: str) -> None:
+    text = prefix + "".join("  " * i + "k:\n" for i in range(MAX_DEPTH + 50)) + "  " * 200 + "v\n"
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "deep.yaml")
+    line = prefix.count("\n") + MAX_DEPTH
+    assert str(info.value) == (
+        f"deep.yaml:{line + 1}:{2 * MAX_DEPTH + 1}: YAML nested deeper than {MAX_DEPTH} levels"
+    )
+
+
+@READERS
+def test_nesting_up_to_the_limit_is_read(prefix: str) -> None:
+    depth = MAX_DEPTH - 1  # and the top mapping
+    with pytest.raises(SpecError) as info:
+        load_spec_text(prefix + "x: " + "[" * depth + "]" * depth + "\n", "ok.yaml")
+    assert "unknown key 'x'" in str(info.value)
+
+
+# -- libyaml reads what PyYAML reads -----------------------------------------------------
+
+
+def _same(a: yaml.Node | None, b: yaml.Node | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if type(a) is not type(b) or a.tag != b.tag:
+        return False
+    if (a.start_mark.line, a.start_mark.column) != (b.start_mark.line, b.start_mark.column):
+        return False
+    if isinstance(a, yaml.ScalarNode):
+        return bool(a.value == b.value and (a.style or "") == (b.style or ""))
+    if len(a.value) != len(b.value):
+        return False
+    if isinstance(a, yaml.SequenceNode):
+        return all(_same(x, y) for x, y in zip(a.value, b.value, strict=True))
+    return all(
+        _same(k, k2) and _same(v, v2) for (k, v), (k2, v2) in zip(a.value, b.value, strict=True)
+    )
+
+
+@pytest.mark.skipif(loader._Fast is None, reason="PyYAML without libyaml")
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_both_readers_give_the_same_nodes_and_positions(path: Path) -> None:
+    text = path.read_text()
+    fast = loader._compose_with(loader._Fast, text)
+    reference = loader._compose_with(loader._Loader, text)
+    assert _same(fast, reference)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a:\tb\n", "s.yaml:1:3: invalid YAML: found character '\\t' that cannot start any token"),
+        ("a: |#\n  x\n", "s.yaml:1:5: invalid YAML: expected chomping or indentation indicators"),
+        ("a: [b\n", "s.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ],
+)
+def test_yaml_errors_are_pyyaml_s_own(text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "s.yaml")
+    assert str(info.value).startswith(expected)
