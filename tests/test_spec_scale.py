@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -172,3 +174,22 @@ def test_yaml_errors_are_pyyaml_s_own(text: str, expected: str) -> None:
     with pytest.raises(SpecError) as info:
         load_spec_text(text, "s.yaml")
     assert str(info.value).startswith(expected)
+
+
+async def test_many_states_handling_one_event_dispatch_by_table(serve_spec: Any) -> None:
+    # Past a few states, a handler looks its state's rules up in a table (a chain
+    # of thousands of tests would not even compile).
+    n = 40
+    lines = ["initial: s0", "handlers:", "  input:", "    - equals: quit", "      do: [close]"]
+    lines.append("states:")
+    for k in range(n):
+        lines += [f"  s{k}:", "    handlers:", "      input:", "        - prefix: m",
+                  f"          do: [reply: 's{k} {{input}}', goto: s{(k + 1) % n}]"]  # fmt: skip
+    server = await serve_spec("\n".join(lines) + "\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"".join(b"m%d\n" % k for k in range(n + 2)) + b"quit\n")
+    async with asyncio.timeout(20):
+        got = await reader.read(-1)
+    writer.close()
+    expected = [f"s{k % n} m{k}" for k in range(n + 2)]
+    assert got.decode().splitlines() == expected

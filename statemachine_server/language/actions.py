@@ -169,6 +169,7 @@ class ActionCompiler(OutsideActions):
         self.python_moves = any(isinstance(a, Call | Work) for _, a in _actions_of(spec))
         #: Some action switches the filter (then lines are cut one at a time).
         self.switches = False
+        self.hints = 0  # "did you mean" hints given (see hint())
         #: Some action raises an event (then handlers drain them: Runtime.handled).
         self.raises = False
         #: Snippets of the ops, for handlers generated as one function each.
@@ -185,7 +186,12 @@ class ActionCompiler(OutsideActions):
         self.extra: dict[str, Any] = rt.functions()
 
     def hint(self, name: str, choices: Any = None) -> str:
-        """`` (did you mean ...?)``, among the states by default."""
+        """`` (did you mean ...?)``, among the states by default: for the first
+        errors only (only the first 50 are shown, and each hint compares with
+        every name: a spec full of errors would cost time quadratic in its size)."""
+        self.hints += 1
+        if self.hints > 100:
+            return ""
         return hint(name, self.states if choices is None else choices)
 
     def actions(

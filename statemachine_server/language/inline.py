@@ -24,7 +24,7 @@ from typing import Any
 from .generated import Sources
 from .runtime import INPUT_EVENTS, Op, Rules, Runtime, always
 
-__all__ = ["Inliner", "Snippet"]
+__all__ = ["Inliner", "Snippet", "by_state_table"]
 
 
 class Snippet:
@@ -117,6 +117,17 @@ class Inliner:
         handled after it (:meth:`~.runtime.Runtime.handled`, inlined)."""
         if not any(by_state.values()):
             return None
+        if len(by_state) > _CHAIN:
+            # Many states: one function per state, found by a table lookup (a
+            # chain of thousands of tests would be slow, and past about 3,000
+            # branches Python cannot compile it).
+            table = {
+                state: self.handler(event, {None: rules}, named, f"{where} in {state}")
+                for state, rules in by_state.items()
+                if rules
+            }
+            dispatch = by_state_table(table)
+            return self.rt.handled(dispatch) if raises else dispatch
         values: dict[str, Any] = {}
         if event in INPUT_EVENTS:
             head = ["def _f(s, i):"]
@@ -173,6 +184,22 @@ class Inliner:
                 lines.append(f"m = {name}(s, i)")
             lines += ["if m is not None:", *_lines([*body, "return"], 1)]
         return lines
+
+
+#: Up to this many states, a handler tests the state in a chain of ``if``s.
+_CHAIN = 16
+
+
+def by_state_table(table: dict[str | None, Callable[..., Any] | None]) -> Callable[..., Any]:
+    """One handler for many states: a dict lookup by the protocol state (a state
+    without rules for the event does nothing)."""
+    get = table.get
+
+    def handle_by_state(session: Any, *args: Any) -> Any:
+        handler = get(session.protocol_state)
+        return None if handler is None else handler(session, *args)
+
+    return handle_by_state
 
 
 def _put(records: list[str]) -> list[str]:
