@@ -13,6 +13,7 @@ from conftest import TIMEOUT, connect
 
 from statemachine_server import SpecError
 from statemachine_server.language import load_spec_text
+from statemachine_server.language.linear import linear_on_re
 from statemachine_server.language.regexes import (
     PatternError,
     backtracking_risk,
@@ -50,7 +51,8 @@ async def test_a_nested_quantifier_rule_answers_a_hostile_line_at_once(serve_spe
 
 def test_rules_keep_re_syntax_groups_flags_and_undecodable_bytes() -> None:
     smtp = compile_pattern(r"(?i)^MAIL FROM:\s*<(?P<addr>[^>]*)>")
-    assert smtp.engine == "re2"
+    assert smtp.engine == "python"  # proven linear on re (linear.py)
+    assert compile_pattern(r"(?i)^NOOP\b").engine == "re2"  # \b: not covered by the proof
     assert smtp.search("mail from: <a@b>") == {"addr": "a@b"}
     plain = compile_pattern(r"^(?P<authzid>[^\x00]*)\x00(?P<user>[^\x00]+)\x00(?P<pw>[^\x00]*)\Z")
     assert plain.search("\x00bob\x00pw") == {"authzid": "", "user": "bob", "pw": "pw"}
@@ -115,3 +117,36 @@ def test_a_catastrophic_pattern_re2_runs_is_accepted() -> None:
 )
 def test_an_anchored_pattern_s_literal_prefix_is_tested_first(pattern: str, prefix: str) -> None:
     assert literal_prefix(pattern) == prefix
+
+
+LINEAR = {
+    r"^(?P<cmd>gets?) (?P<key>[!-~]{1,250})$": True,
+    r"^(?P<cmd>gets?) (?P<keys>[!-~]{1,250}(?: [!-~]{1,250})*)$": True,
+    r"(?i)^MAIL FROM:\s*<(?P<addr>[^>]*)>": True,
+    r"(?i)^(HELO|EHLO)\s+(?P<host>\S+)": True,
+    r"^[^\r\n]*$": True,
+    r"^(a+)+$": False,  # nested repetition
+    r"^\s*\s*$": False,  # two repetitions that can share the text
+    r"^a*a*b": False,
+    r"^(a|a)*$": False,  # repeated alternatives that start alike
+    r"^(?:ab|ac)*$": False,
+    r"^(a?)*$": False,  # an iteration that may match nothing
+    r"abc": False,  # unanchored: a search restarts at every position
+    r"^a|b": False,  # the second alternative is not anchored
+    r"^x.*y": False,
+}
+
+
+@pytest.mark.parametrize(("pattern", "linear"), LINEAR.items())
+def test_patterns_proven_linear_run_on_re_the_others_on_re2(pattern: str, linear: bool) -> None:
+    assert linear_on_re(pattern) is linear
+
+
+@pytest.mark.parametrize("pattern", [p for p, linear in LINEAR.items() if linear])
+def test_a_pattern_proven_linear_is_fast_on_hostile_lines(pattern: str) -> None:
+    rule = compile_pattern(pattern)
+    assert rule.engine == "python"
+    for line in ("a" * 65536, "get " + "a" * 65535, "MAIL FROM:" + " " * 65000 + "!", "\t" * 65536):
+        started = time.perf_counter()
+        rule.search(line)
+        assert time.perf_counter() - started < 0.05, (pattern, line[:20])
