@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from statemachine_server.errors import SpecError
-from statemachine_server.language import loader
+from statemachine_server.language import loader, yamlread
 from statemachine_server.language.compile import _on_cycles
-from statemachine_server.language.loader import MAX_DEPTH, load_spec_text
+from statemachine_server.language.loader import load_spec_text
+from statemachine_server.language.yamlread import MAX_DEPTH
 
 
 def chain_spec(n: int) -> str:
@@ -151,14 +152,14 @@ def _same(a: yaml.Node | None, b: yaml.Node | None) -> bool:
     )
 
 
-@pytest.mark.skipif(loader._Fast is None, reason="PyYAML without libyaml")
+@pytest.mark.skipif(yamlread.Fast is None, reason="PyYAML without libyaml")
 @pytest.mark.parametrize(
     "path", sorted((Path(__file__).parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_both_readers_give_the_same_nodes_and_positions(path: Path) -> None:
     text = path.read_text()
-    fast = loader._compose_with(loader._Fast, text)
-    reference = loader._compose_with(loader._Loader, text)
+    fast = yamlread.compose_with(yamlread.Fast, text)
+    reference = yamlread.compose_with(yamlread.Reference, text)
     assert _same(fast, reference)
 
 
