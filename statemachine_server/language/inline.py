@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .generated import Sources
-from .runtime import INPUT_EVENTS, Op, Rules, Runtime, always
+from .runtime import INPUT_EVENTS, WRITE, Op, Rules, Runtime, always
 
 __all__ = ["Inliner", "Snippet", "by_state_table"]
 
@@ -69,12 +69,23 @@ class Inliner:
 
     def op(self, snippet: Snippet, where: str) -> Op:
         """``snippet`` as an op of its own (where it is not inlined: enter actions,
-        continuations, outbound clients' handlers)."""
-        source = "def _f(s, i, m):\n" + _indent(snippet.lines or ["pass"], 1)
-        function: Op = self.sources.function(source, snippet.values, where)
-        self.rt.generated.append(function.__globals__)  # type: ignore[attr-defined]
-        self.ops[function] = snippet
-        return function
+        continuations, outbound clients' handlers), compiled when first called:
+        most snippets are only ever inlined, and a spec of 10,000 states would
+        otherwise compile 20,000 functions nothing calls."""
+        rt, sources = self.rt, self.sources
+
+        def make() -> Op:
+            source = "def _f(s, i, m):\n" + _indent(snippet.lines or ["pass"], 1)
+            function: Op = sources.function(source, snippet.values, where)
+            namespace = function.__globals__  # type: ignore[attr-defined]
+            rt.generated.append(namespace)
+            if WRITE in namespace:
+                namespace[WRITE] = rt.write  # bound by now (Runtime.bind)
+            return function
+
+        op = _Lazy(make)
+        self.ops[op] = snippet
+        return op
 
     def body(self, ops: list[Op], values: dict[str, Any]) -> list[str]:
         """The statements that run ``ops`` in order: snippets inlined, other ops called."""
@@ -117,17 +128,6 @@ class Inliner:
         handled after it (:meth:`~.runtime.Runtime.handled`, inlined)."""
         if not any(by_state.values()):
             return None
-        if len(by_state) > _CHAIN:
-            # Many states: one function per state, found by a table lookup (a
-            # chain of thousands of tests would be slow, and past about 3,000
-            # branches Python cannot compile it).
-            table = {
-                state: self.handler(event, {None: rules}, named, f"{where} in {state}")
-                for state, rules in by_state.items()
-                if rules
-            }
-            dispatch = by_state_table(table)
-            return self.rt.handled(dispatch) if raises else dispatch
         values: dict[str, Any] = {}
         if event in INPUT_EVENTS:
             head = ["def _f(s, i):"]
@@ -135,6 +135,25 @@ class Inliner:
             head = ["def _f(s, i='', *_):", "    if i is None:", "        i = ''"]
         else:
             head = ["def _f(s, *_):", "    i = None"]
+        if len(by_state) > _CHAIN:
+            # Many states: one function per state, found by a table lookup (a
+            # chain of thousands of tests would be slow, and past about 3,000
+            # branches Python cannot compile it), all compiled as one source.
+            lines: list[str] = []
+            entries: list[str] = []
+            for k, (state, rules) in enumerate(by_state.items()):
+                if not rules:
+                    continue
+                values[f"_st{k}"] = state
+                lines += [head[0].replace("_f(", f"_h{k}(", 1), *head[1:],
+                          *_lines(self._rules(rules, values), 1)]  # fmt: skip
+                entries.append(f"_st{k}: _h{k}, ")
+            lines.append("_table = {" + "".join(entries) + "}")
+            lines += ["def _f(s, *args):", "    h = _table.get(s.protocol_state)",
+                      "    if h is not None:", "        h(s, *args)"]  # fmt: skip
+            dispatch = self.sources.function("\n".join(lines) + "\n", values, where)
+            self.rt.generated.append(dispatch.__globals__)
+            return self.rt.handled(dispatch) if raises else dispatch
         body: list[str] = []
         if list(by_state) == [None]:
             body = self._rules(by_state[None], values)
@@ -200,6 +219,22 @@ def by_state_table(table: dict[str | None, Callable[..., Any] | None]) -> Callab
         return None if handler is None else handler(session, *args)
 
     return handle_by_state
+
+
+class _Lazy:
+    """An op compiled when first called (see :meth:`Inliner.op`)."""
+
+    __slots__ = ("_function", "_make")
+
+    def __init__(self, make: Callable[[], Op]):
+        self._make = make
+        self._function: Op | None = None
+
+    def __call__(self, s: Any, i: Any, m: dict[str, Any]) -> None:
+        function = self._function
+        if function is None:
+            function = self._function = self._make()
+        function(s, i, m)
 
 
 def _put(records: list[str]) -> list[str]:
