@@ -194,3 +194,24 @@ async def test_many_states_handling_one_event_dispatch_by_table(serve_spec: Any)
     writer.close()
     expected = [f"s{k % n} m{k}" for k in range(n + 2)]
     assert got.decode().splitlines() == expected
+
+
+async def test_many_states_log_through_the_server_s_writer(serve_spec: Any) -> None:
+    # Their handlers are compiled when first used, after the server is built: they
+    # still write their log lines where the server's go.
+    lines = ["initial: s0", "states:"]
+    for k in range(20):
+        step = f"log: 'in s{k}: {{input}}', reply: ok, goto: s{(k + 1) % 20}"
+        lines += [f"  s{k}:", "    handlers:", "      input:", f"        - do: [{step}]"]
+    written: list[str] = []
+
+    class Console:
+        lines = written
+
+    server = await serve_spec("\n".join(lines) + "\n", console=Console())
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"a\nb\n")
+    async with asyncio.timeout(20):
+        assert await reader.readexactly(6) == b"ok\nok\n"
+    writer.close()
+    assert written == ["in s0: a", "in s1: b"]

@@ -138,21 +138,14 @@ class Inliner:
         if len(by_state) > _CHAIN:
             # Many states: one function per state, found by a table lookup (a
             # chain of thousands of tests would be slow, and past about 3,000
-            # branches Python cannot compile it), all compiled as one source.
-            lines: list[str] = []
-            entries: list[str] = []
-            for k, (state, rules) in enumerate(by_state.items()):
-                if not rules:
-                    continue
-                values[f"_st{k}"] = state
-                lines += [head[0].replace("_f(", f"_h{k}(", 1), *head[1:],
-                          *_lines(self._rules(rules, values), 1)]  # fmt: skip
-                entries.append(f"_st{k}: _h{k}, ")
-            lines.append("_table = {" + "".join(entries) + "}")
-            lines += ["def _f(s, *args):", "    h = _table.get(s.protocol_state)",
-                      "    if h is not None:", "        h(s, *args)"]  # fmt: skip
-            dispatch = self.sources.function("\n".join(lines) + "\n", values, where)
-            self.rt.generated.append(dispatch.__globals__)
+            # branches Python cannot compile it); each compiled when a session
+            # first handles the event in that state (a spec of 10,000 states
+            # loads without compiling 10,000 functions).
+            table: dict[str | None, Callable[..., Any]] = {}
+            for state, rules in by_state.items():
+                if rules:
+                    table[state] = self._lazy_handler(head, rules, f"{where} in {state}")
+            dispatch = by_state_table(table)  # type: ignore[arg-type]
             return self.rt.handled(dispatch) if raises else dispatch
         body: list[str] = []
         if list(by_state) == [None]:
@@ -185,6 +178,26 @@ class Inliner:
         function = self.sources.function(source, values, where)
         self.rt.generated.append(function.__globals__)
         return function
+
+    def _lazy_handler(self, head: list[str], rules: Rules, where: str) -> Callable[..., Any]:
+        """One state's handler, its source made now (errors found at load), its
+        function compiled when first called."""
+        values: dict[str, Any] = {}
+        source = "\n".join([*head, *_lines(self._rules(rules, values), 1)]) + "\n"
+        sources, rt = self.sources, self.rt
+        compiled: list[Callable[..., Any]] = []
+
+        def handle(session: Any, *args: Any) -> Any:
+            if not compiled:
+                function = sources.function(source, values, where)
+                namespace = function.__globals__
+                rt.generated.append(namespace)
+                if WRITE in namespace:
+                    namespace[WRITE] = rt.write  # bound by now (Runtime.bind)
+                compiled.append(function)
+            return compiled[0](session, *args)
+
+        return handle
 
     def _rules(self, rules: Rules, values: dict[str, Any]) -> list[str]:
         lines: list[str] = []
