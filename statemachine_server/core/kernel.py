@@ -41,9 +41,10 @@ a spec's generated code) use only the kernel's public methods: :meth:`Kernel.enq
 :meth:`Kernel.wake`, :meth:`Kernel.schedule_work`, :meth:`Kernel.offload`,
 :meth:`Kernel.on_serve`, :meth:`Kernel.track_task`... (trio's ``lowlevel``).
 
-One file, past the package's 600-line mark: the queue, the timers and the run
-loop share the tick's state (``_scheduled``, the loop, the dirty list), and a
-class split across mixins would scatter the one loop a reader needs to see whole.
+The timers (the clock, ``delay``, ``alarm``, the one loop wake-up for the earliest)
+are a part of their own, :mod:`.kernel_timers`, a base class of the kernel; the
+queue and the run loop stay here together, as they share the tick's state
+(``_scheduled``, the loop, the dirty list).
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ from itertools import count
 from time import monotonic, perf_counter
 from typing import Any, cast
 
-import msgspec
-
 from ..work.child import kill_children
 from ..work.job import Job, Offload
 from ..work.pools import Pools
-from .running import DEFAULT_WATCHDOG, Watchdog, install_signal_handlers, run, running_loop_or_none
+from .kernel_timers import NEVER as _NEVER
+from .kernel_timers import KernelTimers
+from .running import DEFAULT_WATCHDOG, Watchdog, install_signal_handlers, run
 from .session import SHUTDOWN, STARTED, STOPPED, Handler, Session
-from .timers import Clock, Timer, TimerQueue
+from .statistics import KernelStatistics
+from .timers import Clock, TimerQueue
 
 __all__ = [
     "SHUTDOWN", "STARTED", "STOPPED", "Clock", "Handler", "Kernel", "KernelStatistics", "Session",
@@ -71,7 +73,6 @@ __all__ = [
 
 log = logging.getLogger("statemachine_server")
 
-_NEVER = float("inf")
 # The standard loop's time(): monotonic() behind one more call (see Kernel.read_clock).
 _BASE_TIME = asyncio.BaseEventLoop.time
 
@@ -85,27 +86,7 @@ _BUSY_SHARE = 0.25
 _TICKS_BUDGET = 0.00025
 
 
-class KernelStatistics(msgspec.Struct, frozen=True):
-    """A snapshot of the kernel's counters (see :meth:`Kernel.statistics`)."""
-
-    sessions: int
-    queue_depth: int
-    events_dispatched: int
-    timers_pending: int
-    ticks: int
-    handler_errors: int
-    #: Chunked-work jobs alive (running, sleeping, waiting for a pool or a child).
-    jobs: int = 0
-    #: ... of which ready to step at the next tick.
-    jobs_runnable: int = 0
-    #: Calls running in the thread and process pools, and calls waiting for a slot.
-    pool_calls: int = 0
-    pool_waiting: int = 0
-    #: Times a handler, call or work step held the loop past the watchdog's threshold.
-    stalls: int = 0
-
-
-class Kernel:
+class Kernel(KernelTimers):
     """The event queue, the timers and the session registry.
 
     Args:
@@ -470,126 +451,6 @@ class Kernel:
             self._pool = Pools(self)
         self._pool.submit(job, call)
 
-    # -- timers ---------------------------------------------------------------
-
-    def time(self) -> float:
-        """The kernel's clock, for :meth:`alarm`: the loop's monotonic clock, or the
-        virtual clock the kernel was made with."""
-        if self._clock is not None:
-            return self._clock.time()
-        loop = self._loop or running_loop_or_none()
-        # Before the loop runs: the same monotonic clock the standard loop reads.
-        return loop.time() if loop is not None else monotonic()
-
-    def delay(
-        self,
-        seconds: float,
-        event: str,
-        *args: Any,
-        session: Session | None = None,
-        every: float | None = None,
-    ) -> int:
-        """Post ``event`` to a session (the current one by default) after ``seconds``.
-
-        Args:
-            every: make it periodic: after the first firing, once every ``every``
-                seconds until cancelled (periods missed while busy are skipped).
-
-        Returns:
-            A timer id for :meth:`cancel`.
-        """
-        return self.alarm(self.time() + seconds, event, *args, session=session, every=every)
-
-    def alarm(
-        self,
-        when: float,
-        event: str,
-        *args: Any,
-        session: Session | None = None,
-        every: float | None = None,
-    ) -> int:
-        """Post ``event`` at the absolute time ``when`` on :meth:`time`'s clock."""
-        return self.add_timer(when, session or self._current(), event, args, every, None)
-
-    def add_timer(
-        self,
-        when: float,
-        target: Session,
-        event: str | Callable[..., Any],
-        args: tuple[Any, ...] = (),
-        every: float | None = None,
-        name: str | None = None,
-    ) -> int:
-        """Post ``event`` (a name, or a callable run as the session's event) to
-        ``target`` at ``when``: :meth:`alarm` without its checks. A session's
-        :meth:`~.session.Session.timer` passes its ``name``."""
-        timer = self._timers.add(when, target, event, args, every=every, name=name)
-        if target.timer_ids is None:
-            target.timer_ids = set()
-        target.timer_ids.add(timer.id)
-        target.refcount += 1  # a pending timer keeps its session alive (POE's rule)
-        if when < self._timer_due:
-            self._arm()
-        return timer.id
-
-    def cancel(self, timer_id: int) -> bool:
-        """Cancel a pending timer. Returns False if it already fired or is unknown."""
-        timer = self._timers.cancel(timer_id)
-        if timer is None:
-            return False
-        self._forget(timer)
-        return True
-
-    def timer_due(self, timer_id: int) -> float | None:
-        """When a pending timer fires, or None if it is not pending."""
-        timer = self._timers.get(timer_id)
-        return None if timer is None else timer.when
-
-    def next_timer_due(self) -> float | None:
-        """When the earliest pending timer fires, or None (for a virtual clock)."""
-        return self._timers.next_due()
-
-    def _forget(self, timer: Timer) -> None:
-        # A one-shot timer fired, or a timer was cancelled: its session's books.
-        session = timer.target
-        session.timer_ids.discard(timer.id)
-        if timer.name is not None and session.named_timers is not None:
-            session.named_timers.pop(timer.name, None)
-        self.release(session)
-
-    def _arm(self) -> None:
-        # One loop wake-up, for the earliest timer; re-armed when an earlier one
-        # is added or this one fires. A virtual clock fires timers itself.
-        due = self._timers.next_due()
-        if self._timer_handle is not None:
-            self._timer_handle.cancel()
-            self._timer_handle = None
-        self._timer_due = _NEVER if due is None else due
-        if due is not None and self._clock is None:
-            loop = self._loop or running_loop_or_none()
-            if loop is not None:  # else serve() arms it when the loop starts
-                self._loop = loop
-                self._timer_handle = loop.call_at(due, self._on_timers)
-
-    def _on_timers(self) -> None:
-        self._timer_handle = None
-        # A loop may wake a little early (uvloop's timers have millisecond grain):
-        # timers due within that grain fire now rather than spin the loop.
-        loop = self.running_loop()
-        self.fire_due(self.time() + getattr(loop, "_clock_resolution", 0.001))
-
-    def fire_due(self, now: float) -> None:
-        """Queue the events of every timer due at ``now`` (a virtual clock calls this)."""
-        timers = self._timers
-        while (timer := timers.pop_due(now)) is not None:
-            session = timer.target
-            # Timer events go through the queue like any other; post before any
-            # release so the session stays alive to receive it.
-            self.enqueue(session, timer.event, timer.args)  # type: ignore[arg-type]
-            if timer.every is None:
-                self._forget(timer)
-        self._arm()
-
     # -- running --------------------------------------------------------------
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
@@ -711,6 +572,7 @@ class Kernel:
 
     def statistics(self) -> KernelStatistics:
         """Counters for monitoring and tests."""
+        pool = self._pool.statistics() if self._pool else (0, 0)
         return KernelStatistics(
             sessions=len(self._sessions),
             queue_depth=len(self._queue),
@@ -720,8 +582,8 @@ class Kernel:
             handler_errors=self._errors,
             jobs=self.jobs,
             jobs_runnable=sum(1 for job in self._runnable if not job.held and not job.finished),
-            pool_calls=self._pool.statistics()[0] if self._pool else 0,
-            pool_waiting=self._pool.statistics()[1] if self._pool else 0,
+            pool_calls=pool[0],
+            pool_waiting=pool[1],
             stalls=self._watchdog.stalls if self._watchdog else 0,
         )
 
