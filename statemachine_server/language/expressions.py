@@ -47,8 +47,8 @@ from .functions import FUNCTIONS, SIGNATURES, multiply, remainder
 from .report import hint
 
 __all__ = [
-    "RESULT", "ExprError", "Location", "Names", "Typed", "compile_expression", "compile_location",
-    "regex_fields", "split_template",
+    "RESULT", "SIMPLE", "ExprError", "Location", "Names", "Typed", "compile_expression",
+    "compile_location", "regex_fields", "split_template",
 ]  # fmt: skip
 
 #: The key of ``result`` in the match dict: not an identifier, so no group clashes.
@@ -422,7 +422,7 @@ class _Compiler:
                 raise self.fail(f"{name}() takes {' or '.join(allowed)} here, not "
                                     f"{typed.type}", arg)  # fmt: skip
             args.append(typed.source)
-        fast = _INLINE.get(name) if len(args) == 1 and _SIMPLE.fullmatch(args[0]) else None
+        fast = _INLINE.get(name) if len(args) == 1 and SIMPLE.fullmatch(args[0]) else None
         if fast is not None and function is FUNCTIONS[name]:
             # The common case without a call (an argument cheap to read twice):
             # int("42") of ASCII digits, str() of text, len() of text, list, map.
@@ -462,9 +462,9 @@ class _Compiler:
         return Typed(f"{self.bind(matches)}({typed.source})", "bool")
 
 
-# An expression cheap and safe to evaluate more than once: a name, a heap or match
-# lookup, an index (see _Call's inlined functions).
-_SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
+#: Generated source cheap and safe to evaluate more than once: a name, a heap or
+#: match lookup, an index (_Call's inlined functions, templates' text fast path).
+SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
 # Functions inlined for simple arguments: the test under which the builtin gives
 # what the function would (otherwise the function is called, with its checks).
 _INLINE: dict[str, str] = {

@@ -1,11 +1,11 @@
 """What a compiled spec runs per message: its handlers' shapes and the state they share.
 
 The compiler (:mod:`.compile`) turns each action into an :data:`Op`,
-``op(session, input, match)``, each handler into a function that tries its rules
-in order (:func:`entry`), and protocol states into one dict per event,
-``{state: handler}``, looked up with ``session.protocol_state`` (:func:`by_state`).
-So the per-message path is a dict lookup and a few calls: no spec lookups, no
-template parsing, and never a ``transitions`` trigger (one costs ~15-20 us;
+``op(session, input, match)``, and each event's rules, in every protocol state,
+into one generated function (:mod:`.inline`; an outbound client's handlers into
+a function that tries its rules in order, :func:`entry`). So the per-message
+path is one call, tests of the state, and the actions inline: no spec lookups,
+no template parsing, and never a ``transitions`` trigger (one costs ~15-20 us;
 ``transitions`` only declares and draws the machine, see :mod:`.graph`).
 
 What ops share while a server runs is one :class:`Runtime`: groups, state timers,
@@ -42,7 +42,6 @@ __all__ = [
     "Rules",
     "Runtime",
     "always",
-    "by_state",
     "entry",
     "failure",
     "goto",
@@ -434,24 +433,6 @@ def entry(event: str, rules: Rules, named: set[str]) -> Callable[..., Any] | Non
             session, "" if data is None else data if isinstance(data, str) else str(data)
         )
     return lambda session, *_: first_match(session, None)
-
-
-def by_state(table: dict[str, Callable[..., Any] | None]) -> Callable[..., Any] | None:
-    """One handler for an event in every protocol state (None where none has one)."""
-    if not any(table.values()):
-        return None
-    # The per-message path of a spec with states: one dict lookup by the
-    # session's protocol state.
-    lookup = {name: handler or _nothing for name, handler in table.items()}
-
-    def handle_by_state(session: Any, *args: Any) -> Any:
-        return lookup[session.protocol_state](session, *args)
-
-    return handle_by_state
-
-
-def _nothing(session: Any, *args: Any) -> None:
-    pass
 
 
 def on_connected(

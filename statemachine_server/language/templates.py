@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any
 
-from .expressions import RESULT, ExprError, Names, compile_expression, split_template
+from .expressions import RESULT, SIMPLE, ExprError, Names, compile_expression, split_template
 from .functions import text as text_of
 from .generated import Sources, build_function
 
@@ -147,7 +147,7 @@ def template_code(
                 local = f"{code.prefix}f{len(setup)}"
                 setup.append(f"{local} = {expr}")
                 expr = local
-            if _SIMPLE.fullmatch(expr):
+            if SIMPLE.fullmatch(expr):
                 str_ = code.name(str)
                 expr = f"({expr} if {expr}.__class__ is {str_} else {code.name(text_of)}({expr}))"
             else:
@@ -169,9 +169,6 @@ def template_code(
     return code
 
 
-# An expression cheap to evaluate twice (a name, a heap lookup, an index): see
-# template_code's text fast path.
-_SIMPLE = re.compile(r"[\w.]+(?:\(\w+\))?(?:\[[\w.]+\])*")
 _LOCAL = re.compile(r"\w+")
 
 # Above this many fields a template is compiled to `%` instead of an f-string.
