@@ -30,6 +30,7 @@ from statemachine_server.language import build_server, load_spec
 
 from ..peers.asyncio_memcache import Memcache
 from .path import _Transport as _Memory
+from .path import connect
 
 SPEC = Path(__file__).resolve().parent.parent.parent / "specs" / "memcache-lite.yaml"
 CONNECTIONS = 50
@@ -67,14 +68,7 @@ def ours(rounds: int) -> tuple[Any, Any]:
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed by the caller
     console = ConsoleLog(kernel, stream=sink)
     server = build_server(load_spec(SPEC), kernel, port=0, console=console)
-    conns = []
-    for _ in range(CONNECTIONS):
-        conn = server._connection_factory()
-        transport = _Transport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
-        conns.append((conn, transport))
-    while kernel.busy():
-        kernel.tick()
+    conns = connect(server, CONNECTIONS, _Transport)
     conns[0][0].data_received(FILL)
     while kernel.busy():
         kernel.tick()

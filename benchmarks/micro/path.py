@@ -62,6 +62,20 @@ class _Transport:
         pass
 
 
+def connect(server: Any, count: int, transport: type = _Transport) -> list[tuple[Any, Any]]:
+    """``count`` connections of ``server`` on in-memory transports, admitted."""
+    conns = []
+    for _ in range(count):
+        conn = server._connection_factory()
+        made = transport()
+        conn.connection_made(made)
+        conns.append((conn, made))
+    kernel = server.kernel
+    while kernel.busy():
+        kernel.tick()  # admit them
+    return conns
+
+
 def measure(spec_path: str, lines_per_read: int, reads: int) -> dict[str, Any]:
     kernel = Kernel()
     # A loop that never runs, as a served kernel has one: its clock is what the
@@ -71,14 +85,7 @@ def measure(spec_path: str, lines_per_read: int, reads: int) -> dict[str, Any]:
         console = ConsoleLog(kernel, stream=sink)
         server = build_server(load_spec(spec_path), kernel, port=0, console=console)
         try:
-            transports = []
-            for _ in range(CONNECTIONS):
-                conn = server._connection_factory()
-                transport = _Transport()
-                conn.connection_made(transport)  # type: ignore[arg-type]
-                transports.append((conn, transport))
-            while kernel.busy():
-                kernel.tick()  # admit them
+            transports = connect(server, CONNECTIONS)
             batch = LINE * lines_per_read
             ticks = max(1, reads // CONNECTIONS)
             passes = []
