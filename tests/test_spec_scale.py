@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
-import yaml
 
 from statemachine_server.errors import SpecError
-from statemachine_server.language import loader, yamlread
+from statemachine_server.language import loader, model, model_filters, yamlread
 from statemachine_server.language.compile import _on_cycles
 from statemachine_server.language.loader import load_spec_text
 from statemachine_server.language.yamlread import MAX_DEPTH
@@ -134,33 +134,23 @@ def test_nesting_up_to_the_limit_is_read(prefix: str) -> None:
 # -- libyaml reads what PyYAML reads -----------------------------------------------------
 
 
-def _same(a: yaml.Node | None, b: yaml.Node | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if type(a) is not type(b) or a.tag != b.tag:
-        return False
-    if (a.start_mark.line, a.start_mark.column) != (b.start_mark.line, b.start_mark.column):
-        return False
-    if isinstance(a, yaml.ScalarNode):
-        return bool(a.value == b.value and (a.style or "") == (b.style or ""))
-    if len(a.value) != len(b.value):
-        return False
-    if isinstance(a, yaml.SequenceNode):
-        return all(_same(x, y) for x, y in zip(a.value, b.value, strict=True))
-    return all(
-        _same(k, k2) and _same(v, v2) for (k, v), (k2, v2) in zip(a.value, b.value, strict=True)
-    )
+def _events(parser: Any, text: str) -> list[tuple[Any, ...]]:
+    return [
+        (type(e).__name__, e.start_mark.line, e.start_mark.column, getattr(e, "tag", None),
+         getattr(e, "value", None), getattr(e, "style", None) or "", getattr(e, "implicit", None))
+        for e in yamlread.events_with(parser, text)
+    ]  # fmt: skip
 
 
 @pytest.mark.skipif(yamlread.Fast is None, reason="PyYAML without libyaml")
 @pytest.mark.parametrize(
     "path", sorted((Path(__file__).parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.name
 )
-def test_both_readers_give_the_same_nodes_and_positions(path: Path) -> None:
+def test_both_readers_give_the_same_events_and_positions(path: Path) -> None:
     text = path.read_text()
-    fast = yamlread.compose_with(yamlread.Fast, text)
-    reference = yamlread.compose_with(yamlread.Reference, text)
-    assert _same(fast, reference)
+    fast = _events(yamlread.Fast, text)
+    assert fast == _events(yamlread.Reference, text)
+    assert len(fast) > 20  # the spec was read
 
 
 @pytest.mark.parametrize(
@@ -215,3 +205,19 @@ async def test_many_states_log_through_the_server_s_writer(serve_spec: Any) -> N
         assert await reader.readexactly(6) == b"ok\nok\n"
     writer.close()
     assert written == ["in s0: a", "in s1: b"]
+
+
+def test_every_model_struct_refuses_unknown_keys() -> None:
+    # Loading converts a valid spec with msgspec in one call, trusting it to
+    # refuse what the field-by-field walk refuses.
+    seen = 0
+    for module in (model, model_filters):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, msgspec.Struct):
+                if value.__module__ != module.__name__:
+                    continue
+                seen += 1
+                assert value.__struct_config__.forbid_unknown_fields, value
+                private = [f for f in value.__struct_fields__ if f.startswith("_")]
+                assert not private or value is model.Spec, (value, private)
+    assert seen > 20

@@ -80,9 +80,14 @@ def each(value: Any) -> list[Any]:
     return list(value)
 
 
-def _actions_of(spec: Spec) -> list[tuple[None, Any]]:
+#: Each action type's fields that hold lists of actions.
+_NESTED: dict[type, tuple[str, ...]] = {}
+_NESTING = ("do", "then", "else_", "progress", "on_error", "stdout", "stderr")
+
+
+def _actions_of(spec: Spec) -> list[Any]:
     """Every action of the spec, nested ones too (for what the compiler must know first)."""
-    found: list[tuple[None, Any]] = []
+    found: list[Any] = []
     todo: list[Any] = [a for items in spec.actions.values() for a in items]
     for handlers in [spec.handlers, *(state.handlers for state in spec.states.values())]:
         for items in handlers.values():
@@ -93,9 +98,12 @@ def _actions_of(spec: Spec) -> list[tuple[None, Any]]:
         item = todo.pop()
         if item is None:
             continue
-        found.append((None, item))
-        for key in ("do", "then", "else_", "progress", "on_error", "stdout", "stderr"):
-            todo.extend(getattr(item, key, None) or [])
+        found.append(item)
+        keys = _NESTED.get(type(item))
+        if keys is None:
+            keys = _NESTED[type(item)] = tuple(k for k in _NESTING if hasattr(item, k))
+        for key in keys:
+            todo.extend(getattr(item, key) or ())
     return found
 
 
@@ -166,7 +174,8 @@ class ActionCompiler(OutsideActions):
         self.bad_gotos = False
         #: Some call or work runs Python, which may goto any state (then a state
         #: no goto reaches is not an error).
-        self.python_moves = any(isinstance(a, Call | Work) for _, a in _actions_of(spec))
+        every = _actions_of(spec)
+        self.python_moves = any(isinstance(a, Call | Work) for a in every)
         #: Some action switches the filter (then lines are cut one at a time).
         self.switches = False
         self.hints = 0  # "did you mean" hints given (see hint())
@@ -178,7 +187,7 @@ class ActionCompiler(OutsideActions):
         #: a switch_filter allows (text that long needs no check when stored).
         self.record_limit = max(
             [line.max_length if self.plain_lines else 1 << 62]
-            + [a.max_size for _, a in _actions_of(spec) if isinstance(a, SwitchFilter)]
+            + [a.max_size for a in every if isinstance(a, SwitchFilter)]
         )
         #: The bounds of the heaps' collections (``collections``).
         self.bounds = Bounds(spec.collections, report)
@@ -432,11 +441,11 @@ class ActionCompiler(OutsideActions):
             snippet = compile_append(a.values, names, self.bounds, self.report, where, p)
         else:
             snippet = compile_unset(a.names, names, self.report, where, p)
-        return None if snippet is None else self.inline.op(snippet, dotted(where))
+        return None if snippet is None else self.inline.op(snippet, where)
 
     def _snippet(self, lines: list[str], values: dict[str, Any], where: SpecPath) -> Op | None:
         """An op made of statements, which handlers inline (:mod:`.inline`)."""
-        return self.inline.op(Snippet(lines, values), dotted(where))
+        return self.inline.op(Snippet(lines, values), where)
 
     def _action(
         self,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .generated import Sources
+from .report import SpecPath, dotted
 from .runtime import INPUT_EVENTS, WRITE, Op, Rules, Runtime, always
 
 __all__ = ["Inliner", "Snippet", "by_state_table"]
@@ -67,7 +68,7 @@ class Inliner:
         self.count += 1
         return f"_q{self.count}_"
 
-    def op(self, snippet: Snippet, where: str) -> Op:
+    def op(self, snippet: Snippet, where: SpecPath) -> Op:
         """``snippet`` as an op of its own (where it is not inlined: enter actions,
         continuations, outbound clients' handlers), compiled when first called:
         most snippets are only ever inlined, and a spec of 10,000 states would
@@ -76,7 +77,7 @@ class Inliner:
 
         def make() -> Op:
             source = "def _f(s, i, m):\n" + _indent(snippet.lines or ["pass"], 1)
-            function: Op = sources.function(source, snippet.values, where)
+            function: Op = sources.function(source, snippet.values, dotted(where))
             namespace = function.__globals__  # type: ignore[attr-defined]
             rt.generated.append(namespace)
             if WRITE in namespace:

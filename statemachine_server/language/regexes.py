@@ -72,6 +72,7 @@ class Compiled:
     engine: str
 
 
+@functools.lru_cache(maxsize=1024)
 def compile_pattern(pattern: str, ignore_case: bool = False) -> Compiled:
     """Compile a spec's pattern: on RE2, or on ``re`` where it must and may.
 
