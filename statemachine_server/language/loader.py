@@ -22,6 +22,7 @@ import functools
 import gc
 import re
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -154,12 +155,19 @@ def _builtin_folder() -> Path:
     return builtin_spec_path().resolve().parent
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, *, server: Mapping[str, Any] | None = None) -> Spec:
     """Read, parse, validate and compile a spec file.
 
     ``call`` actions find modules beside the file first. The spec keeps its
     compiled program (:attr:`~.model.Spec.program`), which
     :func:`~.build.build_server` runs.
+
+    Args:
+        path: the file.
+        server: ``server:`` settings that replace the spec's, as ``run``'s options
+            and environment do (``{"port": 0, "log": {"format": "json"}}``: a
+            mapping replaces the spec's keys one by one). They are checked as the
+            spec's own are, and their errors name no line.
 
     Raises:
         SpecError: the file cannot be read, or is not a valid spec (every error
@@ -181,11 +189,15 @@ def load_spec(path: str | Path) -> Spec:
     # The origin names the spec in generated code's filenames (tracebacks).
     builtin = folder == _builtin_folder()
     origin = f"<builtin {Path(path).name}>" if builtin else Path(path).name
-    return _load(text, name, folder, origin)
+    return _load(text, name, folder, origin, server)
 
 
 def load_spec_text(
-    text: str, file: str = "<string>", *, base_dir: str | Path | None = None
+    text: str,
+    file: str = "<string>",
+    *,
+    base_dir: str | Path | None = None,
+    server: Mapping[str, Any] | None = None,
 ) -> Spec:
     """Parse, validate and compile a spec given as YAML text.
 
@@ -194,25 +206,31 @@ def load_spec_text(
         file: the name errors give.
         base_dir: where ``call`` looks for modules first (default: the current
             directory).
+        server: settings that replace the spec's (see :func:`load_spec`).
     """
     origin = file if file.startswith("<") else Path(file).name
-    return _load(text, file, Path(base_dir) if base_dir is not None else Path.cwd(), origin)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    return _load(text, file, base, origin, server)
 
 
-def _load(text: str, file: str, base_dir: Path, origin: str) -> Spec:
+def _load(
+    text: str, file: str, base_dir: Path, origin: str, server: Mapping[str, Any] | None = None
+) -> Spec:
     # Loading makes a few objects per character of the spec and frees none
     # until it ends: the cyclic collector, run every 700 allocations, would scan
     # them over and over (half of loading a spec of 10,000 states).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load_unpaused(text, file, base_dir, origin)
+        return _load_unpaused(text, file, base_dir, origin, server)
     finally:
         if collecting:
             gc.enable()
 
 
-def _load_unpaused(text: str, file: str, base_dir: Path, origin: str) -> Spec:
+def _load_unpaused(
+    text: str, file: str, base_dir: Path, origin: str, server: Mapping[str, Any] | None
+) -> Spec:
     doc = read(text, file)
     if doc is None:
         raise SpecError("spec is empty: expected a mapping with 'server' and 'handlers'", file)
@@ -220,6 +238,8 @@ def _load_unpaused(text: str, file: str, base_dir: Path, origin: str) -> Spec:
     data = doc.data
     if not isinstance(data, dict):
         raise src.error("expected a mapping at the top of the spec", ())
+    if server:
+        _replace_settings(data, server, src)
     _normalise(data, src)
     checked = _checked(data, src)
     if not isinstance(checked, Spec):
@@ -233,6 +253,27 @@ def _load_unpaused(text: str, file: str, base_dir: Path, origin: str) -> Spec:
     if src.errors:
         raise _all(src.errors)
     return spec.compiled(program)
+
+
+def _replace_settings(data: dict[str, Any], server: Mapping[str, Any], src: Source) -> None:
+    """``server`` over the spec's ``server:``, one key at a time (a mapping's own
+    keys too); what was replaced has no position left: its errors name no line."""
+    block = data.get("server")
+    if not isinstance(block, dict):
+        block = data["server"] = {} if block is None else block
+        if not isinstance(block, dict):
+            return  # reported by the checks, at the spec's own value
+    for key, value in server.items():
+        old = block.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            block[key] = {**old, **value}
+            replaced: list[SpecPath] = [("server", key, name) for name in value]
+        else:
+            block[key] = dict(value) if isinstance(value, Mapping) else value
+            replaced = [("server", key)]
+        for path in replaced:
+            src.marks[path] = (0, 0)
+            src.styles.pop(path, None)
 
 
 def _checked(data: dict[str, Any], src: Source) -> Any:
@@ -565,6 +606,10 @@ class Checker:
             if "matching regex" in msg and "list" in msg:  # a schema's field type
                 msg = "expected a field type: str, int, float, bool, any or list[T] of those, "
                 msg += "with ? after it if optional"
+            elif "matching regex '^(\\\\[" in msg:  # an Address
+                msg = "expected HOST:PORT, e.g. 127.0.0.1:9100"
+            elif "matching regex '^(server" in msg:  # a HeapRef
+                msg = "expected a heap name: NAME (the session's) or server.NAME"
             elif "matching regex '^[A-Za-z][" in msg:  # a schema's name
                 msg = "expected a name (letters, digits and _, starting with a letter)"
             elif "matching regex" in msg:  # a Name

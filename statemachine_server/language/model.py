@@ -109,6 +109,10 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Seconds = Annotated[float, Meta(gt=0, le=86400 * 366)]
 # A file the spec names: relative to the spec file's folder.
 FilePath = Annotated[str, Meta(min_length=1)]
+#: ``HOST:PORT`` (``[::1]:9100`` for an IPv6 address; ``:9100``: 127.0.0.1).
+Address = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$")]
+#: A heap value by name: ``NAME`` (the session's) or ``server.NAME``.
+HeapRef = Annotated[str, Meta(pattern=r"^(server\.)?[A-Za-z_][A-Za-z0-9_]*$")]
 #: An initial value in a heap: text, a number, a boolean, null, or a list or map of them.
 HeapValue = Any
 #: What ``set`` and ``append`` store: an expression (text), a template (text with
@@ -128,6 +132,14 @@ class LogSettings(_Strict, frozen=True):
     enabled: bool = True
     #: Longer log lines are cut to this many characters and marked with "...".
     max_length: Annotated[int, Meta(ge=16)] = 1024
+    #: ``text``: the line as the template makes it; ``json``: one JSON object per
+    #: line, the spec's lines and the server's diagnostics alike, with the time,
+    #: the level, the session's id and state (``run --log-format``).
+    format: Literal["text", "json"] = "text"
+    #: Heap names (``NAME`` for the session's, ``server.NAME`` for the server's)
+    #: whose values logs never show: ``[redacted]`` in their place (as
+    #: gen_statem's ``format_status`` hides a process's secrets from its reports).
+    redact: list[HeapRef] = msgspec.field(default_factory=list)
 
 
 class TLSSettings(_Strict, frozen=True):
@@ -168,6 +180,13 @@ class ServerSettings(_Strict, frozen=True):
     #: Listen on this Unix domain socket instead of ``host`` and ``port`` (relative
     #: to the spec's folder).
     path: FilePath | None = None
+    #: Serve Prometheus metrics at ``http://HOST:PORT/metrics`` (and ``/healthz``);
+    #: none: no metrics, and nothing counted for them (``run --metrics``).
+    metrics: Address | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None and int(self.metrics.rpartition(":")[2]) > 65535:
+            raise ValueError(f"metrics {self.metrics!r}: the port is 0 to 65535")
 
 
 # -- actions ------------------------------------------------------------------------
