@@ -150,6 +150,9 @@ class ActionCompiler(OutsideActions):
         settings = spec.server.filter
         # Records are decoded values (json, msgpack), not text.
         self.structured = is_structured(settings)
+        #: Metrics are served: every goto is counted by from, to and event (and
+        #: none is when they are not: no cost at all then).
+        self.metered = rt.metered = spec.server.metrics is not None
         # The default line framing, the one switch_filter works with.
         self.plain_lines = (
             isinstance(settings, LineFilterSettings)
@@ -504,13 +507,14 @@ class ActionCompiler(OutsideActions):
         if isinstance(a, Goto):
             if self._goto(a, where, scope, label) is None:
                 return None
-            values = {"_rt": rt, f"{p}g": a.state}
-            call = [f"_rt.goto(s, {p}g)"]
+            values = {"_rt": rt, f"{p}g": a.state, f"{p}e": label}
+            metered = self.metered
+            call = [f"_rt.counted_goto(s, {p}g, {p}e)" if metered else f"_rt.goto(s, {p}g)"]
 
             def late(target: str = a.state) -> list[str]:
                 # Nothing to run or cancel on the way (no exit actions, no state
                 # timeouts, no enter actions in the target): just the new state.
-                if any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
+                if metered or any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
                     return call
                 return [f"s.protocol_state = {p}g"]
 
@@ -555,6 +559,8 @@ class ActionCompiler(OutsideActions):
             self.enter_gotos.setdefault(scope, set()).add(a.state)
         self.edges.append((scope, a.state, label))
         target, rt = a.state, self.rt
+        if self.metered:
+            return lambda s, i, m: rt.counted_goto(s, target, label)
         return lambda s, i, m: rt.goto(s, target)
 
     def _post(self, a: Post, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:

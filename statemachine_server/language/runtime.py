@@ -125,6 +125,10 @@ class Runtime:
         #: Events raised (``raise``) and not handled yet: (session, event, input).
         self.internal: deque[tuple[Any, str, Any]] = deque()
         self.depth = 0  # handlers running (a raised event waits for the outermost)
+        #: Gotos by (from state, to state, event), counted when metrics are
+        #: served (:meth:`counted_goto`); the event of a Python goto is "python".
+        self.transitions: dict[tuple[str | None, str, str], int] = {}
+        self.metered = False
         self.draining = False
 
     def bind(self, write: Callable[[str], None], outbound: Outbound | None) -> None:
@@ -148,6 +152,12 @@ class Runtime:
         run(self.exit.get(session.protocol_state), session)
         session.protocol_state = target
         self.enter_state(session, target)
+
+    def counted_goto(self, session: Any, target: str, event: str) -> None:
+        """:meth:`goto`, counted in :attr:`transitions` (a spec served with metrics)."""
+        key = (session.protocol_state, target, event)
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+        self.goto(session, target)
 
     def enter_state(self, session: Any, name: str) -> None:
         timeout = self.timeout.get(name)
@@ -333,7 +343,10 @@ def goto(session: Any, state: str) -> None:
     if state not in rt.states():
         known = ", ".join(sorted(rt.states())) or "none"
         raise ValueError(f"goto: no state {state!r} (the spec's states: {known})")
-    rt.goto(session, state)
+    if rt.metered:
+        rt.counted_goto(session, state, "python")
+    else:
+        rt.goto(session, state)
 
 
 def raise_event(session: Any, event: str, data: Any = "") -> None:
