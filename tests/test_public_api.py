@@ -74,8 +74,9 @@ LAYERS = [
     {"filters"},
     {"work"},
     {"core"},
-    {"console", "testing"},
+    {"console", "testing", "logs"},
     {"net"},
+    {"observe"},
     {"language"},
     {"cli", "__main__", ""},
 ]

@@ -148,6 +148,7 @@ class Kernel(KernelTimers):
         self._scheduled = False
         self._starters: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._stopping: list[Callable[[], None]] = []
+        self._finishing: list[Callable[[], None]] = []
         self._finished: asyncio.Future[None] | None = None
         self._shutting_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -470,6 +471,11 @@ class Kernel(KernelTimers):
         """Call ``hook`` when a graceful shutdown begins (a server stops accepting)."""
         self._stopping.append(hook)
 
+    def on_finish(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when :meth:`serve` returns, however it ends (what serves
+        beside the sessions, such as the metrics endpoint, closes then)."""
+        self._finishing.append(hook)
+
     def add_tick_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` at the end of every tick (the console log's one write)."""
         self._tick_hooks.append(hook)
@@ -506,6 +512,9 @@ class Kernel(KernelTimers):
             if self._watchdog is not None:
                 self._watchdog.stop()
             self.end_processes()
+            hooks, self._finishing = self._finishing, []
+            for hook in hooks:
+                hook()
 
     def end_processes(self) -> None:
         """Kill what this kernel started that is still running: child processes

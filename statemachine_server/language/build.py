@@ -96,6 +96,7 @@ def build_server(
         limits=settings.limits,
         path=None if settings.path is None else beside_spec(spec, settings.path),
         ssl=context,
+        metered=settings.metrics is not None,
     )
     # The server-wide heap, {server.NAME}: the server session's own heap.
     server.heap.update(name=settings.name, host=server.host, port=server.port)
@@ -103,11 +104,21 @@ def build_server(
     for name, value in {**settings.heap, **(heap or {})}.items():
         # Maps and lists bounded as the spec's collections say (data.py).
         server.heap[name] = value if bound is None else keep(value, bound(f"server.{name}"))
+    if settings.metrics is not None:
+        from ..observe import serve_metrics  # only a server with metrics pays for it
+
+        try:
+            server.metrics = serve_metrics(
+                kernel, server, settings.metrics, runtime=program.runtime, name=settings.name
+            )
+        except OSError:
+            server.close()  # nothing listens after an error
+            raise
     if outbound is not None:
         try:
             outbound.start_shared(server)
         except SpecError:
-            server.close()  # nothing listens after an error
+            server.close()
             raise
     return server
 

@@ -299,6 +299,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
                     self.kernel.handler_failed(self, INPUT, exc)
 
     def _postpone(self, event: str, args: tuple[Any, ...], first: bool = False) -> None:
+        self.server.counts["postponed"] += 1
         if self._postponed is None:
             self._postponed = deque()
         if first:

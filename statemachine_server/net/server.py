@@ -50,6 +50,7 @@ from ..filters import Filter, LineFilter
 from ..limits import Limits
 from .connection import Connection
 from .listen import Listener, bind_tcp, bind_unix
+from .metered import MeteredConnection
 from .output import OutputBudget
 from .tls import AfterHandshake
 
@@ -129,6 +130,8 @@ class TCPServer(Session):
             as asyncio does; the file is removed when the server closes.
         ssl: serve TLS with this context (see
             :func:`~statemachine_server.net.tls.server_ssl_context`).
+        metered: add each connection's bytes in and out to :attr:`counts`
+            (``bytes_in``, ``bytes_out``) when it ends: for served metrics.
     """
 
     kernel: Kernel
@@ -143,12 +146,14 @@ class TCPServer(Session):
         "_server",
         "_sock",
         "budget",
+        "connection_class",
         "counts",
         "dispatch",
         "filter_factory",
         "handlers",
         "host",
         "limits",
+        "metrics",
         "on_started",
         "path",
         "port",
@@ -176,6 +181,7 @@ class TCPServer(Session):
         handlers: dict[str, Handler] | None = None,
         path: str | os.PathLike[str] | None = None,
         ssl: _ssl.SSLContext | None = None,
+        metered: bool = False,
     ):
         reserved = set(EVENTS) & set(handlers or ())
         if reserved:
@@ -199,6 +205,10 @@ class TCPServer(Session):
         self.limits = limits
         self.on_started = on_started
         self.counts: Counter[str] = Counter()
+        # Bytes are read from the sockets where metrics are served: see metered.py.
+        self.connection_class = MeteredConnection if metered else Connection
+        #: The endpoint serving this server's metrics, if any (see observe).
+        self.metrics: Any = None
         self._server: asyncio.Server | None = None
         self._active = 0
         self._parked: deque[Connection] = deque()
@@ -252,7 +262,7 @@ class TCPServer(Session):
     def _connection_factory(self) -> Connection:
         # asyncio reports a failure here only in debug mode: say it ourselves.
         try:
-            return Connection(self)
+            return self.connection_class(self)
         except Exception:
             log.exception("cannot create a connection session")
             raise
