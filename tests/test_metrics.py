@@ -35,7 +35,8 @@ states:
         - equals: bye
           do: [reply: bye, goto: leaving]
         - do: [reply: "{input}"]
-  leaving:
+  leaving:               # enter actions: the goto here takes the full path
+    enter: [set: {left: "true"}]
     handlers:
       input: [close]
 """
@@ -196,8 +197,12 @@ def test_without_metrics_nothing_is_counted_and_gotos_stay_inline() -> None:
     plain = load_spec_text(SPEC.replace('  metrics: "127.0.0.1:0"\n', ""), "t.yaml")
     metered = load_spec_text(SPEC, "t.yaml")
     plain_code = "".join(plain.program.sources.values())
-    assert "counted_goto" not in plain_code and "s.protocol_state = " in plain_code
-    assert "counted_goto" in "".join(metered.program.sources.values())
+    metered_code = "".join(metered.program.sources.values())
+    # Both set the state inline; only the metered one counts it, by the state left.
+    assert plain_code.count("s.protocol_state = ") == metered_code.count("s.protocol_state = ") == 1
+    assert "[s.protocol_state] += 1" not in plain_code and "counted_goto" not in plain_code
+    assert metered_code.count("[s.protocol_state] += 1") == 1
+    assert metered_code.count("counted_goto") == 1  # to leaving, whose enter actions run
 
 
 async def test_a_server_without_metrics_makes_plain_connections(serve_spec: Any) -> None:

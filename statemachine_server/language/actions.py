@@ -507,16 +507,20 @@ class ActionCompiler(OutsideActions):
         if isinstance(a, Goto):
             if self._goto(a, where, scope, label) is None:
                 return None
-            values = {"_rt": rt, f"{p}g": a.state, f"{p}e": label}
-            metered = self.metered
-            call = [f"_rt.counted_goto(s, {p}g, {p}e)" if metered else f"_rt.goto(s, {p}g)"]
+            values = {"_rt": rt, f"{p}g": a.state}
+            call = [f"_rt.goto(s, {p}g)"]
+            count: list[str] = []
+            if self.metered:  # counted by the state it leaves, where it is written
+                values[f"{p}c"] = rt.goto_site(a.state, label)
+                call = [f"_rt.counted_goto(s, {p}g, {p}c)"]
+                count = [f"{p}c[s.protocol_state] += 1"]
 
             def late(target: str = a.state) -> list[str]:
                 # Nothing to run or cancel on the way (no exit actions, no state
                 # timeouts, no enter actions in the target): just the new state.
-                if metered or any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
+                if any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
                     return call
-                return [f"s.protocol_state = {p}g"]
+                return [*count, f"s.protocol_state = {p}g"]
 
             op = self._snippet(call, values, where)
             self.inline.ops[op].late = late
@@ -560,7 +564,8 @@ class ActionCompiler(OutsideActions):
         self.edges.append((scope, a.state, label))
         target, rt = a.state, self.rt
         if self.metered:
-            return lambda s, i, m: rt.counted_goto(s, target, label)
+            site = rt.goto_site(target, label)
+            return lambda s, i, m: rt.counted_goto(s, target, site)
         return lambda s, i, m: rt.goto(s, target)
 
     def _post(self, a: Post, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:

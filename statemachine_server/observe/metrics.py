@@ -124,7 +124,7 @@ def collect(source: Source) -> list[Family]:
         for state in sorted(rt.states()):
             live.add(protocol.get(state, 0), state=state)
         moves = Family("transitions", "counter", _MOVES)
-        for (old, new, event), count in sorted(rt.transitions.items(), key=str):
+        for (old, new, event), count in sorted(rt.transitions().items(), key=str):
             moves.add(count, **{"from": old or "", "to": new, "event": event})
         families += [live, moves]
     values = {
