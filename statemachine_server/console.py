@@ -16,6 +16,10 @@ Client input is untrusted, and a log line may carry it: lines are cut to
 ``max_line`` characters, and characters that are not printable (control codes such
 as ESC, which could drive the operator's terminal, and undecodable bytes) are
 written as escapes like ``\x1b``, so a log line is always one line of clean UTF-8.
+
+In JSON format (``server.log.format: json``, see :mod:`.logs`) each line is one
+JSON object whose ``message`` is the line as text format would write it, cleaned
+and cut the same way; the object itself is not cut.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import logging
 import os
 import stat
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from .core.kernel import Kernel
+from .logs import json_line, spec_record
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "DEFAULT_MAX_LINE", "ConsoleLog", "clean"]
 
@@ -75,6 +80,7 @@ class ConsoleLog:
         "_pending",
         "_plain",
         "_stream",
+        "json",
         "lines",
         "max_line",
     )
@@ -95,8 +101,12 @@ class ConsoleLog:
         self._max_backlog = max_backlog
         self._loop: asyncio.AbstractEventLoop | None = None
         self._plain = False  # stdout is known not to be a pipe: write it as usual
-        #: Lines of this tick. Compiled ``log`` actions append to it directly.
-        self.lines: list[str] = []
+        #: Lines of this tick. Compiled ``log`` actions append to it directly: text,
+        #: or in JSON format ``(time, session id, state, text)`` (see :mod:`.logs`).
+        self.lines: list[Any] = []
+        #: Whether lines are written as JSON objects, text from :meth:`write` too
+        #: (set by ``build_server`` for a spec whose ``server.log.format`` is json).
+        self.json = False
         kernel.add_tick_hook(self._flush)
 
     def write(self, line: str) -> None:
@@ -108,19 +118,23 @@ class ConsoleLog:
         if not lines:
             return
         limit = self.max_line
-        text = "\n".join(lines)
-        # The usual batch is short printable ASCII lines: checked at once.
-        data = text.encode("ascii") if text.isascii() else None
-        if (
-            data is None
-            or len(data.translate(None, _SAFE)) != len(lines) - 1
-            or max(map(len, lines)) > limit
-        ):
-            for i, line in enumerate(lines):
-                if len(line) > limit or not line.isprintable():
-                    lines[i] = clean(line, limit)
+        data: bytes | None
+        if self.json:
+            text, data = self._json_text(lines, limit), None
+        else:
             text = "\n".join(lines)
-            data = None
+            # The usual batch is short printable ASCII lines: checked at once.
+            data = text.encode("ascii") if text.isascii() else None
+            if (
+                data is None
+                or len(data.translate(None, _SAFE)) != len(lines) - 1
+                or max(map(len, lines)) > limit
+            ):
+                for i, line in enumerate(lines):
+                    if len(line) > limit or not line.isprintable():
+                        lines[i] = clean(line, limit)
+                text = "\n".join(lines)
+                data = None
         lines.clear()  # in place: compiled actions hold lines.append
         if self._fd is None and (self._plain or not self._start_nonblocking()):
             stream = self._stream or sys.stdout
@@ -138,6 +152,17 @@ class ConsoleLog:
             self._keep(data[written:])
             assert self._loop is not None and self._fd is not None
             self._loop.add_writer(self._fd, self._drain)
+
+    @staticmethod
+    def _json_text(lines: list[Any], limit: int) -> str:
+        out = []
+        for entry in lines:
+            fields = spec_record(entry)
+            message = fields["message"]
+            if len(message) > limit or not message.isprintable():
+                fields["message"] = clean(message, limit)
+            out.append(json_line(fields))
+        return "\n".join(out)
 
     def _start_nonblocking(self) -> bool:
         stream = self._stream or sys.stdout

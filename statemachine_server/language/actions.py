@@ -11,13 +11,15 @@ a state some other way, are recorded for the compiler's graph checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..core.lifecycle import CLOSED, EVENTS
 from ..errors import ProtocolError
+from ..logs import CLOCK, record_source, redacted_template
 from .assign import Bounds, compile_append, compile_set, compile_unset
-from .expressions import ExprError, Names, Typed, compile_expression
+from .expressions import ExprError, Names, Typed, compile_expression, split_template
 from .framing import PullBlockFilter, PullLineFilter
 from .functions import as_int, kind
 from .generated import Sources
@@ -61,7 +63,7 @@ from .runtime import (
 )
 from .templates import Template, TemplateCode, compile_template, template_code
 
-__all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
+__all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope", "log_template"]
 
 #: Where actions live: a state's name, or None for the top-level handlers.
 Scope = str | None
@@ -107,6 +109,18 @@ def _actions_of(spec: Spec) -> list[Any]:
     return found
 
 
+def log_template(text: str, redact: Collection[str]) -> str | None:
+    """A ``log`` template with its fields that read a name of ``server.log.redact``
+    written as ``[redacted]`` (:func:`~statemachine_server.logs.redacted_template`);
+    None when it has none (or does not parse: the compiler reports that)."""
+    if not redact:
+        return None
+    try:
+        return redacted_template(split_template(text), redact)
+    except ValueError:
+        return None
+
+
 def _size(value: Any) -> int:
     """A block's size from a template's value: ASCII digits only (int() would read
     "٣" or "²"), -1 for anything else (refused by the caller)."""
@@ -147,6 +161,9 @@ class ActionCompiler(OutsideActions):
         self.states = spec.states
         self.has_states = bool(spec.states)
         self.logs = spec.server.log.enabled
+        # How log actions write: text or JSON records, with these heap names hidden.
+        self.json_logs = spec.server.log.format == "json"
+        self.redact = frozenset(spec.server.log.redact)
         settings = spec.server.filter
         # Records are decoded values (json, msgpack), not text.
         self.structured = is_structured(settings)
@@ -489,9 +506,15 @@ class ActionCompiler(OutsideActions):
             return op
         if isinstance(a, Log):
             values = {WRITE: rt.write}
-            expr = code(a.text, values, p, "text")
+            shown = log_template(a.text, self.redact)
+            if shown is not None and code(a.text, {}, p, "text") is None:
+                return None  # checked as written, so its errors are where the spec has them
+            expr = code(shown or a.text, values, p, "text")
             if not self.logs or expr is None:
                 return None  # server.log.enabled: false - no client data in the console
+            if self.json_logs:  # (time, session, state, text): see logs.record_source
+                values[CLOCK] = time.time
+                expr = record_source(expr, self.has_states)
             # The server's writer is bound after compiling (Runtime.bind).
             return self._snippet([f"{WRITE}({expr})"], values, where)
         if isinstance(a, Write):

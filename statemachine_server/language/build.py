@@ -72,6 +72,8 @@ def build_server(
     outbound = None
     if program.clients:
         outbound = Outbound(kernel, program.clients, str(spec.base_dir))
+    if settings.log.format == "json":  # its ops append (time, session, state, text)
+        console.json = True
     program.runtime.bind(console.lines.append, outbound)
     handlers = dict(program.handlers)
     if outbound is not None:

@@ -15,11 +15,14 @@ in :mod:`.generated`, so ``check --show-code`` prints it and tracebacks show it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ..core.lifecycle import CLOSED
+from ..logs import CLOCK, record_source
 from ..net.connection import INPUT_BATCH
+from .actions import log_template
 from .expressions import Names
 from .generated import Sources
 from .model import Log, Reply, Spec
@@ -136,6 +139,7 @@ def _lines(
     # connection's state, so put() needs no state test and marks the
     # connection once, and templates render their per-connection parts once.
     has_input = event == "input"
+    settings = spec.server.log
     lines: list[str] = []
     for n, action in enumerate(spec.handlers.get(event, [])):
         assert isinstance(action, Reply | Log)  # checked by fits()
@@ -149,19 +153,29 @@ def _lines(
                     before.extend(_PUT_BEFORE)
                 lines.append("_out.append(i)")
             continue
-        silent = isinstance(action, Log) and not logs  # compiled only to be checked
+        is_log = isinstance(action, Log)
+        silent = is_log and not logs  # compiled only to be checked
+        shown = log_template(action.text, settings.redact) if is_log else None
         try:
             names = Names(has_input=has_input, text_input=input_text is None, extra=extra or {})
+            if shown is not None:  # checked as written: errors where the spec has them
+                template_code(action.text, {}, input_text=input_text, names=names)
             code = template_code(
-                action.text, {} if silent else values, prefix=f"s{n}_", input_text=input_text,
-                raw=structured and isinstance(action, Reply), hoist=before, names=names,
+                shown or action.text, {} if silent else values, prefix=f"s{n}_",
+                input_text=input_text, raw=structured and not is_log, hoist=before, names=names,
             )  # fmt: skip
         except ValueError as exc:
             report(str(exc), inside(("handlers", event, n, "text"), exc))
             return None
         if silent:
             continue  # server.log.enabled: false - no client data in the console
-        lines.append(f"{'s.put' if isinstance(action, Reply) else WRITE}({code.expr})")
+        if not is_log:
+            lines.append(f"s.put({code.expr})")
+        elif settings.format == "json":  # (time, session, state, text): logs.record_source
+            values[CLOCK] = time.time
+            lines.append(f"{WRITE}({record_source(code.expr, states=False)})")
+        else:
+            lines.append(f"{WRITE}({code.expr})")
     return lines
 
 

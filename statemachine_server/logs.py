@@ -1,0 +1,252 @@
+"""The server's logs: how its diagnostics and its spec's log lines are written, and what they hide.
+
+Two streams, kept apart so that a spec's log can be piped on its own:
+
+* **diagnostics**, the server's own (Python :mod:`logging`, logger
+  ``statemachine_server``): stderr, at ``--log-level`` (warning by default);
+* **log lines**, what a spec's ``log`` actions write: stdout, through the
+  :class:`~statemachine_server.console.ConsoleLog` (one write per kernel tick,
+  never blocking the server).
+
+Each comes in two formats. ``text``: a diagnostic is ``TIME LEVEL message``, a log
+line is the template's text exactly as it renders, nothing added (it costs
+nothing per line; ``benchmarks/micro/path.py`` measures it). ``json``: one JSON
+object per line for both, with ``time``, ``level``, ``logger`` (``statemachine_server``
+or ``spec``), ``message``, and ``session`` and ``state`` where there is one. A
+JSON log line is the text line (cleaned and cut as :func:`~.console.clean` does)
+as its ``message``: the format is chosen when the spec is loaded, and its ``log``
+actions compile to append ``(time, session id, state, text)`` instead of the
+text (:func:`record_source`), turned into JSON when the tick's lines are written.
+
+Time is UTC, ISO 8601 with milliseconds and a ``Z`` (``2026-12-05T10:11:12.345Z``):
+one clock for servers in several zones, sortable as text.
+
+Redaction (``server.log.redact``, as gen_statem's ``format_status`` hides a
+process's secrets from its crash reports): a ``log`` template's field that reads a
+redacted heap name is written as ``[redacted]``, decided when the template is
+compiled (:func:`redacted_template`); a diagnostic that shows a session's heap
+(handler errors, at debug level) shows ``[redacted]`` for those names
+(:func:`shown_heap`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import sys
+import time
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, TextIO
+
+__all__ = [
+    "CLOCK", "FORMATS", "LEVELS", "REDACTED", "JSONFormatter", "TextFormatter", "configure",
+    "iso_time", "json_line", "record_source", "redacted_template", "shown_heap", "spec_record",
+]  # fmt: skip
+
+#: ``--log-level``'s names, most detailed first.
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
+          "warning": logging.WARNING, "error": logging.ERROR}  # fmt: skip
+#: ``--log-format`` and ``server.log.format``.
+FORMATS = ("text", "json")
+#: What a redacted value is written as.
+REDACTED = "[redacted]"
+#: The name generated JSON-mode log ops call the clock by (``time.time``).
+CLOCK = "_now"
+#: The logger name of a spec's log lines in JSON.
+SPEC_LOGGER = "spec"
+# A heap value longer than this, as JSON, is cut in a diagnostic: a report must
+# stay readable when the heap holds a 64 KiB line or a large map.
+_HEAP_VALUE = 200
+
+_second: tuple[int, str] = (-1, "")  # the last second formatted (one tuple: threads)
+
+
+def iso_time(t: float) -> str:
+    """``t`` (seconds since the epoch) as ``2026-12-05T10:11:12.345Z``."""
+    global _second
+    whole = int(t)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((t - whole) * 1000):03d}Z"
+
+
+def json_line(fields: Mapping[str, Any]) -> str:
+    """One JSON object on one line: JSON escapes newlines and control characters;
+    other text stays UTF-8; what JSON cannot hold is written as its ``str()``."""
+    return json.dumps(fields, ensure_ascii=False, default=str)
+
+
+def record_source(text: str, states: bool) -> str:
+    """The argument of a JSON-mode ``log`` op, as generated source: the time, the
+    session's id and state (its protocol state in a spec with ``states``, its
+    lifecycle state otherwise), and ``text``, the template's expression. The op
+    binds :data:`CLOCK` to ``time.time``."""
+    return f"({CLOCK}(), s.id, {'s.protocol_state' if states else 's.state'}, {text})"
+
+
+def spec_record(entry: Any) -> dict[str, Any]:
+    """A spec's log line as JSON fields: ``entry`` is what a JSON-mode op appends,
+    ``(time, session id, state, text)``, or text written with ``ConsoleLog.write``
+    (a line of no session, timed now)."""
+    if entry.__class__ is tuple:
+        t, session, state, text = entry
+        return {"time": iso_time(t), "level": "info", "logger": SPEC_LOGGER,
+                "message": text, "session": session, "state": state}  # fmt: skip
+    return {"time": iso_time(time.time()), "level": "info", "logger": SPEC_LOGGER,
+            "message": str(entry)}  # fmt: skip
+
+
+# -- redaction -------------------------------------------------------------------------
+
+
+def _reads(field: str, redact: Collection[str]) -> bool:
+    """Whether the template field ``field`` reads a name of ``redact`` (``NAME``:
+    ``heap.NAME``; ``server.NAME``). A field that does not parse is not redacted:
+    the template compiler reports it."""
+    try:
+        tree = ast.parse("(" + field + "\n)", mode="eval")
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            ns, key = node.value.id, node.attr
+            if (ns == "heap" and key in redact) or (ns == "server" and f"server.{key}" in redact):
+                return True
+    return False
+
+
+def redacted_template(
+    parsed: Iterable[tuple[str, str | None, int]], redact: Collection[str]
+) -> str | None:
+    """A template, as the expression compiler splits it (literal text, field,
+    offset), with each field that reads a redacted name replaced by ``[redacted]``:
+    the op never reads the value. None: no field does (the template stays as is).
+
+    The rule is the simplest that holds: any field whose expression names a
+    redacted heap value, whatever it computes from it (``{len(heap.password)}``
+    too). A value copied to another name (``set``, a ``foreach`` variable) is that
+    name's, and shown unless that name is redacted as well.
+    """
+    out: list[str] = []
+    hidden = False
+    for lit, field, _offset in parsed:
+        out.append(lit.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        if _reads(field, redact):
+            out.append(REDACTED)
+            hidden = True
+        else:
+            out.append("{" + field + "}")
+    return "".join(out) if hidden else None
+
+
+def shown_heap(heap: Mapping[str, Any], redact: Collection[str]) -> dict[str, Any]:
+    """A session's heap as a diagnostic shows it: redacted names as ``[redacted]``,
+    long values cut (``redact`` as ``server.log.redact``: the session's names are
+    the plain ones)."""
+    shown: dict[str, Any] = {}
+    for name, value in heap.items():
+        if name in redact:
+            shown[name] = REDACTED
+            continue
+        if isinstance(value, bool | int | float) or value is None:
+            shown[name] = value
+            continue
+        text = value if isinstance(value, str) else json_line(value)
+        if len(text) > _HEAP_VALUE:
+            shown[name] = text[: _HEAP_VALUE - 3] + "..."
+        else:
+            shown[name] = value
+    return shown
+
+
+# -- diagnostics -----------------------------------------------------------------------
+
+
+class _Formatter(logging.Formatter):
+    """What both formats share: the session's heap, shown only at debug level."""
+
+    def __init__(self, redact: Collection[str] = (), show_heap: bool = False):
+        super().__init__()
+        self.redact = frozenset(redact)
+        self.show_heap = show_heap
+
+    def heap(self, record: logging.LogRecord) -> dict[str, Any] | None:
+        heap = getattr(record, "heap", None)
+        if not self.show_heap or not isinstance(heap, Mapping):
+            return None
+        return shown_heap(heap, self.redact)
+
+
+class TextFormatter(_Formatter):
+    """``2026-12-05T10:11:12.345Z WARNING message``, then the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{iso_time(record.created)} {record.levelname} {record.getMessage()}"
+        heap = self.heap(record)
+        if heap is not None:
+            line += f" (heap: {json_line(heap)})"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class JSONFormatter(_Formatter):
+    """One JSON object per record (see the module's docstring for its fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "time": iso_time(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("session", "state"):
+            value = getattr(record, key, None)
+            if value is not None:
+                fields[key] = value
+        heap = self.heap(record)
+        if heap is not None:
+            fields["heap"] = heap
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return json_line(fields)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure` installs (and replaces when called again)."""
+
+
+def configure(
+    level: str = "warning",
+    fmt: str = "text",
+    *,
+    redact: Collection[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Send every logger's records at ``level`` and above to ``stream`` (stderr)
+    in format ``fmt``; called again, it replaces what it set up before.
+
+    Args:
+        level: one of :data:`LEVELS`.
+        fmt: one of :data:`FORMATS`.
+        redact: ``server.log.redact``, for the heaps that debug reports show.
+        stream: where to write (stderr by default).
+    """
+    number = LEVELS[level]
+    show_heap = number <= logging.DEBUG
+    formatter = (JSONFormatter if fmt == "json" else TextFormatter)(redact, show_heap)
+    handler = _Handler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(number)
