@@ -204,3 +204,15 @@ def test_a_heap_shown_in_a_report_is_cut() -> None:
     assert shown["n"] == 1 and shown["k"] is None
     assert len(shown["big"]) == 200 and shown["big"].endswith("...")
     assert shown["items"].startswith("[0, 1, 2") and len(shown["items"]) == 200
+
+
+async def test_diagnostics_about_a_session_carry_its_id_and_state(
+    serve_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await serve_spec(LOGIN.replace("FORMAT", "text"))
+    with caplog.at_level(logging.ERROR, "statemachine_server"):
+        await exchange(server.port, b"login bob hunter2\nboom\n")
+    (report,) = [r for r in caplog.records if "handler raised" in r.getMessage()]
+    assert (report.session, report.state) == (server.id + 1, "done")  # type: ignore[attr-defined]
+    assert report.heap == {"user": "bob", "password": "hunter2"}  # type: ignore[attr-defined]
+    # What a formatter shows of it: redacted (tested above).

@@ -236,7 +236,10 @@ class Kernel(KernelTimers):
             session.on_stopped()
         except Exception as exc:
             self._errors += 1
-            log.error("session %d: stopped handler raised %r", session.id, exc, exc_info=exc)
+            log.error(
+                "session %d: stopped handler raised %r", session.id, exc, exc_info=exc,
+                extra={"session": session.id, "state": session.state, "heap": session.heap},
+            )  # fmt: skip
         if not self._sessions and self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
 
@@ -403,7 +406,7 @@ class Kernel(KernelTimers):
             except Exception as exc:  # a bug below us: cost that session, not the loop
                 self._errors += 1
                 log.error("session %d: writing its output raised %r; aborting it",
-                          item.id, exc, exc_info=exc)  # fmt: skip
+                          item.id, exc, exc_info=exc, extra={"session": item.id})  # fmt: skip
                 item.abort()
 
     def busy(self) -> bool:

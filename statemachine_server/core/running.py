@@ -237,8 +237,15 @@ class Watchdog:
             who = f"session {session.id} ({getattr(session, 'state', '?')})"
             if self.kernel.stepping is not None:
                 who += ", a work step"
-        log.warning("watchdog: the event loop has been held for %.1f s by %s; the main "
-                    "thread's stack:\n%s", late, who, stack.rstrip())  # fmt: skip
+        log.warning(
+            "watchdog: the event loop has been held for %.1f s by %s; the main "
+            "thread's stack:\n%s", late, who, stack.rstrip(),
+            extra={
+                "session": getattr(session, "id", None),
+                "state": getattr(session, "protocol_state", None)
+                or getattr(session, "state", None),
+            },
+        )  # fmt: skip
 
 
 # -- interrupting a step ----------------------------------------------------------

@@ -133,7 +133,10 @@ class Session:
         handler = self.handler_table.get(event)
         if handler is None:
             if self.kernel.trace:
-                log.debug("session %d: no handler for %r", self.id, event)
+                log.debug(
+                    "session %d: no handler for %r", self.id, event,
+                    extra={"session": self.id, "state": self.state},
+                )  # fmt: skip
             return None
         return handler(self, *args)
 
@@ -151,6 +154,7 @@ class Session:
         log.error(
             "session %d: handler for %r raised %s: %s",
             self.id, event, type(exc).__name__, exc, exc_info=exc,
+            extra={"session": self.id, "state": self.state, "heap": self.heap},
         )  # fmt: skip
 
     def begin_shutdown(self) -> None:

@@ -305,7 +305,10 @@ class TCPClient(Session):
         self._attempt += 1
         self.counts["connect_errors"] += 1
         where = self.path or f"{self.host}:{self.port}"
-        log.info("client %d: cannot connect to %s: %r", self.id, where, exc)
+        log.info(
+            "client %d: cannot connect to %s: %r", self.id, where, exc,
+            extra={"session": self.id, "state": self.state},
+        )  # fmt: skip
         try:
             if self.on_connect_error is not None:
                 self.on_connect_error(self, exc)
@@ -317,7 +320,10 @@ class TCPClient(Session):
             return
         backoff = self.reconnect
         if backoff is None or (backoff.attempts is not None and self._attempt >= backoff.attempts):
-            log.info("client %d: giving up after %d failed attempt(s)", self.id, self._attempt)
+            log.info(
+                "client %d: giving up after %d failed attempt(s)", self.id, self._attempt,
+                extra={"session": self.id, "state": self.state},
+            )  # fmt: skip
             self.close()
             return
         # After a disconnect too (attempt 0) wait the initial delay: a server that

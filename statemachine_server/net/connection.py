@@ -250,14 +250,20 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         if step is not STAY:
             if step is None:
                 if self.kernel.trace:
-                    log.debug("session %d: %s ignored in %s", self.id, event, self.state)
+                    log.debug(
+                        "session %d: %s ignored in %s", self.id, event, self.state,
+                        extra={"session": self.id, "state": self.protocol_state or self.state},
+                    )  # fmt: skip
                 return None
             if step is POSTPONE:
                 self._postpone(event, args)
                 return None
             self._enter(step, event)
         elif self.kernel.trace:
-            log.debug("session %d: %s in %s", self.id, event, self.state)
+            log.debug(
+                "session %d: %s in %s", self.id, event, self.state,
+                extra={"session": self.id, "state": self.protocol_state or self.state},
+            )  # fmt: skip
         # ``handler_table`` is the server's dispatch(): built-in actions and user handlers.
         action = self.handler_table.get(event)
         result = None if action is None else action(self, *args)
@@ -317,8 +323,11 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
 
     def _too_many_postponed(self, count: int) -> None:
         self.server.counts["overflows"] += 1
-        log.warning("session %d: %d events waiting (over %d x max_postponed); aborting",
-                    self.id, count, _POSTPONED_HARD)  # fmt: skip
+        log.warning(
+            "session %d: %d events waiting (over %d x max_postponed); aborting",
+            self.id, count, _POSTPONED_HARD,
+            extra={"session": self.id, "state": self.protocol_state or self.state},
+        )  # fmt: skip
         self.abort()
         step = FAST[self.state].get(OVERFLOW)
         if step is not None and step is not STAY:
@@ -393,7 +402,10 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         old = self.state
         self.state = dest
         if self.kernel.trace:
-            log.info("session %d: %s --%s--> %s", self.id, old, event, dest)
+            log.info(
+                "session %d: %s --%s--> %s", self.id, old, event, dest,
+                extra={"session": self.id, "state": dest},
+            )  # fmt: skip
         if dest is CLOSING:
             # Nothing more is handled; input is read and dropped; what was put is
             # flushed, then the socket closed. After a framing error the client may
@@ -435,12 +447,18 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             log.error(
                 "session %d (closed): handler for %r raised %s: %s",
                 self.id, event, type(exc).__name__, exc, exc_info=exc,
+                extra={"session": self.id, "state": self.protocol_state or self.state,
+                       "heap": self.heap},
             )  # fmt: skip
             return
         try:
             self.deliver(ERROR, (exc, event))
         except Exception as again:
-            log.error("session %d: error handler raised %r", self.id, again, exc_info=again)
+            log.error(
+                "session %d: error handler raised %r", self.id, again, exc_info=again,
+                extra={"session": self.id, "state": self.protocol_state or self.state,
+                       "heap": self.heap},
+            )  # fmt: skip
 
     def adopt(self, child: Child) -> None:
         if self._children is None:
@@ -477,11 +495,16 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         if handler is not None:
             handler(self, exc)
         elif protocol:
-            log.warning("session %d: %s; closing", self.id, exc)
+            log.warning(
+                "session %d: %s; closing", self.id, exc,
+                extra={"session": self.id, "state": self.protocol_state or self.state},
+            )  # fmt: skip
         else:
             log.error(
                 "session %d (state %s, event %r): handler raised %s: %s; closing",
                 self.id, self.state, event, type(exc).__name__, exc, exc_info=exc,
+                extra={"session": self.id, "state": self.protocol_state or self.state,
+                       "heap": self.heap},
             )  # fmt: skip
 
     def _on_connected(self) -> None:

@@ -332,7 +332,10 @@ class Output(ConnectionBase):
         largest). Counted as an overflow and logged; abort, not close: a close
         would wait for a reader that never comes."""
         self.server.counts["overflows"] += 1
-        log.warning("session %d: %s %d bytes of replies unread; aborting", self.id, what, limit)
+        log.warning(
+            "session %d: %s %d bytes of replies unread; aborting", self.id, what, limit,
+            extra={"session": self.id, "state": self.protocol_state or self.state},
+        )  # fmt: skip
         self.abort()
         # The rule, not a handler: no user code runs for an overflow (the transport
         # is gone); entering closing drops what was postponed and reads to discard.

@@ -39,7 +39,10 @@ class Timeouts(ConnectionBase):
 
     def _on_timeout(self, reason: str) -> None:
         self.server.counts["timeouts"] += 1
-        log.info("session %d: %s; closing", self.id, reason)
+        log.info(
+            "session %d: %s; closing", self.id, reason,
+            extra={"session": self.id, "state": self.protocol_state or self.state},
+        )  # fmt: skip
         handler = self.server.handlers.get(TIMEOUT)
         if handler is not None:
             handler(self, reason)
@@ -70,8 +73,10 @@ class Timeouts(ConnectionBase):
             # reading. Cut it off rather than hold the socket forever.
             self.server.counts["aborted"] += 1
             log.warning(
-                "session %d: close not finished in %.1f s; aborting", self.id, limits.drain_timeout
-            )
+                "session %d: close not finished in %.1f s; aborting", self.id,
+                limits.drain_timeout,
+                extra={"session": self.id, "state": self.protocol_state or self.state},
+            )  # fmt: skip
             self.abort()
             return
         now = self.kernel.time()
