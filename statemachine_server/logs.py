@@ -16,7 +16,7 @@ or ``spec``), ``message``, and ``session`` and ``state`` where there is one. A
 JSON log line is the text line (cleaned and cut as :func:`~.console.clean` does)
 as its ``message``: the format is chosen when the spec is loaded, and its ``log``
 actions compile to append ``(time, session id, state, text)`` instead of the
-text (:func:`record_source`), turned into JSON when the tick's lines are written.
+text (:class:`LogOps`), turned into JSON when the tick's lines are written.
 
 Time is UTC, ISO 8601 with milliseconds and a ``Z`` (``2026-12-05T10:11:12.345Z``):
 one clock for servers in several zones, sortable as text.
@@ -24,7 +24,7 @@ one clock for servers in several zones, sortable as text.
 Redaction (``server.log.redact``, as gen_statem's ``format_status`` hides a
 process's secrets from its crash reports): a ``log`` template's field that reads a
 redacted heap name is written as ``[redacted]``, decided when the template is
-compiled (:func:`redacted_template`); a diagnostic that shows a session's heap
+compiled (:meth:`LogOps.template`); a diagnostic that shows a session's heap
 (handler errors, at debug level) shows ``[redacted]`` for those names
 (:func:`shown_heap`).
 """
@@ -36,12 +36,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TextIO
 
 __all__ = [
-    "CLOCK", "FORMATS", "LEVELS", "REDACTED", "JSONFormatter", "TextFormatter", "configure",
-    "iso_time", "json_line", "record_source", "redacted_template", "shown_heap", "spec_record",
+    "CLOCK", "FORMATS", "LEVELS", "REDACTED", "JSONFormatter", "LogOps", "TextFormatter",
+    "configure", "iso_time", "json_line", "redacted_template", "shown_heap", "spec_record",
 ]  # fmt: skip
 
 #: ``--log-level``'s names, most detailed first.
@@ -76,14 +76,6 @@ def json_line(fields: Mapping[str, Any]) -> str:
     """One JSON object on one line: JSON escapes newlines and control characters;
     other text stays UTF-8; what JSON cannot hold is written as its ``str()``."""
     return json.dumps(fields, ensure_ascii=False, default=str)
-
-
-def record_source(text: str, states: bool) -> str:
-    """The argument of a JSON-mode ``log`` op, as generated source: the time, the
-    session's id and state (its protocol state in a spec with ``states``, its
-    lifecycle state otherwise), and ``text``, the template's expression. The op
-    binds :data:`CLOCK` to ``time.time``."""
-    return f"({CLOCK}(), s.id, {'s.protocol_state' if states else 's.state'}, {text})"
 
 
 def spec_record(entry: Any) -> dict[str, Any]:
@@ -141,6 +133,70 @@ def redacted_template(
         else:
             out.append("{" + field + "}")
     return "".join(out) if hidden else None
+
+
+class LogOps:
+    """How a spec's ``log`` actions compile, as its ``server.log`` says: the
+    statement each becomes, text or JSON, its redacted fields hidden.
+
+    Args:
+        settings: the spec's ``server.log``.
+        states: whether the spec declares protocol states (the JSON ``state``).
+        write: the name generated code calls the console's writer by.
+    """
+
+    __slots__ = ("enabled", "json", "redact", "states", "write")
+
+    def __init__(self, settings: Any, states: bool, write: str):
+        self.enabled: bool = settings.enabled
+        self.json = settings.format == "json"
+        self.redact = frozenset(settings.redact)
+        self.states = states
+        self.write = write
+
+    def template(self, text: str) -> str | None:
+        """``text`` with the fields that read a redacted name written as
+        ``[redacted]`` (:func:`redacted_template`); None when it has none, or
+        does not parse (the template compiler reports that)."""
+        if not self.redact:
+            return None
+        # Imported here: the language package imports this module as it loads.
+        from .language.expressions import split_template
+
+        try:
+            return redacted_template(split_template(text), self.redact)
+        except ValueError:
+            return None
+
+    def call(self, expr: str, values: dict[str, Any]) -> str:
+        """The statement that writes the line whose expression is ``expr``: the
+        text itself, or in JSON format ``(time, session id, state, text)``, its
+        state the protocol state in a spec with ``states``, else the lifecycle's
+        (the console makes it JSON when it writes the tick's lines)."""
+        if not self.json:
+            return f"{self.write}({expr})"
+        values[CLOCK] = time.time
+        state = "s.protocol_state" if self.states else "s.state"
+        return f"{self.write}(({CLOCK}(), s.id, {state}, {expr}))"
+
+    def statement(
+        self,
+        text: str,
+        values: dict[str, Any],
+        compile: Callable[[str, dict[str, Any]], str | None],
+    ) -> str | None:
+        """The statement of the action ``log: text``; None when logs are off or
+        the template has an error. ``compile(template, values)`` gives a
+        template's expression, or None (its error reported). A template with
+        redacted fields is compiled as written first, only to be checked: its
+        errors are where the spec has them."""
+        shown = self.template(text)
+        if shown is not None and compile(text, {}) is None:
+            return None
+        expr = compile(shown or text, values)
+        if expr is None or not self.enabled:
+            return None  # server.log.enabled: false - no client data in the console
+        return self.call(expr, values)
 
 
 def shown_heap(heap: Mapping[str, Any], redact: Collection[str]) -> dict[str, Any]:

@@ -11,15 +11,14 @@ a state some other way, are recorded for the compiler's graph checks.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from ..core.lifecycle import CLOSED, EVENTS
 from ..errors import ProtocolError
-from ..logs import CLOCK, record_source, redacted_template
+from ..logs import LogOps
 from .assign import Bounds, compile_append, compile_set, compile_unset
-from .expressions import ExprError, Names, Typed, compile_expression, split_template
+from .expressions import ExprError, Names, Typed, compile_expression
 from .framing import PullBlockFilter, PullLineFilter
 from .functions import as_int, kind
 from .generated import Sources
@@ -63,7 +62,7 @@ from .runtime import (
 )
 from .templates import Template, TemplateCode, compile_template, template_code
 
-__all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope", "log_template"]
+__all__ = ["RESERVED_EVENTS", "ActionCompiler", "Scope"]
 
 #: Where actions live: a state's name, or None for the top-level handlers.
 Scope = str | None
@@ -109,18 +108,6 @@ def _actions_of(spec: Spec) -> list[Any]:
     return found
 
 
-def log_template(text: str, redact: Collection[str]) -> str | None:
-    """A ``log`` template with its fields that read a name of ``server.log.redact``
-    written as ``[redacted]`` (:func:`~statemachine_server.logs.redacted_template`);
-    None when it has none (or does not parse: the compiler reports that)."""
-    if not redact:
-        return None
-    try:
-        return redacted_template(split_template(text), redact)
-    except ValueError:
-        return None
-
-
 def _size(value: Any) -> int:
     """A block's size from a template's value: ASCII digits only (int() would read
     "٣" or "²"), -1 for anything else (refused by the caller)."""
@@ -161,9 +148,7 @@ class ActionCompiler(OutsideActions):
         self.states = spec.states
         self.has_states = bool(spec.states)
         self.logs = spec.server.log.enabled
-        # How log actions write: text or JSON records, with these heap names hidden.
-        self.json_logs = spec.server.log.format == "json"
-        self.redact = frozenset(spec.server.log.redact)
+        self.log = LogOps(spec.server.log, self.has_states, WRITE)  # how log actions compile
         settings = spec.server.filter
         # Records are decoded values (json, msgpack), not text.
         self.structured = is_structured(settings)
@@ -504,19 +489,10 @@ class ActionCompiler(OutsideActions):
             ], values, where)  # fmt: skip
             self.inline.ops[op].put = ([*setup, f"{p}r = {expr}"], f"{p}r")
             return op
-        if isinstance(a, Log):
+        if isinstance(a, Log):  # the server's writer is bound after compiling (Runtime.bind)
             values = {WRITE: rt.write}
-            shown = log_template(a.text, self.redact)
-            if shown is not None and code(a.text, {}, p, "text") is None:
-                return None  # checked as written, so its errors are where the spec has them
-            expr = code(shown or a.text, values, p, "text")
-            if not self.logs or expr is None:
-                return None  # server.log.enabled: false - no client data in the console
-            if self.json_logs:  # (time, session, state, text): see logs.record_source
-                values[CLOCK] = time.time
-                expr = record_source(expr, self.has_states)
-            # The server's writer is bound after compiling (Runtime.bind).
-            return self._snippet([f"{WRITE}({expr})"], values, where)
+            line = self.log.statement(a.text, values, lambda t, v: code(t, v, p, "text"))
+            return None if line is None else self._snippet([line], values, where)
         if isinstance(a, Write):
             if self.structured:
                 self.report("write sends text as it is: not with a json or msgpack filter "

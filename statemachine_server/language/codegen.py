@@ -15,14 +15,12 @@ in :mod:`.generated`, so ``check --show-code`` prints it and tracebacks show it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..core.lifecycle import CLOSED
-from ..logs import CLOCK, record_source
+from ..logs import LogOps
 from ..net.connection import INPUT_BATCH
-from .actions import log_template
 from .expressions import Names
 from .generated import Sources
 from .model import Log, Reply, Spec
@@ -139,7 +137,7 @@ def _lines(
     # connection's state, so put() needs no state test and marks the
     # connection once, and templates render their per-connection parts once.
     has_input = event == "input"
-    settings = spec.server.log
+    log = LogOps(spec.server.log, False, WRITE)  # the echo shape has no states
     lines: list[str] = []
     for n, action in enumerate(spec.handlers.get(event, [])):
         assert isinstance(action, Reply | Log)  # checked by fits()
@@ -155,7 +153,7 @@ def _lines(
             continue
         is_log = isinstance(action, Log)
         silent = is_log and not logs  # compiled only to be checked
-        shown = log_template(action.text, settings.redact) if is_log else None
+        shown = log.template(action.text) if is_log else None
         try:
             names = Names(has_input=has_input, text_input=input_text is None, extra=extra or {})
             if shown is not None:  # checked as written: errors where the spec has them
@@ -169,13 +167,7 @@ def _lines(
             return None
         if silent:
             continue  # server.log.enabled: false - no client data in the console
-        if not is_log:
-            lines.append(f"s.put({code.expr})")
-        elif settings.format == "json":  # (time, session, state, text): logs.record_source
-            values[CLOCK] = time.time
-            lines.append(f"{WRITE}({record_source(code.expr, states=False)})")
-        else:
-            lines.append(f"{WRITE}({code.expr})")
+        lines.append(log.call(code.expr, values) if is_log else f"s.put({code.expr})")
     return lines
 
 
