@@ -143,16 +143,25 @@ class LogOps:
         settings: the spec's ``server.log``.
         states: whether the spec declares protocol states (the JSON ``state``).
         write: the name generated code calls the console's writer by.
+        split: the template splitter (``expressions.split_template``: the
+            language is a layer above this module).
     """
 
-    __slots__ = ("enabled", "json", "redact", "states", "write")
+    __slots__ = ("enabled", "json", "redact", "split", "states", "write")
 
-    def __init__(self, settings: Any, states: bool, write: str):
+    def __init__(
+        self,
+        settings: Any,
+        states: bool,
+        write: str,
+        split: Callable[[str], Iterable[tuple[str, str | None, int]]],
+    ):
         self.enabled: bool = settings.enabled
         self.json = settings.format == "json"
         self.redact = frozenset(settings.redact)
         self.states = states
         self.write = write
+        self.split = split
 
     def template(self, text: str) -> str | None:
         """``text`` with the fields that read a redacted name written as
@@ -160,11 +169,8 @@ class LogOps:
         does not parse (the template compiler reports that)."""
         if not self.redact:
             return None
-        # Imported here: the language package imports this module as it loads.
-        from .language.expressions import split_template
-
         try:
-            return redacted_template(split_template(text), self.redact)
+            return redacted_template(self.split(text), self.redact)
         except ValueError:
             return None
 

@@ -18,7 +18,7 @@ from ..core.lifecycle import CLOSED, EVENTS
 from ..errors import ProtocolError
 from ..logs import LogOps
 from .assign import Bounds, compile_append, compile_set, compile_unset
-from .expressions import ExprError, Names, Typed, compile_expression
+from .expressions import ExprError, Names, Typed, compile_expression, split_template
 from .framing import PullBlockFilter, PullLineFilter
 from .functions import as_int, kind
 from .generated import Sources
@@ -148,7 +148,7 @@ class ActionCompiler(OutsideActions):
         self.states = spec.states
         self.has_states = bool(spec.states)
         self.logs = spec.server.log.enabled
-        self.log = LogOps(spec.server.log, self.has_states, WRITE)  # how log actions compile
+        self.log = LogOps(spec.server.log, self.has_states, WRITE, split_template)
         settings = spec.server.filter
         # Records are decoded values (json, msgpack), not text.
         self.structured = is_structured(settings)

@@ -21,7 +21,7 @@ from typing import Any
 from ..core.lifecycle import CLOSED
 from ..logs import LogOps
 from ..net.connection import INPUT_BATCH
-from .expressions import Names
+from .expressions import Names, split_template
 from .generated import Sources
 from .model import Log, Reply, Spec
 from .report import Report, inside
@@ -137,7 +137,7 @@ def _lines(
     # connection's state, so put() needs no state test and marks the
     # connection once, and templates render their per-connection parts once.
     has_input = event == "input"
-    log = LogOps(spec.server.log, False, WRITE)  # the echo shape has no states
+    log = LogOps(spec.server.log, False, WRITE, split_template)  # the echo shape has no states
     lines: list[str] = []
     for n, action in enumerate(spec.handlers.get(event, [])):
         assert isinstance(action, Reply | Log)  # checked by fits()
