@@ -136,7 +136,7 @@ def test_port_in_use_is_a_clear_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         status, _, err = run_cli("run", "--port", str(port))
-    assert status == 2 and "cannot listen on 127.0.0.1" in err and "Traceback" not in err
+    assert status == 1 and "cannot listen on 127.0.0.1" in err and "Traceback" not in err
 
 
 def test_check_and_graph() -> None:

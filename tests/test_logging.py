@@ -6,12 +6,15 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT
+from conftest import ROOT, TIMEOUT
 
 from statemachine_server import ConsoleLog, Kernel
 from statemachine_server.console import clean
@@ -216,3 +219,49 @@ async def test_diagnostics_about_a_session_carry_its_id_and_state(
     assert (report.session, report.state) == (server.id + 1, "done")  # type: ignore[attr-defined]
     assert report.heap == {"user": "bob", "password": "hunter2"}  # type: ignore[attr-defined]
     # What a formatter shows of it: redacted (tested above).
+
+
+# -- a handler's error, reported by a real server -----------------------------------------
+
+
+async def serve_and_fail(spec: Path, *options: str) -> str:
+    """Log in, make the handler raise; the server's stderr once it has stopped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEMACHINE_SERVER_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "statemachine_server", "run", str(spec), "--port", "0", *options,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(TIMEOUT):
+            first = (await proc.stdout.readline()).decode()
+            port = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", first)[0])
+            assert await exchange(port, b"login bob hunter2\nboom\n") == b"ok\n"
+            proc.send_signal(signal.SIGTERM)
+            _, err = await proc.communicate()
+        assert proc.returncode == 0
+        return err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_handler_error_report_shows_the_heap_redacted_at_debug_level(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "login.yaml"
+    spec.write_text(LOGIN.replace("FORMAT", "text"))
+    err = await serve_and_fail(spec, "--log-format", "json", "--log-level", "debug")
+    records = [json.loads(line) for line in err.splitlines()]
+    (report,) = [r for r in records if "handler raised TypeError" in r["message"]]
+    assert report["level"] == "error" and report["state"] == "done"
+    assert isinstance(report["session"], int)
+    assert report["heap"] == {"user": "bob", "password": "[redacted]"}
+    assert report["traceback"].startswith("Traceback") and "TypeError" in report["traceback"]
+    assert "hunter2" not in err and "s3cret" not in err
+    # Text: the heap after the message; not at all at the default level.
+    err = await serve_and_fail(spec, "--log-level", "debug")
+    assert '(heap: {"user": "bob", "password": "[redacted]"})\nTraceback' in err
+    err = await serve_and_fail(spec)
+    assert "handler raised TypeError" in err and "(heap:" not in err and "hunter2" not in err
