@@ -32,7 +32,7 @@ import sys
 from typing import Any, TextIO
 
 from .core.kernel import Kernel
-from .logs import json_line, spec_record
+from .logs import spec_line
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "DEFAULT_MAX_LINE", "ConsoleLog", "clean"]
 
@@ -155,14 +155,13 @@ class ConsoleLog:
 
     @staticmethod
     def _json_text(lines: list[Any], limit: int) -> str:
-        out = []
-        for entry in lines:
-            fields = spec_record(entry)
-            message = fields["message"]
-            if len(message) > limit or not message.isprintable():
-                fields["message"] = clean(message, limit)
-            out.append(json_line(fields))
-        return "\n".join(out)
+        for i, entry in enumerate(lines):
+            text = entry[3] if entry.__class__ is tuple else entry
+            if len(text) > limit or not text.isprintable():
+                text = clean(text, limit)
+                entry = (*entry[:3], text) if entry.__class__ is tuple else text
+            lines[i] = spec_line(entry)
+        return "\n".join(lines)
 
     def _start_nonblocking(self) -> bool:
         stream = self._stream or sys.stdout

@@ -37,11 +37,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from json.encoder import encode_basestring as _string  # a str as JSON, in C
 from typing import Any, TextIO
 
 __all__ = [
     "CLOCK", "FORMATS", "LEVELS", "REDACTED", "JSONFormatter", "LogOps", "TextFormatter",
-    "configure", "iso_time", "json_line", "redacted_template", "shown_heap", "spec_record",
+    "configure", "iso_time", "json_line", "redacted_template", "shown_heap", "spec_line",
 ]  # fmt: skip
 
 #: ``--log-level``'s names, most detailed first.
@@ -59,17 +60,26 @@ SPEC_LOGGER = "spec"
 # stay readable when the heap holds a 64 KiB line or a large map.
 _HEAP_VALUE = 200
 
-_second: tuple[int, str] = (-1, "")  # the last second formatted (one tuple: threads)
+# The last second and millisecond written (each one tuple: the watchdog's thread
+# logs too). The lines of a tick mostly share their millisecond.
+_second: tuple[int, str] = (-1, "")
+_milli: tuple[int, str] = (-1, "")
 
 
 def iso_time(t: float) -> str:
     """``t`` (seconds since the epoch) as ``2026-12-05T10:11:12.345Z``."""
-    global _second
-    whole = int(t)
+    global _second, _milli
+    milli = int(t * 1000)
+    last = _milli
+    if last[0] == milli:
+        return last[1]
+    whole, fraction = divmod(milli, 1000)
     second = _second
     if second[0] != whole:
         second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{second[1]}.{int((t - whole) * 1000):03d}Z"
+    text = f"{second[1]}.{fraction:03d}Z"
+    _milli = (milli, text)
+    return text
 
 
 def json_line(fields: Mapping[str, Any]) -> str:
@@ -78,16 +88,19 @@ def json_line(fields: Mapping[str, Any]) -> str:
     return json.dumps(fields, ensure_ascii=False, default=str)
 
 
-def spec_record(entry: Any) -> dict[str, Any]:
-    """A spec's log line as JSON fields: ``entry`` is what a JSON-mode op appends,
-    ``(time, session id, state, text)``, or text written with ``ConsoleLog.write``
-    (a line of no session, timed now)."""
-    if entry.__class__ is tuple:
-        t, session, state, text = entry
-        return {"time": iso_time(t), "level": "info", "logger": SPEC_LOGGER,
-                "message": text, "session": session, "state": state}  # fmt: skip
-    return {"time": iso_time(time.time()), "level": "info", "logger": SPEC_LOGGER,
-            "message": str(entry)}  # fmt: skip
+def spec_line(entry: Any) -> str:
+    """A spec's log line as one JSON object. ``entry`` is what a JSON-mode op
+    appends, ``(time, session id, state, text)``, or text written with
+    ``ConsoleLog.write`` (a line of no session, timed now); its text is clean
+    already (``console.clean``). Written out rather than with ``json.dumps``: a
+    log line is made per message, and this costs a third of a dict and dumps."""
+    if entry.__class__ is not tuple:
+        return (f'{{"time": "{iso_time(time.time())}", "level": "info", "logger": "spec", '
+                f'"message": {_string(str(entry))}}}')  # fmt: skip
+    t, session, state, text = entry
+    state = "null" if state is None else _string(str(state))
+    return (f'{{"time": "{iso_time(t)}", "level": "info", "logger": "spec", "message": '
+            f'{_string(text)}, "session": {int(session)}, "state": {state}}}')  # fmt: skip
 
 
 # -- redaction -------------------------------------------------------------------------
