@@ -227,3 +227,15 @@ def test_an_empty_variable_is_an_unset_one(greeter: str) -> None:
 def test_check_and_graph_read_no_variables() -> None:
     status, out, err = cli("check", "specs/echo.yaml", PORT="http", PROT="1")
     assert (status, out, err) == (0, "specs/echo.yaml: ok\n", "")
+
+
+def test_the_operations_table_names_every_option_with_its_variable() -> None:
+    _, usage, _ = cli("run", "--help")
+    options = set(re.findall(r"\[(--[a-z-]+)", usage)) - {"--no-trace", "--verbose"}
+    assert len(options) == 9, options
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rows = {row.split("|")[1]: row for row in doc.splitlines() if row.startswith("| `")}
+    for option in [*options, "SPEC"]:
+        (row,) = [row for cell, row in rows.items() if f"`{option}" in cell]
+        name = "SPEC" if option == "SPEC" else option[2:].replace("-", "_").upper()
+        assert f"`{PREFIX}{name}`" in row, row
