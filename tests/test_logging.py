@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TIMEOUT
+from conftest import ROOT, TIMEOUT, wait_until
 
 from statemachine_server import ConsoleLog, Kernel
 from statemachine_server.console import clean
@@ -265,3 +265,32 @@ async def test_a_handler_error_report_shows_the_heap_redacted_at_debug_level(
     assert '(heap: {"user": "bob", "password": "[redacted]"})\nTraceback' in err
     err = await serve_and_fail(spec)
     assert "handler raised TypeError" in err and "(heap:" not in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize("states", [False, True])
+async def test_an_outbound_client_s_log_lines_in_json(serve_spec: Any, states: bool) -> None:
+    # The handlers of a client shared by the server run as the client's connection.
+    feed = await serve_spec("handlers:\n  connected: [reply: hi, close]\n")
+    kernel = Kernel()
+    stream = io.StringIO()
+    console = ConsoleLog(kernel, stream=stream)
+    machine = "states:\n  only:\n    handlers:\n      input: [close]\n" if states else ""
+    await serve_spec(
+        f"""
+server: {{log: {{format: json}}}}
+clients:
+  feed:
+    port: {feed.port}
+    per: server
+    reconnect: {{initial: 30}}
+    handlers:
+      input: [log: "feed said {{input}}"]
+      disconnected: [log: "feed gone"]
+{machine}""",
+        kernel=kernel,
+        console=console,
+    )
+    await wait_until(lambda: "feed gone" in stream.getvalue())
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["message"] for r in records] == ["feed said hi", "feed gone"]
+    assert all(isinstance(r["session"], int) and "state" in r for r in records)
