@@ -18,7 +18,7 @@ from types import FrameType
 from . import loadgen, report
 from .machine import REPO_ROOT, machine_info, pin_harness, plan_pinning
 from .results import Context, Options
-from .scenarios import SCENARIOS
+from .scenarios import GROUPS, SCENARIOS
 from .servers import EXTRA_PEERS, PEERS
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "scenarios", nargs="*", metavar="SCENARIO",
-        help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}",
+        help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}; "
+        + "; ".join(f"{group} runs {', '.join(names)}" for group, names in GROUPS.items()),
     )  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true",
@@ -94,9 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(arguments)
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS and s not in GROUPS]
     if unknown:
-        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        known_names = ", ".join([*SCENARIOS, *GROUPS])
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {known_names}")
+    chosen = list(dict.fromkeys(n for s in args.scenarios for n in GROUPS.get(s, [s])))
     known = PEERS | EXTRA_PEERS
     names = [n.strip() for n in args.peers.split(",") if n.strip()] if args.peers else list(PEERS)
     bad = [n for n in names if n not in known]
@@ -128,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"load generator: {gen.kind} ({gen.note}); pinning: {pinning.note}")
     peers = [known[n] for n in names]
     status = 0
-    for name in args.scenarios or list(SCENARIOS):
+    for name in chosen or list(SCENARIOS):
         result = SCENARIOS[name].run(ctx, peers, options)
         json_path, md_path, markdown = report.write(result, ctx)
         print(markdown, flush=True)

@@ -1,9 +1,10 @@
 /*
- * The load generator: a small epoll client with three modes.
+ * The load generator: a small epoll client with four modes.
  *
  *   loadgen throughput HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S [OPTIONS]
  *   loadgen latency    HOST PORT CONNECTIONS LINE_BYTES WARMUP_S MEASURE_S [OPTIONS]
  *   loadgen churn      HOST PORT CONCURRENCY LINE_BYTES WARMUP_S MEASURE_S [OPTIONS]
+ *   loadgen stream     HOST PORT CONNECTIONS DEPTH LINE_BYTES WARMUP_S MEASURE_S
  *
  * (The mode word may be left out for throughput: the harness's original form.)
  *
@@ -16,6 +17,13 @@
  * churn: CONCURRENCY slots; each opens a connection (non-blocking connect), sends
  *   one line, reads its echo, closes, and starts over. Figure: connections
  *   completed in the window; percentiles of their connect-to-echo time.
+ * stream: a sliding window. CONNECTIONS connections each keep DEPTH lines in
+ *   flight: DEPTH lines in the first write, then, after each read, one write of
+ *   as many new lines as that read completed echoes. Figure: lines echoed in the
+ *   window; percentiles of their round trips (from the write that queued the
+ *   line to the read that completed its echo); "recvs", the reads of the window
+ *   that returned data (lines / recvs: how many echoes a read carries). Strict
+ *   only (no --tolerant).
  *
  * Lines are LINE_BYTES - 1 printable characters and "\n"; a connection's line
  * depends on its index, so echoes crossed between connections are caught. Echoes
@@ -777,6 +785,204 @@ static int run_churn(const struct sockaddr_in *addr, int slots, int line_bytes, 
     return error_text[0] ? 1 : 0;
 }
 
+/* ---- stream mode ----------------------------------------------------------------- */
+
+struct sconn {
+    int fd;
+    int want_out;
+    size_t rx;          /* bytes of the line now being echoed */
+    size_t tx_off;      /* offset in the line of the next byte to send */
+    size_t pending;     /* bytes queued, not yet written */
+    long long queued;   /* lines queued (written or to write) */
+    long long echoed;   /* lines echoed back */
+    double *sent;       /* a ring of DEPTH: when each line in flight was queued */
+};
+
+/* Match data against an endless repetition of `line` from offset *rx (a "\r" before
+ * a "\n" is accepted). Returns the number of lines completed, or -1 on a mismatch. */
+static long match_repeated(const unsigned char *line, size_t len, size_t *rx,
+                           const unsigned char *data, size_t n) {
+    long done = 0;
+    size_t i = 0;
+    while (i < n) {
+        size_t k = n - i;
+        if (k > len - *rx) k = len - *rx;
+        if (memcmp(data + i, line + *rx, k) == 0) { /* fast path */
+            *rx += k;
+            i += k;
+        } else if (data[i] == line[*rx]) {
+            (*rx)++;
+            i++;
+        } else if (data[i] == '\r' && line[*rx] == '\n') {
+            i++;
+        } else {
+            return -1;
+        }
+        if (*rx == len) {
+            *rx = 0;
+            done++;
+        }
+    }
+    return done;
+}
+
+/* Write what is queued, as far as the socket takes it. 0, or -1 on error (errno). */
+static int sconn_flush(struct sconn *c, int index, const unsigned char *rep, size_t len) {
+    while (c->pending > 0) {
+        ssize_t n = send(c->fd, rep + c->tx_off, c->pending, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            return -1;
+        }
+        c->pending -= (size_t)n;
+        c->tx_off = (c->tx_off + (size_t)n) % len;
+    }
+    int want = c->pending > 0;
+    if (want != c->want_out) {
+        if (watch(c->fd, EPOLL_CTL_MOD, index, want) < 0) return -1;
+        c->want_out = want;
+    }
+    return 0;
+}
+
+/* Queue `k` more lines (their send time: now) and write what the socket takes. */
+static int sconn_queue(struct sconn *c, int index, long k, int depth, const unsigned char *rep,
+                       size_t len, double now, long long *in_flight) {
+    for (long j = 0; j < k; j++) c->sent[(c->queued + j) % depth] = now;
+    c->queued += k;
+    c->pending += (size_t)k * len;
+    *in_flight += k;
+    return sconn_flush(c, index, rep, len);
+}
+
+static int run_stream(const struct sockaddr_in *addr, int nconn, int depth, int line_bytes,
+                      double warmup, double measure) {
+    size_t len = (size_t)line_bytes;
+    /* Per pattern, depth + 1 copies of its line: any `pending` (at most depth lines)
+     * starting at any offset of the line is one contiguous slice. */
+    unsigned char *reps[PATTERNS];
+    for (int k = 0; k < PATTERNS; k++) {
+        unsigned char *line = make_line(k, line_bytes);
+        reps[k] = malloc((size_t)(depth + 1) * len);
+        for (int j = 0; j <= depth; j++) memcpy(reps[k] + (size_t)j * len, line, len);
+        free(line);
+    }
+    struct sconn *conns = calloc((size_t)nconn, sizeof *conns);
+    double *rings = calloc((size_t)nconn * (size_t)depth, sizeof *rings);
+    double *times = NULL;
+    long times_n = 0, times_cap = 0;
+    long long counted = 0, recvs = 0, in_flight = 0;
+    int opened = 0;
+    char why[200];
+    for (int i = 0; i < nconn; i++) {
+        conns[i].fd = -1;
+        conns[i].sent = rings + (size_t)i * (size_t)depth;
+    }
+    for (int i = 0; i < nconn && !error_text[0]; i++) {
+        int fd = connect_blocking(addr, why, sizeof why);
+        if (fd < 0) {
+            fail("connection %d: %s", i, why);
+            break;
+        }
+        conns[i].fd = fd;
+        opened++;
+        watch(fd, EPOLL_CTL_ADD, i, 0);
+    }
+
+    struct phases ph;
+    phases_start(&ph, warmup, measure);
+    double last_progress = now_s(), max_gap = 0;
+    for (int i = 0; i < opened && !error_text[0]; i++)
+        if (sconn_queue(&conns[i], i, depth, depth, reps[i % PATTERNS], len, now_s(),
+                        &in_flight) < 0)
+            fail("connection %d: send: %s", i, strerror(errno));
+
+    static unsigned char buf[1 << 16];
+    struct epoll_event events[256];
+    while (!error_text[0]) {
+        double now = now_s();
+        phases_update(&ph, now);
+        if (ph.phase == 2 && (in_flight == 0 || now >= ph.drain_deadline)) break;
+        if (now - last_progress > max_gap) max_gap = now - last_progress;
+        if (now - last_progress > STALL_S) {
+            fail("%lld lines in flight: no echo for 5 s (server stalled or lost data)", in_flight);
+            break;
+        }
+        if (now >= ph.hard_deadline) {
+            fail("hard deadline passed");
+            break;
+        }
+        int n = epoll_wait(epfd, events, 256, 100);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int e = 0; e < n && !error_text[0]; e++) {
+            int index = (int)events[e].data.u32;
+            struct sconn *c = &conns[index];
+            const unsigned char *rep = reps[index % PATTERNS];
+            if ((events[e].events & EPOLLOUT) && sconn_flush(c, index, rep, len) < 0) {
+                fail("connection %d: send: %s", index, strerror(errno));
+                break;
+            }
+            if (!(events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP))) continue;
+            ssize_t got = recv(c->fd, buf, sizeof buf, 0);
+            if (got < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+                fail("connection %d: recv: %s", index, strerror(errno));
+                break;
+            }
+            if (got == 0) {
+                fail("connection %d: closed by the server", index);
+                break;
+            }
+            double received = now_s();
+            last_progress = received;
+            if (ph.phase == 1) recvs++;
+            long done = match_repeated(rep, len, &c->rx, buf, (size_t)got);
+            long long written = c->queued * (long long)len - (long long)c->pending;
+            if (done < 0 || (c->echoed + done) * (long long)len + (long long)c->rx > written) {
+                fail("connection %d: echo differs from what was sent", index);
+                break;
+            }
+            for (long j = 0; j < done; j++) {
+                double rtt = received - c->sent[c->echoed % depth];
+                c->echoed++;
+                in_flight--;
+                if (ph.phase != 1) continue;
+                counted++;
+                if (times_n == times_cap && times_cap < MAX_SAMPLES) {
+                    long cap = times_cap ? times_cap * 2 : 65536;
+                    double *grown = realloc(times, (size_t)cap * sizeof *times);
+                    if (grown != NULL) {
+                        times = grown;
+                        times_cap = cap;
+                    }
+                }
+                if (times_n < times_cap) times[times_n++] = rtt;
+            }
+            /* The echoes this read completed are answered with one write of as many
+             * new lines: the window stays at DEPTH lines in flight. */
+            if (done > 0 && ph.phase < 2 &&
+                sconn_queue(c, index, done, depth, rep, len, received, &in_flight) < 0) {
+                fail("connection %d: send: %s", index, strerror(errno));
+                break;
+            }
+        }
+    }
+    phases_finish(&ph);
+    for (int i = 0; i < nconn; i++)
+        if (conns[i].fd >= 0) close(conns[i].fd);
+    printf("{\"impl\": \"c\", \"mode\": \"stream\", \"connections\": %d, \"opened\": %d, "
+           "\"depth\": %d, \"line_bytes\": %d, \"recvs\": %lld, \"unfinished_lines\": %lld, ",
+           nconn, opened, depth, line_bytes, recvs, in_flight);
+    print_percentiles("latency_us", times, times_n);
+    print_tail(&ph, counted, max_gap);
+    return error_text[0] ? 1 : 0;
+}
+
 /* ---- arguments ------------------------------------------------------------------- */
 
 static void usage(const char *prog) {
@@ -784,28 +990,30 @@ static void usage(const char *prog) {
             "usage: %s [throughput] HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S\n"
             "       %s latency HOST PORT CONNECTIONS LINE_BYTES WARMUP_S MEASURE_S "
             "[--tolerant] [--samples FILE]\n"
-            "       %s churn HOST PORT CONCURRENCY LINE_BYTES WARMUP_S MEASURE_S [--tolerant]\n",
-            prog, prog, prog);
+            "       %s churn HOST PORT CONCURRENCY LINE_BYTES WARMUP_S MEASURE_S [--tolerant]\n"
+            "       %s stream HOST PORT CONNECTIONS DEPTH LINE_BYTES WARMUP_S MEASURE_S\n",
+            prog, prog, prog, prog);
 }
 
 int main(int argc, char **argv) {
     const char *prog = argv[0];
     const char *mode = "throughput";
     if (argc > 1 && (strcmp(argv[1], "throughput") == 0 || strcmp(argv[1], "latency") == 0 ||
-                     strcmp(argv[1], "churn") == 0)) {
+                     strcmp(argv[1], "churn") == 0 || strcmp(argv[1], "stream") == 0)) {
         mode = argv[1];
         argv++;
         argc--;
     }
     int is_throughput = strcmp(mode, "throughput") == 0;
-    int positional = is_throughput ? 7 : 6;
+    int is_stream = strcmp(mode, "stream") == 0;
+    int positional = is_throughput || is_stream ? 7 : 6;
     if (argc < positional + 1) {
         usage(prog);
         return 2;
     }
     const char *samples_path = NULL;
     for (int i = positional + 1; i < argc; i++) {
-        if (strcmp(argv[i], "--tolerant") == 0) {
+        if (strcmp(argv[i], "--tolerant") == 0 && !is_stream) {
             tolerant = 1;
         } else if (strcmp(argv[i], "--samples") == 0 && i + 1 < argc &&
                    strcmp(mode, "latency") == 0) {
@@ -818,10 +1026,10 @@ int main(int argc, char **argv) {
     const char *host = argv[1];
     int port = atoi(argv[2]);
     int nconn = atoi(argv[3]);
-    int lines = is_throughput ? atoi(argv[4]) : 1;
-    int line_bytes = atoi(argv[is_throughput ? 5 : 4]);
-    double warmup = atof(argv[is_throughput ? 6 : 5]);
-    double measure = atof(argv[is_throughput ? 7 : 6]);
+    int lines = is_throughput || is_stream ? atoi(argv[4]) : 1; /* stream: DEPTH */
+    int line_bytes = atoi(argv[positional - 2]);
+    double warmup = atof(argv[positional - 1]);
+    double measure = atof(argv[positional]);
     if (port <= 0 || port > 65535 || nconn < 1 || nconn > MAX_CONNECTIONS || lines < 1 ||
         line_bytes < 2 || (long)lines * line_bytes > MAX_BATCH_BYTES || warmup < 0 ||
         measure <= 0) {
@@ -842,6 +1050,7 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     epfd = epoll_create1(0);
     if (is_throughput) return run_throughput(&addr, nconn, lines, line_bytes, warmup, measure);
+    if (is_stream) return run_stream(&addr, nconn, lines, line_bytes, warmup, measure);
     if (strcmp(mode, "latency") == 0)
         return run_latency(&addr, nconn, line_bytes, warmup, measure, samples_path);
     return run_churn(&addr, nconn, line_bytes, warmup, measure);

@@ -6,6 +6,7 @@ Both take the same arguments and print the same one-line JSON result (see
     loadgen throughput HOST PORT CONNECTIONS LINES LINE_BYTES WARMUP_S MEASURE_S
     loadgen latency HOST PORT CONNECTIONS LINE_BYTES WARMUP_S MEASURE_S [--tolerant] [--samples F]
     loadgen churn HOST PORT CONCURRENCY LINE_BYTES WARMUP_S MEASURE_S [--tolerant]
+    loadgen stream HOST PORT CONNECTIONS DEPTH LINE_BYTES WARMUP_S MEASURE_S
 
 The C client is compiled on first use with ``cc -O2`` into a cache directory, under
 a name derived from the source's hash. Without a working C compiler the fallback
@@ -47,7 +48,7 @@ CPU_SHARE_WARNING = 0.90
 RUN_SLACK = 30.0
 
 Kind = Literal["c", "python"]
-Mode = Literal["throughput", "latency", "churn"]
+Mode = Literal["throughput", "latency", "churn", "stream"]
 
 
 @dataclass(frozen=True)
@@ -261,11 +262,12 @@ def start(
 ) -> Client:
     """Start the client in ``mode`` against ``host:port``; see ``loadgen.c``.
 
-    The client is killed if it has not finished within
+    ``lines`` is the batch (throughput) or the window: lines in flight per connection
+    (stream). The client is killed if it has not finished within
     ``warmup + seconds + RUN_SLACK`` seconds.
     """
     argv = [*loadgen.argv, mode, host, str(port), str(connections)]
-    if mode == "throughput":
+    if mode in ("throughput", "stream"):
         argv.append(str(lines))
     argv += [str(line_bytes), f"{warmup:g}", f"{seconds:g}"]
     if tolerant:

@@ -423,6 +423,144 @@ def _churn(run: Run, host: str, port: int, slots: int, lb: int) -> dict[str, Any
     }
 
 
+def _match_repeated(line: bytes, rx: int, data: bytes) -> tuple[int, int]:
+    """Match ``data`` against ``line`` repeated, from ``rx``: (lines completed, new rx).
+
+    A ``\\r`` before an expected ``\\n`` is accepted; lines completed is -1 on a mismatch.
+    """
+    size = len(line)
+    done = i = 0
+    while i < len(data):
+        k = min(len(data) - i, size - rx)
+        if data[i : i + k] == line[rx : rx + k]:  # fast path
+            rx += k
+            i += k
+        elif data[i] == line[rx]:
+            rx += 1
+            i += 1
+        elif data[i] == 13 and line[rx] == 10:
+            i += 1
+        else:
+            return -1, rx
+        if rx == size:
+            rx = 0
+            done += 1
+    return done, rx
+
+
+@dataclass
+class StreamConn:
+    """One connection of the stream mode: DEPTH lines in flight (loadgen.c's ``sconn``)."""
+
+    sock: socket.socket
+    line: bytes
+    rep: bytes  # depth + 1 copies of the line
+    rx: int = 0
+    tx_off: int = 0
+    pending: int = 0
+    queued: int = 0
+    echoed: int = 0
+    want_out: bool = False
+    sent: list[float] = field(default_factory=list)
+
+
+def _stream(run: Run, host: str, port: int, nconn: int, depth: int, lb: int) -> dict[str, Any]:
+    sel = selectors.DefaultSelector()
+    conns: list[StreamConn] = []
+    times: list[float] = []
+    counted = recvs = in_flight = 0
+
+    def flush(i: int) -> None:
+        c = conns[i]
+        try:
+            while c.pending:
+                n = c.sock.send(c.rep[c.tx_off : c.tx_off + c.pending])
+                c.pending -= n
+                c.tx_off = (c.tx_off + n) % lb
+        except BlockingIOError:
+            pass
+        want = c.pending > 0
+        if want != c.want_out:
+            sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0), i)
+            c.want_out = want
+
+    def queue(i: int, k: int, now: float) -> None:
+        nonlocal in_flight
+        c = conns[i]
+        for j in range(k):
+            c.sent[(c.queued + j) % depth] = now
+        c.queued += k
+        c.pending += k * lb
+        in_flight += k
+        flush(i)
+
+    def loop() -> None:
+        nonlocal counted, recvs, in_flight
+        for i in range(nconn):
+            try:
+                sock = _connect(host, port)
+            except OSError as exc:
+                raise Stop(f"connection {i}: connect: {exc}") from exc
+            line = make_line(i % PATTERNS, lb)
+            conns.append(StreamConn(sock, line, line * (depth + 1), sent=[0.0] * depth))
+            sel.register(sock, selectors.EVENT_READ, i)
+        for i in range(nconn):
+            queue(i, depth, time.monotonic())
+        while True:
+            now = time.monotonic()
+            run.update(now)
+            if run.phase == 2 and (in_flight == 0 or now >= run.drain_deadline):
+                return
+            for key, events in sel.select(0.1):
+                i = key.data
+                c = conns[i]
+                if events & selectors.EVENT_WRITE:
+                    flush(i)
+                if not events & selectors.EVENT_READ:
+                    continue
+                try:
+                    data = c.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise Stop(f"connection {i}: closed by the server")
+                received = time.monotonic()
+                run.last_progress = received
+                if run.phase == 1:
+                    recvs += 1
+                done, c.rx = _match_repeated(c.line, c.rx, data)
+                written = c.queued * lb - c.pending
+                if done < 0 or (c.echoed + done) * lb + c.rx > written:
+                    raise Stop(f"connection {i}: echo differs from what was sent")
+                for _ in range(done):
+                    rtt = received - c.sent[c.echoed % depth]
+                    c.echoed += 1
+                    in_flight -= 1
+                    if run.phase == 1:
+                        counted += 1
+                        times.append(rtt)
+                if done and run.phase < 2:
+                    queue(i, done, received)
+
+    try:
+        error = _guarded(run, loop)
+    finally:
+        for c in conns:
+            c.sock.close()
+        sel.close()
+    return {
+        "mode": "stream",
+        "connections": nconn,
+        "opened": len(conns),
+        "depth": depth,
+        "line_bytes": lb,
+        "recvs": recvs,
+        "unfinished_lines": in_flight,
+        "latency_us": percentiles(times),
+        **run.tail(counted, error),
+    }
+
+
 def _guarded(run: Run, body: Any) -> str | None:
     """Run ``body``; its fatal error (or None). The window is closed either way."""
     error: str | None = None
@@ -439,12 +577,12 @@ def _guarded(run: Run, body: Any) -> str | None:
 def main(argv: list[str]) -> int:
     """``python -m benchmarks.pyloadgen [MODE] HOST PORT ...``: see loadgen.c."""
     mode = "throughput"
-    if argv and argv[0] in ("throughput", "latency", "churn"):
+    if argv and argv[0] in ("throughput", "latency", "churn", "stream"):
         mode, argv = argv[0], argv[1:]
-    positional = 7 if mode == "throughput" else 6
+    positional = 7 if mode in ("throughput", "stream") else 6
     tolerant = "--tolerant" in argv[positional:]
     samples_path: str | None = None
-    rest = [a for a in argv[positional:] if a != "--tolerant"]
+    rest = [a for a in argv[positional:] if a != "--tolerant" or mode == "stream"]
     if rest[:1] == ["--samples"] and len(rest) == 2 and mode == "latency":
         samples_path = rest[1]
     elif rest or len(argv) < positional:
@@ -460,6 +598,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGUSR1, on_usr1)
     if mode == "throughput":
         result = _throughput(run, host, port, nconn, int(argv[3]), int(argv[4]))
+    elif mode == "stream":
+        result = _stream(run, host, port, nconn, int(argv[3]), int(argv[4]))
     elif mode == "latency":
         result = _latency(run, host, port, nconn, int(argv[3]), samples_path)
     else:

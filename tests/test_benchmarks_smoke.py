@@ -114,3 +114,91 @@ def test_micro_path_refuses_a_spec_that_does_not_echo(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode != 0 and "did not echo" in done.stderr
+
+
+#: The load shapes of streaming.py, large.py and many.py (run by the same --quick run).
+STREAM_SCENARIOS = (
+    "streaming-1",
+    "streaming-4",
+    "streaming-16",
+    "streaming-64",
+    "large-4k",
+    "large-64k",
+    "many-connections",
+)
+
+
+@pytest.mark.parametrize("scenario", STREAM_SCENARIOS)
+def test_stream_scenarios_measure_rates_and_round_trips(
+    quick_run: tuple[Path, str], scenario: str
+) -> None:
+    out, stdout = quick_run
+    data = result(out, scenario)
+    for name in PEERS:
+        peer = data["peers"][name]
+        assert peer["status"] == "ok", peer
+        assert all(sample > 0 for sample in peer["samples"])
+        metrics = peer["metrics"]
+        assert 0 < metrics["p50_us"]["median"] <= metrics["p99_us"]["median"]
+        assert metrics["lines_per_read"]["median"] > 0
+        assert peer["runs"][0]["loadgen"]["raw"]["mode"] == "stream"
+    assert f"## {data['title']}" in stdout
+
+
+def test_stream_scenarios_settings(quick_run: tuple[Path, str]) -> None:
+    out = quick_run[0]
+    for depth in (1, 4, 16, 64):
+        assert result(out, f"streaming-{depth}")["settings"]["depth"] == depth
+    large = result(out, "large-64k")
+    assert large["settings"]["line_bytes"] == 65536
+    spec = large["peers"]["ours-spec"]["command"]
+    assert any(part.endswith("echo-max-length-1048576.yaml") for part in spec), spec
+    many = result(out, "many-connections")
+    assert many["settings"]["idle"] == 500
+    for name in PEERS:
+        for run in many["peers"][name]["runs"]:
+            assert run["server"]["idle_disturbed"] == 0
+            assert run["metrics"]["idle_open_s"] > 0
+
+
+def test_scenario_groups_name_known_scenarios() -> None:
+    from benchmarks.scenarios import GROUPS, SCENARIOS
+
+    assert GROUPS["streaming"] == [f"streaming-{d}" for d in (1, 4, 16, 64)]
+    assert GROUPS["large"] == ["large-4k", "large-64k"]
+    assert all(name in SCENARIOS for names in GROUPS.values() for name in names)
+
+
+def test_python_loadgen_stream_mode_keeps_its_window(tmp_path: Path) -> None:
+    from benchmarks.pyloadgen import _match_repeated
+
+    line = b"abc\n"
+    assert _match_repeated(line, 0, b"abc\nab") == (1, 2)
+    assert _match_repeated(line, 2, b"c\r\nabc\r\n") == (2, 0)  # "\r\n" is accepted
+    assert _match_repeated(line, 0, b"abd\n")[0] == -1
+    command = [sys.executable, "-m", "benchmarks.pyloadgen", "stream", "127.0.0.1"]
+    with subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "peers" / "asyncio_lines.py"), "0"],
+        stdout=subprocess.PIPE, text=True,
+    ) as server:  # fmt: skip
+        try:
+            assert server.stdout is not None
+            port = server.stdout.readline().strip().rsplit(":", 1)[1]
+            window = [port, "3", "4", "64", "0.1", "0.3"]
+            done = subprocess.run(
+                [*command, *window], cwd=REPO, capture_output=True, text=True, timeout=30,
+                check=False,
+            )  # fmt: skip
+            refused = subprocess.run(
+                [*command, *window, "--tolerant"], cwd=REPO, capture_output=True, text=True,
+                timeout=30, check=False,
+            )  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["mode"] == "stream" and figures["depth"] == 4
+    assert figures["lines"] > 0 and figures["error"] is None
+    assert figures["unfinished_lines"] == 0
+    assert refused.returncode == 2  # strict only, as loadgen.c

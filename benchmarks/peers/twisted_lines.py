@@ -3,8 +3,10 @@
 ``delimiter = b"\\n"`` so it speaks the same framing as the others; each line is
 sent back with ``sendLine``. No logging.
 
-Usage: ``python twisted_lines.py PORT`` (0 picks a free port). Prints
-``listening on HOST:PORT`` once bound; SIGTERM stops the reactor (exit status 0).
+Usage: ``python twisted_lines.py PORT [MAX_LENGTH]`` (0 picks a free port;
+MAX_LENGTH replaces ``LineReceiver.MAX_LENGTH``, 16384 bytes, for the large-lines
+scenarios). Prints ``listening on HOST:PORT`` once bound; SIGTERM stops the
+reactor (exit status 0).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class EchoFactory(protocol.Factory):
     protocol = Echo
 
 
-def main(port: int) -> None:
+def main(port: int, max_length: int | None = None) -> None:
+    if max_length is not None:
+        Echo.MAX_LENGTH = max_length
     listening = reactor.listenTCP(port, EchoFactory(), interface="127.0.0.1")  # type: ignore[attr-defined]
     address = listening.getHost()
     print(f"listening on {address.host}:{address.port}", flush=True)
@@ -34,4 +38,7 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+        int(sys.argv[2]) if len(sys.argv) > 2 else None,
+    )
