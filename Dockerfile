@@ -3,17 +3,20 @@
 #   docker build -t statemachine-server .
 #   docker run --rm -p 12345:12345 statemachine-server
 #
-# The default command serves the built-in echo spec on every interface. To serve your own
-# spec, mount its folder at /specs and name it (keep --host 0.0.0.0, or set server.host in
-# the spec, so that the port is reachable from outside the container):
+# The default command serves the built-in echo spec. Every interface is listened on
+# (STATEMACHINE_SERVER_HOST below: the environment's value, under the command line's and
+# over the spec's), so a mounted spec is reachable from outside the container too:
 #
 #   docker run --rm -p 12345:12345 -v "$PWD/specs:/specs:ro" statemachine-server \
-#       run /specs/chat.yaml --host 0.0.0.0
+#       run /specs/chat.yaml
+#   docker run --rm -p 12345:12345 -p 9100:9100 -e STATEMACHINE_SERVER_METRICS=0.0.0.0:9100 \
+#       -e STATEMACHINE_SERVER_LOG_FORMAT=json statemachine-server
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    STATEMACHINE_SERVER_HOST=0.0.0.0
 
 WORKDIR /src
 COPY . /src
@@ -27,4 +30,4 @@ USER app
 
 EXPOSE 12345
 ENTRYPOINT ["statemachine-server"]
-CMD ["run", "--host", "0.0.0.0"]
+CMD ["run"]

@@ -429,7 +429,10 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except SpecError as exc:  # server.tls's files do not load
         return _fail(exc, EXIT_FAILURE, json=json_errors)
     except OSError as exc:
-        return _fail(f"cannot listen on {_where(spec, settings)}: {exc.strerror or exc}",
+        # The metrics endpoint's error says it is its address (observe.endpoint).
+        metrics = getattr(exc, "metrics_address", None)
+        where = f"the metrics address {metrics}" if metrics else _where(spec, settings)
+        return _fail(f"cannot listen on {where}: {exc.strerror or exc}",
                      EXIT_FAILURE, json=json_errors)  # fmt: skip
     try:
         kernel.run(loop=settings.loop, drain_timeout=spec.server.limits.drain_timeout)
@@ -439,15 +442,11 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _where(spec: Spec, settings: _Settings) -> str:
-    """The address ``run`` was to listen on (and the metrics', which binds too)."""
+    """The address ``run`` was to listen on."""
     if spec.server.path is not None:
-        where = str(beside_spec(spec, spec.server.path))
-    else:
-        host = settings.host or spec.server.host
-        where = f"{host}:{spec.server.port if settings.port is None else settings.port}"
-    if spec.server.metrics is not None:
-        where += f" or on the metrics address {spec.server.metrics}"
-    return where
+        return str(beside_spec(spec, spec.server.path))
+    host = settings.host or spec.server.host
+    return f"{host}:{spec.server.port if settings.port is None else settings.port}"
 
 
 def _announce(server: TCPServer) -> None:

@@ -4,7 +4,8 @@ Three kinds of failure cross layer boundaries, and each is handled differently:
 
 * :class:`SpecError`: the spec file (or the arguments) are wrong. Reported as one
   ``FILE:LINE:COLUMN: message`` line per error, all of them at once, before any
-  port opens; the process exits 2.
+  port opens; the process exits 2 (1 when it is ``server.tls``'s files that do
+  not load as ``run`` starts: the spec was valid, the server failed).
 * :class:`ProtocolError`: the peer sent something we will not accept (a line over
   the limit, say). It ends that one connection and nothing else.
 * anything else raised from a handler is the handler's bug. It becomes that

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, connect
+from conftest import TIMEOUT, connect, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from statemachine_server.language import load_spec_text
@@ -221,3 +222,16 @@ def test_the_text_format_escapes_what_it_must() -> None:
         ('quote " backslash \\ newline \n end', 1.5),
         ("inf", float("inf")),
     ]
+
+
+def test_a_metrics_port_in_use_is_one_line_naming_it_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, _, err = run_cli("run", "--port", "0", "--metrics", f"127.0.0.1:{port}")
+    assert status == 1
+    assert err.strip().splitlines()[-1] == (
+        f"statemachine-server: cannot listen on the metrics address 127.0.0.1:{port}: "
+        "Address already in use"
+    )

@@ -196,8 +196,10 @@ def test_dockerfile_runs_the_console_script_as_non_root() -> None:
     entrypoint = _exec_form(steps[entry][1])
     assert entrypoint == ["statemachine-server"]
     assert entrypoint[0] in PYPROJECT["project"]["scripts"]
-    cmd = _exec_form(dict(steps)["CMD"])
-    assert cmd == ["run", "--host", "0.0.0.0"]
+    assert _exec_form(dict(steps)["CMD"]) == ["run"]
+    # Every interface, from the environment: a spec given on the command line
+    # (`run /specs/x.yaml`) is reachable from outside the container too.
+    assert "STATEMACHINE_SERVER_HOST=0.0.0.0" in dict(steps)["ENV"]
 
     installs = [args for keyword, args in steps if keyword == "RUN" and "pip install" in args]
     assert any("--no-cache-dir" in a and ".[fast]" in a for a in installs), installs

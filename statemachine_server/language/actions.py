@@ -51,6 +51,7 @@ from .model import (
     Work,
     Write,
 )
+from .moves import Moves
 from .outside import OutsideActions
 from .pycall import Calls
 from .report import Report, SpecPath, dotted, hint, inside
@@ -118,7 +119,7 @@ def _indented(lines: list[str]) -> list[str]:
     return ["    " + line for line in lines]
 
 
-class ActionCompiler(OutsideActions):
+class ActionCompiler(Moves, OutsideActions):
     """Compiles lists of actions for one spec.
 
     Args:
@@ -504,26 +505,7 @@ class ActionCompiler(OutsideActions):
         if isinstance(a, Raise):
             return self._raise(a, where, code, p)
         if isinstance(a, Goto):
-            if self._goto(a, where, scope, label) is None:
-                return None
-            values = {"_rt": rt, f"{p}g": a.state}
-            call = [f"_rt.goto(s, {p}g)"]
-            count: list[str] = []
-            if self.metered:  # counted by the state it leaves, where it is written
-                values[f"{p}c"] = rt.goto_site(a.state, label)
-                call = [f"_rt.counted_goto(s, {p}g, {p}c)"]
-                count = [f"{p}c[s.protocol_state] += 1"]
-
-            def late(target: str = a.state) -> list[str]:
-                # Nothing to run or cancel on the way (no exit actions, no state
-                # timeouts, no enter actions in the target): just the new state.
-                if any(rt.exit.values()) or rt.timeout or rt.enter.get(target):
-                    return call
-                return [*count, f"s.protocol_state = {p}g"]
-
-            op = self._snippet(call, values, where)
-            self.inline.ops[op].late = late
-            return op
+            return self._goto_op(a, where, scope, label, p)
         if isinstance(a, Close):
             self.ways_out.add(scope)
             return self._snippet(["s.close()"], {}, where)
@@ -544,28 +526,6 @@ class ActionCompiler(OutsideActions):
         if isinstance(a, Send):
             return self._send(a, where, tpl)
         raise AssertionError(f"unknown action {a!r}")  # pragma: no cover - a closed union
-
-    def _goto(self, a: Goto, where: SpecPath, scope: Scope, label: str) -> Op | None:
-        if not self.has_states:
-            self.report("goto needs protocol states: add `states:`", (*where, "state"))
-            return None
-        if a.state not in self.states:
-            self.report(f"goto: no state {a.state!r}{self.hint(a.state)}", (*where, "state"))
-            self.bad_gotos = True
-            return None
-        if label == "exit":
-            self.report("goto is not allowed in exit actions (the state is being left)",
-                        where)  # fmt: skip
-            return None
-        if label == "enter":
-            assert scope is not None
-            self.enter_gotos.setdefault(scope, set()).add(a.state)
-        self.edges.append((scope, a.state, label))
-        target, rt = a.state, self.rt
-        if self.metered:
-            site = rt.goto_site(target, label)
-            return lambda s, i, m: rt.counted_goto(s, target, site)
-        return lambda s, i, m: rt.goto(s, target)
 
     def _post(self, a: Post, where: SpecPath, tpl: Callable[..., Template]) -> Op | None:
         if a.event not in self.handled:

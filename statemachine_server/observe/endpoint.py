@@ -25,7 +25,10 @@ from typing import Any
 from ..core.kernel import Kernel
 from ..net.listen import bind_tcp
 
-__all__ = ["MAX_HEAD", "MAX_SCRAPES", "READ_TIMEOUT", "MetricsEndpoint", "parse_address"]
+__all__ = [
+    "MAX_HEAD", "MAX_SCRAPES", "READ_TIMEOUT", "MetricsAddressError", "MetricsEndpoint",
+    "parse_address",
+]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
 
@@ -36,6 +39,15 @@ MAX_SCRAPES = 32
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}  # fmt: skip
+
+
+class MetricsAddressError(OSError):
+    """The metrics address cannot be listened on (``metrics_address`` says which,
+    as ``HOST:PORT``: the server's own port binds too, and this is not it)."""
+
+    def __init__(self, errno: int | None, strerror: str | None, address: str):
+        super().__init__(errno, strerror)
+        self.metrics_address = address
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -71,7 +83,10 @@ class MetricsEndpoint:
         self.active = 0  # scrapes being answered
         self.scrapes = 0  # answered since the start
         self._server: asyncio.Server | None = None
-        self._sock: Any = bind_tcp(host, port, 64)
+        try:
+            self._sock: Any = bind_tcp(host, port, 64)
+        except OSError as exc:
+            raise MetricsAddressError(exc.errno, exc.strerror, f"{host}:{port}") from None
         self.host, self.port = self._sock.getsockname()[:2]
         kernel.on_serve(self._serve)
         kernel.on_finish(self.close)
