@@ -511,12 +511,13 @@ def on_error(handler: Callable[..., Any] | None) -> Callable[..., Any] | None:
     def handle_error(session: Any, exc: BaseException) -> None:
         # The connection logs an error only when no handler takes it: log it here
         # too, so a spec's error replies do not hide a Python handler's bug.
+        where = {"session": session.id, "state": session.protocol_state or session.state}
         if isinstance(exc, ProtocolError):
-            log.warning("session %d: %s; closing", session.id, exc)
+            log.warning("session %d: %s; closing", session.id, exc, extra=where)
         else:
             log.error("session %d (state %s): handler raised %s: %s; closing",
-                      session.id, session.protocol_state or session.state,
-                      type(exc).__name__, exc, exc_info=exc)  # fmt: skip
+                      session.id, where["state"], type(exc).__name__, exc, exc_info=exc,
+                      extra=where)  # fmt: skip
         handler(session, exc)
 
     return handle_error

@@ -204,7 +204,10 @@ class Child(asyncio.SubprocessProtocol):
             lines = self._filters[fd].get(data)
         except RecordTooLong as exc:
             lines = exc.records
-            log.warning("session %d: child %s: %s; killing it", self.session.id, self.pid, exc)
+            session = self.session
+            state = getattr(session, "protocol_state", None) or session.state
+            log.warning("session %d: child %s: %s; killing it", session.id, self.pid, exc,
+                        extra={"session": session.id, "state": state})  # fmt: skip
             self.kill()
         if lines:
             self._post(self._lines, (fd, lines))
