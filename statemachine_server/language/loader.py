@@ -608,6 +608,8 @@ class Checker:
                 msg += "with ? after it if optional"
             elif "matching regex '^(\\\\[" in msg:  # an Address
                 msg = "expected HOST:PORT, e.g. 127.0.0.1:9100"
+            elif "matching regex '^rediss?" in msg:  # a RedisURL
+                msg = "expected a Redis URL: redis://HOST:PORT/DB (rediss:// for TLS)"
             elif "matching regex '^(server" in msg:  # a HeapRef
                 msg = "expected a heap name: NAME (the session's) or server.NAME"
             elif "matching regex '^[A-Za-z][" in msg:  # a schema's name

@@ -111,6 +111,8 @@ Seconds = Annotated[float, Meta(gt=0, le=86400 * 366)]
 FilePath = Annotated[str, Meta(min_length=1)]
 #: ``HOST:PORT`` (``[::1]:9100`` for an IPv6 address; ``:9100``: 127.0.0.1).
 Address = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$")]
+#: A Redis server's URL, as redis-py reads it.
+RedisURL = Annotated[str, Meta(pattern=r"^rediss?://[^\s]*$")]
 #: A heap value by name: ``NAME`` (the session's) or ``server.NAME``.
 HeapRef = Annotated[str, Meta(pattern=r"^(server\.)?[A-Za-z_][A-Za-z0-9_]*$")]
 #: An initial value in a heap: text, a number, a boolean, null, or a list or map of them.
@@ -180,6 +182,10 @@ class ServerSettings(_Strict, frozen=True):
     #: Listen on this Unix domain socket instead of ``host`` and ``port`` (relative
     #: to the spec's folder).
     path: FilePath | None = None
+    #: Carry groups, broadcasts and named events across processes and hosts on a
+    #: Redis server (``redis://HOST:PORT/DB``, ``rediss://`` for TLS); none: they
+    #: stay in this process (``run --bus``).
+    bus: RedisURL | None = None
     #: Serve Prometheus metrics at ``http://HOST:PORT/metrics`` (and ``/healthz``);
     #: none: no metrics, and nothing counted for them (``run --metrics``).
     metrics: Address | None = None
