@@ -78,6 +78,7 @@ LAYERS = [
     {"net"},
     {"observe"},
     {"language"},
+    {"testkit"},
     {"cli", "__main__", ""},
 ]
 
