@@ -26,9 +26,9 @@ __all__ = ["from_regex"]
 
 #: Characters tried for a class, in groups: each variant starts with another of
 #: the first four (so that ``[^/]`` gives ``a``, then ``0``, then ``_``...), and
-#: the rest of printable ASCII comes last.
+#: the rest of printable ASCII, then line breaks, then any Latin-1 come last.
 _GROUPS = (string.ascii_lowercase, string.digits, "_-.@:/+=,;!?#", string.ascii_uppercase)
-_REST = " " + "".join(chr(c) for c in range(33, 127))
+_REST = " " + "".join(chr(c) for c in range(33, 127)) + "\n\r\t" + "".join(map(chr, range(256)))
 _SPACE = " \t\n\r\f\v"
 
 
@@ -135,4 +135,4 @@ def _pick(test: Any, variant: int) -> str:
         for c in group:
             if test(c):
                 return c
-    return " "
+    return ""  # a class nothing in Latin-1 is in: the caller checks the example

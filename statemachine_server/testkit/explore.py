@@ -147,7 +147,10 @@ async def explore(
             plain, worded = _inputs(point, earlier, spec, words)
             if not plain and not worded and point.index not in result.reasons:
                 result.reasons[point.index] = _no_input_reason(point)
-            for repeat in (1, 2, 3) if point.rule is not None and point.rule.if_ else (1,):
+            # A guard, its own or an earlier rule's, may change as inputs repeat
+            # (a counter): such a rule gets its input twice and three times too.
+            guards = any(p.rule is not None and p.rule.if_ for p in (*earlier, point))
+            for repeat in (1, 2, 3) if guards else (1,):
                 if repeat > 1 and point.index in result.hit:
                     break
                 # Plain inputs until one runs the rule; the dictionary's all (they
@@ -412,7 +415,7 @@ def _with_words(pattern: str, found: list[str], fold: bool, words: list[str]) ->
         compiled = re.compile(pattern, re.I if fold else 0)
     except re.error:
         return
-    for text in found[:2]:
+    for text in sorted(found, key=len)[:2]:  # the simplest: the word is what differs
         match = compiled.search(text)
         if match is None:
             continue

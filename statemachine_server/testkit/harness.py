@@ -99,8 +99,9 @@ def load(
         return Loaded(source, source.origin or "<spec>", None)
     path = _as_path(source)
     if path is not None:
+        spec = load_spec(path, server=server)  # a file it cannot read is its SpecError
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        return Loaded(load_spec(path, server=server), str(path), text)
+        return Loaded(spec, str(path), text)
     assert isinstance(source, str)
     spec = load_spec_text(source, "<spec>", base_dir=base_dir, server=server)
     return Loaded(spec, "<spec>", source)
@@ -211,6 +212,7 @@ class AsyncSpecServer:
         for client in self.clients:
             await client.close()
         kernel = self.kernel
+
         # Connections close once their client has: give them the time (a loop
         # turn in memory, a socket's round trip over TCP). In memory on a virtual
         # clock, what is left once the server is idle stays.
