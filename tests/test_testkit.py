@@ -340,3 +340,70 @@ def test_janitor_fixture_watches_a_kernel(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*session 1 (Session: running, 1 timer(s), next in * s) still alive*"]
     )
+
+
+# -- docs/testing.md's examples are real ----------------------------------------------------
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", DOC, re.S)
+
+
+def test_docs_python_examples_pass(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INNER_INI)
+    for name in ("greeter.yaml", "greeter_words.py"):
+        (pytester.path / name).write_text((EXAMPLES / name).read_text())
+    code = "\n\n".join(_blocks("python"))
+    pytester.makepyfile(test_testing_page=code)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
+def test_docs_conversation_and_failures_are_real(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from statemachine_server.testkit import parse, run_script
+
+    for name in ("greeter.yaml", "greeter_words.py"):
+        (tmp_path / name).write_text((EXAMPLES / name).read_text())
+    monkeypatch.chdir(tmp_path)
+    texts = _blocks("text")
+    (conversation,) = [t for t in texts if t.startswith("# The greeter counts")]
+    outcome = asyncio.run(run_script(parse(conversation, "greeter.conv", tmp_path)))
+    assert outcome.ok, outcome.failure
+    # The failure shown is the one the kit gives.
+    (shown,) = [t for t in texts if t.startswith("ada did not receive")]
+    with serve("greeter.yaml") as server:
+        ada = server.connect("ada")
+        ada.expect("HELLO, who are you? (USER name)")
+        ada.send("USER ada", "SAY the engine is ready")
+        ada.expect("WELCOME ada")
+        with pytest.raises(ExpectationFailed) as caught:
+            ada.expect("ada said the engine is ready (3 words)")
+        ada.send("QUIT")
+    assert str(caught.value) + "\n" == shown
+    (command_run,) = [t for t in texts if t.startswith("$ statemachine-server test greeter.yaml")]
+    # The same conversation, its count changed, run as the page runs it.
+    wrong = conversation.replace("(4 words)", "(3 words)")
+    status, out = _run_command(tmp_path / "greeter.conv", wrong)
+    assert status == 1
+    assert out == command_run.split("\n", 1)[1]
+
+
+def _run_command(path: Path, text: str) -> tuple[int, str]:
+    import argparse
+    import io
+
+    from statemachine_server.testkit import command
+
+    parser = argparse.ArgumentParser(prog="statemachine-server")
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
+    out = io.StringIO()
+    path.write_text(text)
+    status = command.run(parser.parse_args(["test", "greeter.yaml", path.name]), out, out)
+    return status, out.getvalue()

@@ -115,15 +115,25 @@ class AsyncClient:
         """Whether this client closed its connection (:meth:`close`)."""
         return self._closed
 
-    async def more(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a record or the close; whether one came."""
-        if self._inbox or self._eof:
-            return True
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        return bool(self._inbox) or self._eof
+    async def more(self, seen: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for more than ``seen`` records received
+        in all, or the close; whether either came."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.received) <= seen and not self._eof:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+        return True
+
+    @property
+    def ended(self) -> bool:
+        """Whether the server closed the connection (or shut its output), records
+        not taken yet or not."""
+        return self._eof
 
     @property
     def closed(self) -> bool:

@@ -207,7 +207,7 @@ class _Runner:
             seen = self._harvest(client, trace, 0)
             mark = 0
             for kind, value in actions:
-                if client.closed:
+                if client.ended:
                     break
                 mark = len(observer.fired)
                 trace.steps.append((kind, value))
@@ -220,7 +220,7 @@ class _Runner:
                 await self._settle(server, client, patient)
                 seen = self._harvest(client, trace, seen)
                 seen = await self._finish_jobs(server, client, trace, seen)
-            trace.closed = client.closed
+            trace.closed = client.ended
             if trace.closed:
                 trace.steps.append(("closed", None))
             session = client.session
@@ -245,12 +245,12 @@ class _Runner:
     async def _settle(server: AsyncSpecServer, client: Any, patient: bool) -> None:
         await server.idle(2.0)
         if patient:
-            while await client.more(0.2):  # each record may bring another
-                if client.closed:
-                    break
+            # Outbound connections take real network time, which the kernel does
+            # not show: wait for records while they keep coming.
+            wait = 0.2
+            while not client.ended and await client.more(len(client.received), wait):
                 await server.idle(2.0)
-                if not await client.more(0.05):
-                    break
+                wait = 0.05
 
     async def _finish_jobs(
         self, server: AsyncSpecServer, client: Any, trace: Trace, seen: int
@@ -260,7 +260,7 @@ class _Runner:
         the conversation. Each move is a step of its script."""
         kernel = server.kernel
         waited = 0.0
-        while kernel.statistics().jobs and not client.closed:
+        while kernel.statistics().jobs and not client.ended:
             due = [
                 d
                 for s in kernel.sessions()
@@ -523,6 +523,11 @@ def _explain(result: Exploration, points: list[Point], spec: Any) -> None:
             test = f"guard `if: {_one_line(rule.if_)}`" if rule is not None and rule.if_ else "test"
             result.reasons[point.index] = (
                 f"`{point.event}` ran, but its {test} did not hold in any conversation tried"
+            )
+        elif result.traces and result.traces[0].closed:
+            result.reasons[point.index] = (
+                "the server closes a connection before any input is handled (the first "
+                "conversation only connected, and was closed: see the problems met)"
             )
         elif point.state is not None and point.state not in result.entered:
             result.reasons[point.index] = f"its state {point.state!r} was never reached"
