@@ -77,6 +77,7 @@ LAYERS = [
     {"console", "testing", "logs"},
     {"net"},
     {"observe"},
+    {"bus"},  # groups across processes: below the language, whose runtime uses it
     {"language"},
     {"testkit"},
     {"cli", "__main__", ""},

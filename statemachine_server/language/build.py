@@ -116,6 +116,12 @@ def build_server(
         except OSError:
             server.close()  # nothing listens after an error
             raise
+    if settings.bus is not None:
+        try:
+            _start_bus(kernel, settings.bus, settings.name, program)
+        except SpecError:
+            server.close()
+            raise
     if outbound is not None:
         try:
             outbound.start_shared(server)
@@ -123,6 +129,18 @@ def build_server(
             server.close()
             raise
     return server
+
+
+def _start_bus(kernel: Kernel, url: str, name: str, program: Program) -> None:
+    """``server.bus``: groups, broadcasts and posts across the processes sharing
+    that Redis, from when the kernel serves until it is done."""
+    from ..bus.redisbus import Bus  # only a server with a bus imports redis
+
+    try:
+        bus = Bus(kernel, url, name=name, receiver=program.runtime)
+    except ValueError as exc:  # redis-py's reading of the URL
+        raise SpecError(f"server.bus: {exc}", url) from None
+    program.runtime.attach_bus(bus, kernel)
 
 
 def _tls_context(spec: Spec, tls: TLSSettings) -> ssl.SSLContext:

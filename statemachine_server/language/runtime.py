@@ -10,6 +10,12 @@ no template parsing, and never a ``transitions`` trigger (one costs ~15-20 us;
 
 What ops share while a server runs is one :class:`Runtime`: groups, state timers,
 the states' enter, exit and timeout ops, the log writer and the outbound clients.
+With ``server.bus``, groups, broadcasts and posts reach the sessions of every
+process sharing that Redis: a broadcast is delivered here as without a bus, then
+handed to the bus (:mod:`statemachine_server.bus`), which never waits on the
+per-message path; what other processes publish comes back through
+:meth:`Runtime.deliver_text`, :meth:`Runtime.deliver_event` and
+:meth:`Runtime.deliver_post`.
 The compiled whole is a :class:`Program`, which :func:`~.build.build_server` gives
 to a :class:`~statemachine_server.net.server.TCPServer`.
 """
@@ -21,8 +27,9 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..bus import wire
 from ..core.lifecycle import CLOSED, READING, REPLYING, WORKING
 from ..errors import LimitReached, ProtocolError
 from ..filters import Filter, InvalidRecord, LineFilter
@@ -30,6 +37,9 @@ from ..work import Cancelled, WorkTimeout
 from .clients import ClientProgram, Outbound
 from .report import one_line
 from .templates import RESULT
+
+if TYPE_CHECKING:
+    from ..bus.redisbus import Bus
 
 __all__ = [
     "INPUT_EVENTS",
@@ -48,6 +58,7 @@ __all__ = [
     "on_connected",
     "on_disconnected",
     "on_error",
+    "post_event",
     "raise_event",
     "reply_error",
     "reply_result",
@@ -130,6 +141,9 @@ class Runtime:
         self.goto_sites: dict[tuple[str, str], defaultdict[str | None, int]] = {}
         self.metered = False
         self.draining = False
+        #: The bus to other processes (``server.bus``), once a server is built.
+        self.bus: Bus | None = None
+        self.kernel: Any = None  # the server's, with a bus (deliveries from it)
 
     def bind(self, write: Callable[[str], None], outbound: Outbound | None) -> None:
         """Give the ops their server's log writer and outbound clients: once."""
@@ -196,9 +210,17 @@ class Runtime:
         if timeout is not None:
             run(timeout[1], session)
 
+    def attach_bus(self, bus: Bus, kernel: Any) -> None:
+        """Carry groups, broadcasts and posts to other processes on ``bus``."""
+        self.bus = bus
+        self.kernel = kernel
+
     def join(self, session: Any, group: str) -> None:
-        self.groups.setdefault(group, {})[session.id] = session
+        members = self.groups.setdefault(group, {})
+        members[session.id] = session
         self.member_of.setdefault(session.id, set()).add(group)
+        if self.bus is not None:
+            self.bus.members(group, len(members))
 
     def leave(self, session: Any, group: str) -> None:
         members = self.groups.get(group)
@@ -206,14 +228,17 @@ class Runtime:
             if not members:
                 del self.groups[group]
             self.member_of[session.id].discard(group)
+            if self.bus is not None:
+                self.bus.members(group, len(members))
 
     def broadcast(self, session: Any, group: str, text: str, include_self: bool) -> None:
         members = self.groups.get(group)
-        if not members:
-            return
-        for member in list(members.values()):
-            if include_self or member is not session:
-                member.put(text)
+        if members:
+            for member in list(members.values()):
+                if include_self or member is not session:
+                    member.put(text)
+        if self.bus is not None:  # and to the members elsewhere, after these
+            self.bus.broadcast_text(group, text)
 
     def broadcast_event(
         self, session: Any, group: str, event: str, data: Any, include_self: bool
@@ -221,11 +246,73 @@ class Runtime:
         """Post ``event`` to every member of ``group``: each handles it in its own
         turn, with its own heap and state (POE's ``post`` to many sessions)."""
         members = self.groups.get(group)
-        if not members:
-            return
-        for member in list(members.values()):
-            if include_self or member is not session:
+        if members:
+            for member in list(members.values()):
+                if include_self or member is not session:
+                    member.kernel.enqueue(member, event, (data,))
+        if self.bus is not None:
+            self.bus.broadcast_event(group, event, data)
+
+    # -- from other processes (the bus), and posts to any session --------------------------
+
+    def deliver_text(self, group: str, text: str) -> None:
+        """Another process broadcast ``text`` to ``group``: to each member here."""
+        members = self.groups.get(group)
+        if members:
+            for member in list(members.values()):
+                member.put(text)
+
+    def deliver_event(self, group: str, event: str, data: Any) -> None:
+        """Another process broadcast ``event`` to ``group``: posted to each member here."""
+        members = self.groups.get(group)
+        if members:
+            for member in list(members.values()):
                 member.kernel.enqueue(member, event, (data,))
+
+    def deliver_post(self, target: int | str, event: str, data: Any) -> bool:
+        """Post ``event`` to this server's session ``target`` (an id here or an
+        alias), if it is here: whether it was."""
+        session = self.kernel.session(target) if self.kernel is not None else None
+        if session is None or session.handler_table.get(RUNTIME) is not self:
+            return False  # gone, or not one of this spec server's connections
+        session.kernel.enqueue(session, event, (data,))
+        return True
+
+    def address(self, session: Any) -> str:
+        """``session``'s address, for :meth:`post`: ``NODE/ID`` with a bus (its id is
+        unique in its own process only), its id without."""
+        bus = self.bus
+        return str(session.id) if bus is None else wire.address(bus.node, session.id)
+
+    def post(self, sender: Any, target: int | str, event: str, data: Any = "") -> bool:
+        """Post ``event`` (its input: ``data``) to the session ``target`` of this spec
+        server: an address (:meth:`address`), an id in this process, or an alias.
+        With a bus, a session of another process is reached through Redis, at most
+        once, and an alias not found here is asked of every other process.
+
+        Returns:
+            False when the session is surely not there (no bus, and none here).
+        """
+        bus = self.bus
+        if self.kernel is None:
+            self.kernel = sender.kernel
+        if isinstance(target, str):
+            where = wire.parse_address(target)
+            if where is not None:
+                node, target = where
+                if bus is None:
+                    return False  # another process's session, and no way there
+                if node != bus.node:
+                    bus.post(node, target, event, data)
+                    return True
+            elif target.isdigit():
+                target = int(target)
+        if self.deliver_post(target, event, data):
+            return True
+        if bus is not None and isinstance(target, str):
+            bus.post_alias(target, event, data)
+            return True
+        return False
 
     def functions(self) -> dict[str, Any]:
         """The functions expressions may call besides the fixed ones: the
@@ -233,8 +320,14 @@ class Runtime:
         return {"group_size": (self.group_size, (("text",), 0, "int"))}
 
     def group_size(self, group: Any) -> int:
-        """How many sessions are in ``group`` (``group_size(...)`` in expressions)."""
-        members = self.groups.get(group) if isinstance(group, str) else None
+        """How many sessions are in ``group`` (``group_size(...)`` in expressions):
+        with a bus, those here now and those elsewhere as last counted (a second
+        old at most while Redis answers; see :mod:`statemachine_server.bus.sizes`)."""
+        if not isinstance(group, str):
+            return 0
+        members = self.groups.get(group)
+        if self.bus is not None:
+            return (len(members) if members else 0) + self.bus.remote_size(group)
         return len(members) if members else 0
 
     # -- raised events: handled after the current handler, before further input ---------
@@ -310,6 +403,8 @@ class Runtime:
                 members.pop(session.id, None)
                 if not members:
                     del self.groups[group]
+                if self.bus is not None:
+                    self.bus.members(group, len(members))
 
 
 @dataclass
@@ -371,6 +466,19 @@ def raise_event(session: Any, event: str, data: Any = "") -> None:
     """Have ``session`` handle the named ``event`` (its ``input``: ``data``) as a
     spec's ``raise`` does: once the running handler is done, before further input."""
     runtime_of(session).raise_event(session, event, data)
+
+
+def post_event(session: Any, to: int | str, event: str, data: Any = "") -> bool:
+    """Post the named ``event`` (its ``input``: ``data``) to another session of
+    ``session``'s spec server, as a spec's ``post`` does to its own: ``to`` is an
+    address (``NODE/ID``, see :meth:`Runtime.address`), an id in this process, or
+    an alias. With ``server.bus`` it reaches the sessions of every process
+    sharing that Redis, at most once.
+
+    Returns:
+        False when there is surely no such session (without a bus: none here).
+    """
+    return runtime_of(session).post(session, to, event, data)
 
 
 # -- running ops ------------------------------------------------------------------------
