@@ -14,7 +14,7 @@ import pytest
 from conftest import TIMEOUT, connect
 
 from statemachine_server import Kernel
-from statemachine_server.bus.redisbus import BACKOFF_MIN, Bus
+from statemachine_server.bus.redisbus import BACKOFF_MIN, Bus, redacted
 from statemachine_server.errors import SpecError
 from statemachine_server.language import build_server, load_spec_text
 from statemachine_server.language.runtime import RUNTIME
@@ -118,3 +118,15 @@ def test_a_bus_url_redis_cannot_read_is_a_spec_error() -> None:
     spec = load_spec_text(ROOM, "room.yaml", server={"port": 0, "bus": "redis://host:port/0"})
     with pytest.raises(SpecError, match=r"server\.bus"):
         build_server(spec, Kernel())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2"),
+        ("rediss://user:secret@redis.example/0", "rediss://redis.example/0"),
+        ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+    ],
+)
+def test_logs_name_the_redis_without_its_password(url: str, shown: str) -> None:
+    assert redacted(url) == shown
