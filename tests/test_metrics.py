@@ -235,3 +235,23 @@ def test_a_metrics_port_in_use_is_one_line_naming_it_and_exit_1() -> None:
         f"statemachine-server: cannot listen on the metrics address 127.0.0.1:{port}: "
         "Address already in use"
     )
+
+
+async def test_the_bus_counters_are_there_when_a_bus_is(serve_spec: Any) -> None:
+    from types import SimpleNamespace
+
+    from statemachine_server.bus.redisbus import BusStatistics
+    from statemachine_server.observe.metrics import Source, collect
+
+    server = await serve_spec(SPEC)
+    stats = BusStatistics(node="n1", connected=True, publishing=False, published=7,
+                          received=5, dropped=3, reconnects=1, queued=2, groups=4)  # fmt: skip
+    runtime = SimpleNamespace(enter={}, bus=SimpleNamespace(statistics=lambda: stats))
+    text = exposition(collect(Source(server.kernel, server, runtime)))
+    got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    p = "statemachine_server_bus_"
+    assert (got[p + "published_total"], got[p + "dropped_total"], got[p + "queued"]) == (7, 3, 2)
+    assert (got[p + "connected"], got[p + "publishing"], got[p + "reconnects_total"]) == (1, 0, 1)
+    # And none without a bus.
+    plain = exposition(collect(Source(server.kernel, server, SimpleNamespace(enter={}, bus=None))))
+    assert "_bus_" not in plain

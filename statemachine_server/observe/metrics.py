@@ -156,6 +156,11 @@ def collect(source: Source) -> list[Family]:
     }
     for name, (kind, help_text) in SIMPLE.items():
         families.append(Family(name, kind, help_text).add(values[name]))
+    bus = getattr(rt, "bus", None)
+    if bus is not None:  # server.bus: the Redis bus's own counters
+        bs = bus.statistics()
+        for name, (kind, help_text) in BUS.items():
+            families.append(Family(name, kind, help_text).add(int(getattr(bs, name[4:]))))
     return families
 
 
@@ -189,4 +194,16 @@ SIMPLE: dict[str, tuple[str, str]] = {
     "pool_calls": ("gauge", "Calls running in the thread and process pools."),
     "pool_waiting": ("gauge", "Calls waiting for a pool slot."),
     "child_processes": ("gauge", "Child processes the server's sessions run."),
+}
+
+#: The Redis bus's families (``server.bus``): name -> (kind, help).
+BUS: dict[str, tuple[str, str]] = {
+    "bus_connected": ("gauge", "1 while the bus's subscription to Redis is up."),
+    "bus_publishing": ("gauge", "1 while publishing to Redis goes on."),
+    "bus_published": ("counter", "Messages Redis accepted from this process."),
+    "bus_received": ("counter", "Messages from other processes delivered here."),
+    "bus_dropped": ("counter", "Messages not published: Redis unreachable or the queue full."),
+    "bus_reconnects": ("counter", "Times the subscription came back after it was lost."),
+    "bus_queued": ("gauge", "Messages waiting to be published."),
+    "bus_groups": ("gauge", "Groups subscribed to (with members in this process)."),
 }
