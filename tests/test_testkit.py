@@ -125,6 +125,39 @@ def test_json_records_compare_as_values(spec_server: Any) -> None:
     client.expect(re.compile("missing required field"))
 
 
+MSGPACK = """\
+version: 1
+server:
+  name: mp
+  filter: {type: msgpack}
+handlers:
+  input:
+    - reply: {got: "{input}"}
+"""
+
+BLOCKS = """\
+version: 1
+server:
+  name: blocks
+  filter: {type: block, codec: u16}
+handlers:
+  input:
+    - reply: "<{input}>"
+"""
+
+
+def test_msgpack_and_length_prefixed_blocks_are_framed_as_the_spec_says(spec_server: Any) -> None:
+    packed = spec_server(MSGPACK).connect()
+    packed.send({"a": 1})
+    packed.expect({"got": {"a": 1}})
+    packed.send("[1, 2]")  # JSON text: the value to pack
+    packed.expect('{"got": [1, 2]}')
+    blocks = spec_server(BLOCKS).connect()
+    blocks.send("abc", "line\nbreak")
+    blocks.expect("<abc>")
+    blocks.expect("<line\nbreak>")
+
+
 def test_heap_and_server_overrides_and_logs(spec_server: Any, tmp_path: Path) -> None:
     server = spec_server(SPECS / "echo.yaml", server={"name": "renamed"})
     assert server.server.heap["name"] == "renamed"
