@@ -18,11 +18,16 @@ bad environment variable or a bad spec (nothing was started); 1 when the server
 fails: it cannot listen (the port is taken, no permission), its TLS files do not
 load, or something unexpected was raised (logged in one line, with the traceback
 at debug level). Each error is one line on stderr, without a traceback.
+
+``run --workers N`` (N > 1) hands the checked spec to a supervisor of N worker
+processes, each of them ``run`` again with ``--worker-of``; SIGHUP reloads the
+spec, in place with one worker (:mod:`statemachine_server.scale`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -31,20 +36,25 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, logs, scale
 from .console import ConsoleLog
 from .core import lifecycle
 from .core.kernel import Kernel
 from .core.running import DEFAULT_WATCHDOG, loop_factory
+from .core.running import run as serve
 from .errors import SpecError
 from .language import build_server, builtin_spec_path, load_spec, load_spec_text
 from .language.build import beside_spec
+from .language.compile import uses_groups
 from .language.graph import draw
 from .language.model import Spec
 from .language.report import hint, one_line
+from .net.listen import Listener, adopting, inherit, set_reuse_port
 from .net.server import TCPServer
+from .scale import Load, Loaded, Reloader, Sockets, Supervisor, WorkerLink
 
 __all__ = ["ENV_PREFIX", "EXIT_FAILURE", "EXIT_USAGE", "main"]
 
@@ -60,7 +70,7 @@ LOOPS = ("asyncio", "uvloop")
 DEFAULT_LEVEL = "warning"
 
 
-class _Usage(Exception):
+class _Usage(ValueError):
     """A bad option or variable: one line, exit 2."""
 
 
@@ -123,6 +133,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="set a server-wide heap value, {server.NAME} (overrides the spec's server.heap)",
     )
+    run.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes sharing the port, each with a kernel of its own, under a "
+        "supervisor; auto: one per CPU (default 1: no supervisor). See docs/scaling.md",
+    )
+    run.add_argument(
+        "--bus",
+        metavar="URL",
+        help="carry groups across processes on this Redis server, redis://HOST:PORT/DB "
+        "(overrides the spec's server.bus)",
+    )
+    run.add_argument(
+        "--fd",
+        metavar="N",
+        help="serve the listening socket inherited on this file descriptor instead of "
+        "binding (systemd's LISTEN_FDS is read too)",
+    )
+    run.add_argument("--worker-of", help=argparse.SUPPRESS)  # set by the supervisor
 
     check = sub.add_parser("check", help="validate specs; exit 2 if any is invalid")
     check.add_argument("specs", nargs="+", metavar="SPEC")
@@ -150,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.specs, args.show_code)
         if args.command == "graph":
             return _graph(args.spec, args.format)
-        return _run(args, os.environ)
+        return _run(args, os.environ, list(sys.argv[1:] if argv is None else argv))
     except Exception as exc:  # our bug, or the system's: one line, the rest on demand
         debug = log.isEnabledFor(logging.DEBUG)
         log.error("unexpected error: %s", one_line(exc), exc_info=exc if debug else None)
@@ -225,14 +254,32 @@ def _choice(choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-def _metrics(value: str) -> str:
-    # Checked as server.metrics is in a spec: one rule for both.
-    try:
-        load_spec_text("{}", "<metrics>", server={"metrics": value})
-    except SpecError as exc:
-        reason = re.sub(r" at \$\.server\.metrics$", "", exc.errors[0].message)
-        raise ValueError(re.sub(r"^metrics '.*?': ", "", reason)) from None
-    return value
+def _server_setting(key: str) -> Callable[[str], str]:
+    # Checked as server.KEY is in a spec: one rule for both.
+    def parse(value: str) -> str:
+        try:
+            load_spec_text("{}", f"<{key}>", server={key: value})
+        except SpecError as exc:
+            reason = re.sub(rf" at \$\.server\.{key}$", "", exc.errors[0].message)
+            raise ValueError(re.sub(rf"^{key} '.*?': ", "", reason)) from None
+        return value
+
+    return parse
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        affinity = getattr(os, "sched_getaffinity", None)
+        return len(affinity(0)) if affinity else os.cpu_count() or 1
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 1024:
+        raise ValueError("expected 1 to 1024, or auto (one per CPU)")
+    return int(value)
+
+
+def _fd(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise ValueError("expected a file descriptor number")
+    return int(value)
 
 
 def _items(value: str) -> list[str]:
@@ -258,8 +305,11 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "watchdog": _seconds,
     "log_level": _choice(tuple(logs.LEVELS)),
     "log_format": _choice(logs.FORMATS),
-    "metrics": _metrics,
+    "metrics": _server_setting("metrics"),
     "set": _items,
+    "workers": _workers,
+    "bus": _server_setting("bus"),
+    "fd": _fd,
 }
 #: Variables that are no option, and what to set instead.
 _INSTEAD = {"VERBOSE": f"{ENV_PREFIX}LOG_LEVEL=info (-v is --log-level info)"}
@@ -279,6 +329,9 @@ class _Settings:
     #: ``--set`` items with where each came from (for errors): the environment's
     #: first, so the command line's win for a name given in both.
     sets: list[tuple[str, str]]
+    workers: int = 1
+    bus: str | None = None  # None: the spec's
+    fd: int | None = None  # an inherited listening socket
 
 
 def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> _Settings:
@@ -318,6 +371,9 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> _Settings:
         log_format=values["log_format"],
         metrics=values["metrics"],
         sets=sets,
+        workers=values["workers"] or 1,
+        bus=values["bus"],
+        fd=values["fd"],
     )
 
 
@@ -378,23 +434,38 @@ def _heap(sets: list[tuple[str, str]], heap: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def _run(args: argparse.Namespace, env: Mapping[str, str], raw: Sequence[str]) -> int:
     try:
         settings = _settings(args, env)
+        link = None if args.worker_of is None else _link(args.worker_of)
     except _Usage as exc:
         return _fail(str(exc))
+    if link is not None:
+        link.obey_stop()
     logs.configure(settings.log_level, settings.log_format or "text")
-    for warning in _unknown(env):
-        log.warning("%s", warning)
+    if link is None:  # (a worker's supervisor has said it)
+        for warning in _unknown(env):
+            log.warning("%s", warning)
     json_errors = settings.log_format == "json"
     server: dict[str, Any] = {}
     if settings.log_format is not None:
         server["log"] = {"format": settings.log_format}
     if settings.metrics is not None:
         server["metrics"] = settings.metrics
+    if settings.bus is not None:
+        server["bus"] = settings.bus
+    workers = 1 if link is not None else settings.workers
+    path = settings.spec or builtin_spec_path()
     try:
         loop_factory(settings.loop)
-        spec = load_spec(settings.spec or builtin_spec_path(), server=server or None)
+        sock = _inherited(settings, link)
+        if link is not None:  # exactly what the supervisor checked
+            source = link.read_spec()
+            spec = load_spec_text(source.decode(), str(path), base_dir=Path(path).resolve().parent,
+                                  server=server or None)  # fmt: skip
+        else:
+            source = _read(path) if workers > 1 else b""
+            spec = load_spec(path, server=server or None)
     except (SpecError, ValueError) as exc:
         return _fail(exc, json=json_errors)
     # The spec may choose JSON, and name what reports must not show.
@@ -405,40 +476,173 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # serves need not walk it again (a large spec is a million objects).
     gc.freeze()
     try:
-        overrides = _heap(settings.sets, spec.server.heap)
+        loaded = _checked(spec, settings, workers, source)
     except _Usage as exc:
         return _fail(str(exc), json=json_errors)
-    if spec.server.path is not None and (settings.host is not None or settings.port is not None):
+    if (
+        sock is None
+        and spec.server.path is not None
+        and (settings.host is not None or settings.port is not None)
+    ):
         return _fail(f"--host/--port: the spec listens on a Unix socket (path: {spec.server.path})",
                      json=json_errors)  # fmt: skip
+    # A reload keeps the log format run started with (one format per stream).
+    again = {**server, "log": {"format": log_settings.format}}
+
+    def load_again() -> Loaded:
+        source = _read(path) if workers > 1 else b""
+        return _checked(load_spec(path, server=again), settings, workers, source)
+
+    if workers > 1:
+        return _supervise(loaded, load_again, settings, sock, raw, json_errors)
+    return _serve_one(loaded, load_again, settings, sock, link, json_errors)
+
+
+def _link(token: str) -> WorkerLink:
+    try:
+        return WorkerLink.parse(token)
+    except ValueError as exc:
+        raise _Usage(f"--worker-of {token}: {exc}") from None
+
+
+def _inherited(settings: _Settings, link: WorkerLink | None) -> Listener | None:
+    """The listening socket given to this process: ``--fd``, else systemd's first.
+
+    Raises:
+        ValueError: it is not a listening socket, ``--host``/``--port`` are given
+            too, or systemd's variables do not parse.
+    """
+    fd, where = settings.fd, f"--fd {settings.fd}"
+    if fd is None and link is None:
+        fds = scale.systemd_fds(os.environ)  # (removed: workers and children must not see them)
+        if len(fds) > 1:
+            log.warning("LISTEN_FDS=%d: serving the first socket (fd %d) only", len(fds), fds[0])
+        fd, where = (fds[0], f"LISTEN_FDS (fd {fds[0]})") if fds else (None, "")
+    if fd is None:
+        return None
+    if link is None and (settings.host is not None or settings.port is not None):
+        raise _Usage(f"{where}: the listening socket is inherited; --host and --port do not apply")
+    try:
+        return inherit(fd)
+    except ValueError as exc:
+        raise _Usage(f"{where}: {exc}") from None
+
+
+def _read(path: str | Path) -> bytes:
+    """The spec file's bytes for the workers (an error is load_spec's to report)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def _checked(spec: Spec, settings: _Settings, workers: int, source: bytes) -> Loaded:
+    """``spec`` with the ``--set`` values it takes, fit for ``workers`` processes.
+
+    Raises:
+        _Usage: a ``--set`` that does not fit, or groups across workers without a bus.
+    """
+    heap = _heap(settings.sets, spec.server.heap)
+    if workers > 1 and spec.server.bus is None and uses_groups(spec):
+        raise _Usage(f"--workers {workers}: the spec uses groups (join, leave, broadcast), "
+                     "which do not reach from one worker process to another without a bus: "
+                     "give it one (--bus redis://HOST:PORT, or server.bus) or run one "
+                     "worker")  # fmt: skip
+    return Loaded(spec, heap, source)
+
+
+def _serve_one(
+    loaded: Loaded,
+    load_again: Load,
+    settings: _Settings,
+    sock: Listener | None,
+    link: WorkerLink | None,
+    json_errors: bool,
+) -> int:
+    """Serve in this process: alone (SIGHUP reloads in place) or as a worker."""
     # Log lines carry client bytes; undecodable ones are written back as they came.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    kernel = Kernel(trace=settings.trace, watchdog=settings.watchdog)
-    console = ConsoleLog(kernel, max_line=log_settings.max_length)
+    kernel = Kernel(trace=settings.trace, watchdog=settings.watchdog,
+                    session_ids=(1, 1) if link is None else link.session_ids)  # fmt: skip
+    console = ConsoleLog(kernel, max_line=loaded.spec.server.log.max_length)
+    redact = set(loaded.spec.server.log.redact)
+
+    def build(new: Loaded, on_started: Callable[[TCPServer], Any]) -> TCPServer:
+        log_settings = new.spec.server.log
+        if not redact.issuperset(log_settings.redact):  # a reload's: what either hides stays so
+            redact.update(log_settings.redact)
+            logs.configure(settings.log_level, log_settings.format, redact=sorted(redact))
+        console.max_line = log_settings.max_length
+        return build_server(new.spec, kernel, host=settings.host, port=settings.port,
+                            console=console, on_started=on_started, heap=new.heap)  # fmt: skip
+
+    def announce(server: TCPServer) -> None:
+        _say_listening(server.path or f"{server.host}:{server.port}", json_errors)
+
+    if link is not None:
+        set_reuse_port(True)  # the metrics port: shared with the worker a reload starts
     try:
-        build_server(
-            spec,
-            kernel,
-            host=settings.host,
-            port=settings.port,
-            console=console,
-            on_started=_announce_json if json_errors else _announce,
-            heap=overrides,
-        )
+        with adopting(sock) if sock is not None else contextlib.nullcontext():
+            server = build(loaded, announce if link is None else link.ready)
     except SpecError as exc:  # server.tls's files do not load
         return _fail(exc, EXIT_FAILURE, json=json_errors)
     except OSError as exc:
         # The metrics endpoint's error says it is its address (observe.endpoint).
         metrics = getattr(exc, "metrics_address", None)
-        where = f"the metrics address {metrics}" if metrics else _where(spec, settings)
+        where = f"the metrics address {metrics}" if metrics else _where(loaded.spec, settings)
         return _fail(f"cannot listen on {where}: {exc.strerror or exc}",
                      EXIT_FAILURE, json=json_errors)  # fmt: skip
+    drain = loaded.spec.server.limits.drain_timeout
+    if link is not None:
+        link.attach(kernel, drain)
+        hangup = link.hangup
+    else:
+        hangup = Reloader(kernel, server, loaded, load=load_again, build=build)
     try:
-        kernel.run(loop=settings.loop, drain_timeout=spec.server.limits.drain_timeout)
+        serve(kernel, loop=settings.loop, handle_signals=True, drain_timeout=drain,
+              on_hangup=hangup)  # fmt: skip
     finally:
         console.close()
     return 0
+
+
+def _supervise(
+    loaded: Loaded,
+    load_again: Load,
+    settings: _Settings,
+    sock: Listener | None,
+    raw: Sequence[str],
+    json_errors: bool,
+) -> int:
+    """Serve with ``settings.workers`` worker processes under this one."""
+    spec = loaded.spec
+    port = spec.server.port if settings.port is None else settings.port
+    path = None if spec.server.path is None else str(beside_spec(spec, spec.server.path))
+    try:
+        sockets = Sockets.open(sock, path, settings.host or spec.server.host, port,
+                               spec.server.limits.backlog)  # fmt: skip
+    except OSError as exc:
+        return _fail(f"cannot listen on {_where(spec, settings)}: {exc.strerror or exc}",
+                     EXIT_FAILURE, json=json_errors)  # fmt: skip
+    try:
+        scale.check_metrics_ports(spec.server.metrics, settings.workers)
+    except (ValueError, OSError) as exc:  # (an OSError's strerror is the whole line)
+        sockets.close()
+        if isinstance(exc, OSError):
+            return _fail(exc.strerror or str(exc), EXIT_FAILURE, json=json_errors)
+        return _fail(str(exc), json=json_errors)
+    # Each worker: this command again, in the format chosen here (a reload keeps it).
+    command = [sys.executable, "-m", "statemachine_server", *raw,
+               "--log-format", spec.server.log.format]  # fmt: skip
+    return Supervisor(
+        workers=settings.workers,
+        loaded=loaded,
+        load=load_again,
+        sockets=sockets,
+        command=command,
+        announce=lambda where: _say_listening(where, json_errors),
+    ).run()
 
 
 def _where(spec: Spec, settings: _Settings) -> str:
@@ -449,13 +653,12 @@ def _where(spec: Spec, settings: _Settings) -> str:
     return f"{host}:{spec.server.port if settings.port is None else settings.port}"
 
 
-def _announce(server: TCPServer) -> None:
-    print(f"listening on {server.path or f'{server.host}:{server.port}'}", flush=True)
-
-
-def _announce_json(server: TCPServer) -> None:
+def _say_listening(where: str, json: bool) -> None:
+    """stdout's first line, once the server (every worker) listens."""
+    if not json:
+        print(f"listening on {where}", flush=True)
+        return
     # stdout holds the spec's JSON log lines: the first line is one of them too.
-    where = server.path or f"{server.host}:{server.port}"
     print(logs.json_line({
         "time": logs.iso_time(time.time()), "level": "info",
         "logger": "statemachine_server", "message": f"listening on {where}",

@@ -80,6 +80,7 @@ LAYERS = [
     {"bus"},  # groups across processes: below the language, whose runtime uses it
     {"language"},
     {"testkit"},
+    {"scale"},  # the supervisor and reloads: run's, just below the command line
     {"cli", "__main__", ""},
 ]
 

@@ -98,6 +98,9 @@ class Kernel(KernelTimers):
             thread logs its stack and session (once per stall) and counts it in
             ``statistics().stalls``; that thread also interrupts a work step still
             running past its ``timeout``. 0: no thread, neither is done.
+        session_ids: the first session id and the step between ids (``(1, 1)``:
+            1, 2, 3...). Kernels in several processes serving one port take
+            ``(lane + 1, lanes)``, so that their ids never meet (``run --workers``).
 
     A kernel can be driven by :meth:`run` (for scripts: it owns the loop and the
     signals) or awaited with :meth:`serve` inside an existing asyncio program.
@@ -110,11 +113,15 @@ class Kernel(KernelTimers):
         clock: Clock | None = None,
         slice: float = DEFAULT_SLICE,
         watchdog: float = DEFAULT_WATCHDOG,
+        session_ids: tuple[int, int] = (1, 1),
     ):
         if not slice > 0:
             raise ValueError("slice must be a positive number of seconds")
         if not watchdog >= 0:
             raise ValueError("watchdog must be 0 (off) or a positive number of seconds")
+        first_id, id_step = session_ids
+        if first_id < 1 or id_step < 1:
+            raise ValueError("session_ids: the first id and the step must be 1 or more")
         self._watchdog = Watchdog(self, watchdog) if watchdog else None
         #: The job whose steps are running now (the watchdog reads it), or None.
         self.stepping: Job | None = None
@@ -129,7 +136,7 @@ class Kernel(KernelTimers):
         self._queue: deque[tuple[Session, Any, tuple[Any, ...]]] = deque()
         self._sessions: dict[int, Session] = {}
         self._aliases: dict[str, Session] = {}
-        self._ids: Iterator[int] = count(1)
+        self._ids: Iterator[int] = count(first_id, id_step)
         self._clock = clock
         # What Connection reads at every read (the idle timeout's "last heard"):
         # the monotonic clock the standard loop's time() returns, called directly.

@@ -5,8 +5,11 @@
 are these functions; they sit below the kernel and see it through
 :class:`Runnable`, the few methods a program's main needs.
 
-Signals: the first SIGINT, SIGTERM or SIGHUP starts a graceful shutdown, which
-runs in the loop between ticks. The handlers are plain ``signal.signal`` ones,
+Signals: the first SIGINT or SIGTERM starts a graceful shutdown, which runs in
+the loop between ticks. SIGHUP calls the program's ``on_hangup`` there instead
+(``run`` reloads its spec: :mod:`statemachine_server.scale`); a program that
+gives none (``Kernel.run``) has SIGHUP drain like SIGTERM, as a terminal hanging
+up means "stop". The handlers are plain ``signal.signal`` ones,
 not asyncio's: a held loop never runs asyncio's signal callbacks, but Python runs
 a plain handler in the main thread at the next bytecode, even in the middle of a
 handler that never returns. The second signal raises ``SystemExit`` there; a
@@ -49,8 +52,8 @@ __all__ = [
 #: reports it. asyncio's debug mode reports callbacks slower than 0.1 s; a second
 #: keeps the log quiet for legitimate slow starts yet names a real stall.
 DEFAULT_WATCHDOG = 1.0
-#: The signals that shut the server down gracefully (SIGHUP too, for now: a
-#: terminal or a supervisor hanging up means "stop", and it drains like SIGTERM).
+#: The signals handled: SIGINT and SIGTERM shut the server down gracefully; SIGHUP
+#: too, unless the program reloads on it (``on_hangup``).
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: The signal the watchdog sends the main thread to interrupt a step: a real-time
 #: signal where there are some (no program uses them by default), else SIGUSR2.
@@ -103,13 +106,21 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     raise ValueError(f"unknown loop {name!r}: expected 'asyncio' or 'uvloop'")
 
 
-def run(kernel: Runnable, *, loop: str, handle_signals: bool, drain_timeout: float) -> None:
-    """Serve ``kernel`` on a new loop until no session is left (see ``Kernel.run``)."""
+def run(
+    kernel: Runnable,
+    *,
+    loop: str,
+    handle_signals: bool,
+    drain_timeout: float,
+    on_hangup: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``kernel`` on a new loop until no session is left (see ``Kernel.run``);
+    ``on_hangup``: what SIGHUP does instead of draining (see the module docstring)."""
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS} if handle_signals else {}
 
     async def main() -> None:
         if handle_signals:
-            install_signal_handlers(kernel, drain_timeout)
+            install_signal_handlers(kernel, drain_timeout, on_hangup)
         await kernel.serve()
 
     try:
@@ -122,10 +133,14 @@ def run(kernel: Runnable, *, loop: str, handle_signals: bool, drain_timeout: flo
                 signal.signal(signum, handler)
 
 
-def install_signal_handlers(kernel: Runnable, drain_timeout: float) -> None:
-    """First SIGINT/SIGTERM/SIGHUP: a graceful shutdown; the second: stop at once,
-    even while a handler holds the loop (see the module docstring). Call it in the
-    main thread, from the loop the kernel serves on."""
+def install_signal_handlers(
+    kernel: Runnable, drain_timeout: float, on_hangup: Callable[[], None] | None = None
+) -> None:
+    """First SIGINT/SIGTERM: a graceful shutdown; the second: stop at once, even
+    while a handler holds the loop (see the module docstring). SIGHUP: call
+    ``on_hangup`` in the loop, between ticks (never while shutting down); without
+    one, it counts as SIGTERM. Call it in the main thread, from the loop the
+    kernel serves on."""
     loop = kernel.running_loop()
     tasks: set[asyncio.Task[None]] = set()
     heard = 0
@@ -141,9 +156,18 @@ def install_signal_handlers(kernel: Runnable, drain_timeout: float) -> None:
         # graceful part goes to the loop (call_soon_threadsafe is safe here: it
         # appends and writes a byte); what must not wait is done here.
         nonlocal heard
-        heard += 1
         name = signal.Signals(signum).name
-        if heard == 1 and not kernel.shutting_down:
+        if signum == signal.SIGHUP and on_hangup is not None:
+            if kernel.shutting_down:
+                log.info("SIGHUP: shutting down already; ignored")
+            else:  # not now: the loop may be held, and a reload needs it
+                loop.call_soon_threadsafe(on_hangup)
+            return
+        heard += 1
+        if heard == 1:
+            # Counted by signals alone: a drain the program began (a worker's
+            # supervisor ordered it) goes on, as a service manager that signals
+            # every process of the service means it to; the next signal stops.
             log.info("%s: shutting down", name)  # now: the loop may be held
             loop.call_soon_threadsafe(begin, signum)
             return

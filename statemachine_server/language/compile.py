@@ -48,6 +48,8 @@ from .model import (
     Foreach,
     Goto,
     If,
+    Join,
+    Leave,
     Log,
     Post,
     Raise,
@@ -76,7 +78,7 @@ from .runtime import (
 )
 from .templates import compile_template
 
-__all__ = ["compile_spec", "program_of"]
+__all__ = ["compile_spec", "program_of", "uses_groups"]
 
 
 def compile_spec(
@@ -112,6 +114,29 @@ def program_of(spec: Spec) -> Program:
     if program is None or program.runtime.bound:
         program = compile_spec(spec)
     return program
+
+
+def uses_groups(spec: Spec) -> bool:
+    """Whether ``spec`` joins, leaves or broadcasts to groups anywhere (its
+    handlers, states, named actions, clients' handlers): the groups of one process,
+    which only ``server.bus`` carries to others (``run --workers``). A
+    ``group_size`` without them counts nothing but what this spec's sessions join."""
+    lists: list[tuple[SpecPath, list[Any]]] = [
+        *((("actions", name), items) for name, items in spec.actions.items()),
+        *((("handlers", event), items) for event, items in spec.handlers.items()),
+    ]
+    for name, state in spec.states.items():
+        lists += [(("states", name, "enter"), state.enter), (("states", name, "exit"), state.exit)]
+        lists += [(("states", name, "handlers", e), items) for e, items in state.handlers.items()]
+        if state.timeout is not None:
+            lists.append((("states", name, "timeout"), state.timeout.do))
+    for name, client in spec.clients.items():
+        lists += [(("clients", name, e), items) for e, items in client.handlers.items()]
+    return any(
+        isinstance(action, Join | Leave | Broadcast)
+        for path, items in lists
+        for _, action in _walk(items, path)
+    )
 
 
 class _Compiler(Conditions):

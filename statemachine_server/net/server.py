@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import ssl as _ssl
@@ -49,7 +50,7 @@ from ..core.lifecycle import (
 from ..filters import Filter, LineFilter
 from ..limits import Limits
 from .connection import Connection
-from .listen import Listener, bind_tcp, bind_unix
+from .listen import Listener, bind_tcp, bind_unix, inherit
 from .metered import MeteredConnection
 from .output import OutputBudget
 from .tls import AfterHandshake
@@ -155,6 +156,7 @@ class TCPServer(Session):
         "limits",
         "metrics",
         "on_started",
+        "owns_path",
         "path",
         "port",
         "ssl",
@@ -219,13 +221,24 @@ class TCPServer(Session):
         self._refusing = False  # past max_handshakes, and said so in the log
         self.budget = OutputBudget(limits.max_output_total)
         self.ssl = ssl
-        self.path = None if path is None else os.fspath(path)
-        if self.path is None:
-            self._sock: socket.socket | None = bind_tcp(host, port, limits.backlog)
-            self.host, self.port = self._sock.getsockname()[:2]
-        else:
-            self._sock = bind_unix(self.path, limits.backlog)
+        path = None if path is None else os.fspath(path)
+        sock = (
+            bind_tcp(host, port, limits.backlog)
+            if path is None
+            else bind_unix(path, limits.backlog)
+        )
+        self._sock: socket.socket | None = sock
+        # An inherited socket (listen.adopting) is what it is, whatever was asked:
+        # its family says where it listens, and its Unix socket file is not ours.
+        #: Whether :meth:`close` removes the Unix socket file: not an inherited
+        #: socket's (a reload moves it from the old server to the new one).
+        self.owns_path = not getattr(sock, "inherited", False)
+        self.path: str | None = None
+        if sock.family == socket.AF_UNIX:
+            self.path = path if path is not None and self.owns_path else str(sock.getsockname())
             self.host, self.port = "", 0
+        else:
+            self.host, self.port = sock.getsockname()[:2]
         super().__init__(kernel, {}, alias=alias)
         kernel.on_serve(self._serve)
 
@@ -343,15 +356,36 @@ class TCPServer(Session):
         if self._sock is None:
             return
         if self._server is not None:
-            self._server.close()  # closes the socket too
+            # Accepting stops now; asyncio's server closes (the socket with it) a turn
+            # of the loop later, once the connections of an accept burst under way
+            # are made: asyncio makes each in a task, and one that finds its server
+            # closed is dropped, its client left unanswered (3.11's Server._attach
+            # asserts). On a socket shared with a new server (a reload), that client
+            # would otherwise be lost.
+            if isinstance(self._sock, Listener):
+                self._sock.quiet_until = math.inf
+            self.kernel.running_loop().call_soon(self._server.close)  # the socket too
             self._server = None
         else:
             self._sock.close()
         self._sock = None
-        if self.path is not None:
+        if self.path is not None and self.owns_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
         self.kernel.release(self)
+
+    def handover(self) -> socket.socket:
+        """A duplicate of the listening socket, for the server that replaces this
+        one on the same address (a reload: see :func:`.listen.adopting`); this one
+        still accepts until :meth:`close`. A Unix socket file stays this server's
+        to remove until :attr:`owns_path` says otherwise.
+
+        Raises:
+            RuntimeError: the server is closed.
+        """
+        if self._sock is None:
+            raise RuntimeError("handover: the server is closed")
+        return inherit(os.dup(self._sock.fileno()))
 
     def begin_shutdown(self) -> None:
         self.close()

@@ -1,0 +1,48 @@
+"""What ``run`` loads from a spec file, at the start and at each reload."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SpecError
+from ..language.model import Spec
+
+__all__ = ["Load", "Loaded", "report_failed_load"]
+
+log = logging.getLogger("statemachine_server")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A spec checked for serving.
+
+    Attributes:
+        spec: the spec, compiled.
+        heap: the typed ``--set`` overrides of its ``server.heap``.
+        source: the file's bytes, as read before checking them: what the workers
+            of a supervisor run (:mod:`.worker`).
+    """
+
+    spec: Spec
+    heap: dict[str, Any] = field(default_factory=dict)
+    source: bytes = b""
+
+
+#: Loads the spec again (``run``'s options and environment applied, as at the
+#: start). Raises :class:`SpecError` (each error a line) or ``ValueError`` (one
+#: line): the spec, an option that no longer fits it (``--set``), or a rule
+#: (groups with several workers and no bus).
+Load = Callable[[], Loaded]
+
+
+def report_failed_load(exc: Exception) -> None:
+    """Log why a reload's spec is refused, one line per error (``FILE:LINE:COLUMN:
+    message``), and that the running spec goes on."""
+    errors = exc.errors if isinstance(exc, SpecError) else [exc]
+    for error in errors:
+        line = error.where_and_what() if isinstance(error, SpecError) else str(error)
+        log.error("reload: %s", line)
+    log.error("reload: refused; the running spec keeps serving")
