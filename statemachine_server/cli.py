@@ -674,7 +674,8 @@ def _fail(problem: str | Exception, status: int = EXIT_USAGE, *, json: bool = Fa
         if json:
             log.error("%s", line)
         else:
-            print(f"statemachine-server: {line}", file=sys.stderr)
+            # One write: the line stays whole beside other workers' on the same stderr.
+            sys.stderr.write(f"statemachine-server: {line}\n")
     return status
 
 

@@ -114,19 +114,20 @@ class Served:
         self.port = 0
         self.first = ""
         self._changed = asyncio.Condition()
+        self._ended: set[str] = set()  # the streams at their end
         self._readers = [
-            asyncio.create_task(self._read(proc.stdout, self.out)),
-            asyncio.create_task(self._read(proc.stderr, self.err)),
+            asyncio.create_task(self._read(proc.stdout, self.out, "out")),
+            asyncio.create_task(self._read(proc.stderr, self.err, "err")),
         ]
 
-    async def _read(self, stream: asyncio.StreamReader | None, into: list[str]) -> None:
+    async def _read(self, stream: asyncio.StreamReader | None, into: list[str], name: str) -> None:
         assert stream is not None
         while line := await stream.readline():
             async with self._changed:
                 into.append(line.decode(errors="replace").rstrip("\n"))
                 self._changed.notify_all()
         async with self._changed:
-            into.append("")  # end of output
+            self._ended.add(name)
             self._changed.notify_all()
 
     @property
@@ -143,7 +144,7 @@ class Served:
             return hits[count - 1] if len(hits) >= count else None
 
         async with asyncio.timeout(TIMEOUT), self._changed:
-            await self._changed.wait_for(lambda: found() is not None or "" in lines)
+            await self._changed.wait_for(lambda: found() is not None or stream in self._ended)
         match = found()
         assert match is not None, f"no {pattern!r} in {stream}: {lines}"
         return match
