@@ -232,7 +232,7 @@ def test_check_and_graph_read_no_variables() -> None:
 def test_the_operations_table_names_every_option_with_its_variable() -> None:
     _, usage, _ = cli("run", "--help")
     options = set(re.findall(r"\[(--[a-z-]+)", usage)) - {"--no-trace", "--verbose"}
-    assert len(options) == 9, options
+    assert len(options) == 12, options
     doc = (ROOT / "docs" / "operations.md").read_text()
     rows = {row.split("|")[1]: row for row in doc.splitlines() if row.startswith("| `")}
     for option in [*options, "SPEC"]:
