@@ -625,13 +625,15 @@ def _supervise(
     except OSError as exc:
         return _fail(f"cannot listen on {_where(spec, settings)}: {exc.strerror or exc}",
                      EXIT_FAILURE, json=json_errors)  # fmt: skip
-    try:
-        scale.check_metrics_ports(spec.server.metrics, settings.workers)
-    except (ValueError, OSError) as exc:  # (an OSError's strerror is the whole line)
-        sockets.close()
-        if isinstance(exc, OSError):
-            return _fail(exc.strerror or str(exc), EXIT_FAILURE, json=json_errors)
-        return _fail(str(exc), json=json_errors)
+    metrics = None
+    if spec.server.metrics is not None:  # the supervisor's: the workers' sum
+        try:
+            metrics = scale.WorkersMetrics(spec.server.metrics)
+        except OSError as exc:
+            sockets.close()
+            where = getattr(exc, "metrics_address", spec.server.metrics)
+            return _fail(f"cannot listen on the metrics address {where}: {exc.strerror or exc}",
+                         EXIT_FAILURE, json=json_errors)  # fmt: skip
     # Each worker: this command again, in the format chosen here (a reload keeps it).
     command = [sys.executable, "-m", "statemachine_server", *raw,
                "--log-format", spec.server.log.format]  # fmt: skip
@@ -642,6 +644,7 @@ def _supervise(
         sockets=sockets,
         command=command,
         announce=lambda where: _say_listening(where, json_errors),
+        metrics=metrics,
     ).run()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -292,21 +291,43 @@ async def test_workers_on_a_unix_socket_share_it_and_the_file_goes_with_them(
         assert not (tmp_path / "s.sock").exists()
 
 
-async def test_each_worker_serves_its_own_metrics(tmp_path: Path) -> None:
-    pytest.importorskip("prometheus_client")
+async def test_the_metrics_address_serves_the_sum_of_the_workers(tmp_path: Path) -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
     spec = tagged(tmp_path, "A")
+    with socket.socket() as probe:  # a free port for the supervisor's endpoint
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scrape() -> dict[tuple[str, str], float]:
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = await reader.read()
+            writer.close()
+        assert data.startswith(b"HTTP/1.1 200 ")
+        text = data.partition(b"\r\n\r\n")[2].decode()
+        families = parser.text_string_to_metric_families(text)
+        return {(s.name, s.labels.get("state", "")): s.value for f in families for s in f.samples}
+
     async with cleanup() as keep:
         served = keep(await start(str(spec), "--workers", "2", "--port", "0",
-                                  "--metrics", "127.0.0.1:0", cwd=tmp_path))  # fmt: skip
-        urls = {(await served.line(r"metrics at (http://\S+)", count=n)).group(1) for n in (1, 2)}
-        assert len(urls) == 2  # one endpoint per worker (port 0: each its own)
-        for url in urls:
-            port = int(re.findall(r":(\d+)/", url)[0])
+                                  "--metrics", f"127.0.0.1:{port}", cwd=tmp_path))  # fmt: skip
+        host, server_port = served.first.rsplit(" ", 1)[1].rsplit(":", 1)
+        clients, pids = [], set()
+        for i in range(24):  # SO_REUSEPORT spreads them over both workers
             async with asyncio.timeout(TIMEOUT):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
-                assert b" 200 " in await reader.readline()
-                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(server_port))
+                writer.write(f"m{i}\n".encode())
+                pids.add((await reader.readline()).split()[-1])
+            clients.append(writer)
+        got = await scrape()
+        p = "statemachine_server_"
+        assert got[(p + "connections", "reading")] == 24  # both workers' together
+        assert got[(p + "connections_accepted_total", "")] == 24
+        assert got[(p + "serving", "")] == 1
+        assert len(pids) == 2, "one worker took every client: the sum was not tested"
+        for writer in clients:
+            writer.close()
         assert await served.stop() == 0
 
 

@@ -27,7 +27,7 @@ from ..net.listen import bind_tcp
 
 __all__ = [
     "MAX_HEAD", "MAX_SCRAPES", "READ_TIMEOUT", "MetricsAddressError", "MetricsEndpoint",
-    "parse_address",
+    "answer", "parse_address",
 ]  # fmt: skip
 
 log = logging.getLogger("statemachine_server")
@@ -114,23 +114,31 @@ class MetricsEndpoint:
 
     def respond(self, head: bytes) -> bytes:
         """The whole response to a request ``head`` (request line and headers)."""
-        line = head.split(b"\r\n", 1)[0]
-        parts = line.split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            return _response(400, "bad request\n")
-        method, target = parts[0], parts[1].split(b"?", 1)[0]
-        if target not in (b"/metrics", b"/healthz"):
-            return _response(404, "not found: try /metrics or /healthz\n")
-        if method not in (b"GET", b"HEAD"):
-            return _response(405, "only GET and HEAD\n", extra="Allow: GET, HEAD\r\n")
-        if target == b"/healthz":
-            status, body, kind = 200, "ok\n", "text/plain; charset=utf-8"
-            if self.kernel.shutting_down:
-                status, body = 503, "draining\n"
-        else:
-            status, body, kind = 200, self.render(), self.content_type
-            self.scrapes += 1
-        return _response(status, body, kind, head_only=method == b"HEAD")
+        response = answer(head, self.render, self.content_type, self.kernel.shutting_down)
+        self.scrapes += 1
+        return response
+
+
+def answer(head: bytes, render: Callable[[], str], content_type: str, draining: bool) -> bytes:
+    """The whole response to a request ``head`` (request line and headers):
+    ``render()`` at ``/metrics``, health at ``/healthz`` (503 while ``draining``).
+    Also what a supervisor of worker processes answers (see scale)."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        return _response(400, "bad request\n")
+    method, target = parts[0], parts[1].split(b"?", 1)[0]
+    if target not in (b"/metrics", b"/healthz"):
+        return _response(404, "not found: try /metrics or /healthz\n")
+    if method not in (b"GET", b"HEAD"):
+        return _response(405, "only GET and HEAD\n", extra="Allow: GET, HEAD\r\n")
+    if target == b"/healthz":
+        status, body, kind = 200, "ok\n", "text/plain; charset=utf-8"
+        if draining:
+            status, body = 503, "draining\n"
+    else:
+        status, body, kind = 200, render(), content_type
+    return _response(status, body, kind, head_only=method == b"HEAD")
 
 
 def _response(

@@ -12,12 +12,13 @@ sockets (``net``) and is driven by ``cli``.
 """
 
 from .loaded import Load, Loaded
+from .metrics import WorkersMetrics
 from .reload import Reloader
-from .sockets import Sockets, check_metrics_ports, systemd_fds
+from .sockets import Sockets, systemd_fds
 from .supervisor import Supervisor
 from .worker import WorkerLink
 
 __all__ = [
-    "Load", "Loaded", "Reloader", "Sockets", "Supervisor", "WorkerLink", "check_metrics_ports",
+    "Load", "Loaded", "Reloader", "Sockets", "Supervisor", "WorkerLink", "WorkersMetrics",
     "systemd_fds",
 ]  # fmt: skip

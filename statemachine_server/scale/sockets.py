@@ -26,7 +26,7 @@ from collections.abc import MutableMapping
 
 from ..net.listen import bind_tcp, bind_unix, reserve_tcp, reuse_port_balances
 
-__all__ = ["Sockets", "check_metrics_ports", "systemd_fds"]
+__all__ = ["Sockets", "systemd_fds"]
 
 log = logging.getLogger("statemachine_server")
 
@@ -50,30 +50,6 @@ def systemd_fds(env: MutableMapping[str, str]) -> list[int]:
     if not count.isdigit():
         raise ValueError(f"LISTEN_FDS={count!r}: expected a number of sockets")
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
-
-
-def check_metrics_ports(address: str | None, workers: int) -> None:
-    """Whether each of ``workers`` can serve metrics at ``address`` (``HOST:PORT``),
-    on its own port: the base one + its slot (port 0: a free one each).
-
-    Raises:
-        ValueError: the ports run past 65535.
-        OSError: one of them is in use (its message names the address).
-    """
-    if address is None:
-        return
-    host, _, text = address.rpartition(":")
-    port = int(text)
-    if port and port + workers - 1 > 65535:
-        raise ValueError(f"metrics {address}: {workers} workers serve metrics on ports "
-                         f"{port} to {port + workers - 1}, past 65535")  # fmt: skip
-    for slot in range(workers if port else 0):
-        try:
-            bind_tcp(host.strip("[]") or "127.0.0.1", port + slot, 1, reuse_port=False).close()
-        except OSError as exc:
-            where = f"{host}:{port + slot}"
-            raise OSError(exc.errno, f"cannot listen on the metrics address {where}: "
-                          f"{exc.strerror or exc}") from None  # fmt: skip
 
 
 class Sockets:

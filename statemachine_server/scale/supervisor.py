@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import socket
@@ -57,6 +58,7 @@ from typing import IO
 from ..errors import SpecError
 from ..language.report import one_line
 from .loaded import Load, Loaded, report_failed_load
+from .metrics import WorkersMetrics
 from .sockets import Sockets
 from .worker import DRAIN, HANDOFF, READY, STOP, WorkerLink
 
@@ -76,6 +78,8 @@ KILL_GRACE = 5.0
 #: The longest the supervisor sleeps without looking at its workers.
 POLL = 1.0
 _NEVER = float("inf")
+#: A worker's metrics port, said after READY (worker.py).
+_METRICS_PORT = re.compile(rb"M(\d{1,5});")
 
 
 @dataclass(eq=False)
@@ -108,6 +112,7 @@ class _Worker:
     retired: bool = False  # told to drain: not restarted
     handing_over: bool = False  # its clients finish first (a reload)
     deadline: float = _NEVER  # killed then (not listening yet, or not done draining)
+    metrics_port: int = 0  # where it serves its metrics (0: none)
 
     @property
     def name(self) -> str:
@@ -137,6 +142,7 @@ class Supervisor:
         sockets: Sockets,
         command: Sequence[str],
         announce: Callable[[str], None],
+        metrics: WorkersMetrics | None = None,
     ):
         if workers < 2:
             raise ValueError("a supervisor runs 2 workers or more")
@@ -147,6 +153,8 @@ class Supervisor:
         self.sockets = sockets
         self.command = list(command)
         self.announce = announce
+        #: The metrics address, served with the sum of the workers' metrics.
+        self.metrics = metrics
         #: Workers started again after dying.
         self.restarts = 0
         self._first = loaded
@@ -171,6 +179,8 @@ class Supervisor:
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         self._selector.register(wake_r, selectors.EVENT_READ, None)
+        if self.metrics is not None:
+            self._selector.register(self.metrics.sock, selectors.EVENT_READ, self.metrics)
         signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
         previous = {signum: signal.getsignal(signum) for signum in signals}
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -186,6 +196,8 @@ class Supervisor:
                     if key.data is None:
                         with contextlib.suppress(OSError):
                             os.read(wake_r, 512)
+                    elif key.data is self.metrics:
+                        self.metrics.answer_one(self._metrics_ports, self._stopping > 0)
                     else:
                         self._read(key.data)
                 self._signals()
@@ -203,7 +215,17 @@ class Supervisor:
                 if gen is not None:
                     gen.spec_file.close()
             self.sockets.close()
+            if self.metrics is not None:
+                self.metrics.close()
         return self._status
+
+    def _metrics_ports(self) -> list[int]:
+        # The workers that listen and have not been told to go: their clients are
+        # the server's (a reload's old generation drains, no longer counted).
+        return [
+            w.metrics_port for w in self._workers.values()
+            if w.ready and not w.retired and w.metrics_port
+        ]  # fmt: skip
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Noted only: the loop acts on it (set_wakeup_fd has woken it).
@@ -257,10 +279,8 @@ class Supervisor:
         ours.setblocking(False)
         link = WorkerLink(theirs.fileno(), gen.spec_file.fileno(), slot, lane, self.lanes)
         argv = [*self.command, "--fd", str(sock.fileno()), "--worker-of", link.token()]
-        metrics = gen.loaded.spec.server.metrics
-        if metrics is not None:  # each worker its own: the base port + its slot
-            host, _, port = metrics.rpartition(":")
-            argv += ["--metrics", f"{host}:{int(port) + slot if int(port) else 0}"]
+        if self.metrics is not None:  # each its own, summed by ours (scale.metrics)
+            argv += ["--metrics", "127.0.0.1:0"]
         try:
             proc = subprocess.Popen(
                 argv,
@@ -293,6 +313,9 @@ class Supervisor:
         if not data:  # it is ending: _reap hears how
             self._selector.unregister(worker.channel)
             return
+        port = _METRICS_PORT.search(data)
+        if port is not None:
+            worker.metrics_port = int(port.group(1))
         if READY in data and not worker.ready:
             worker.ready = True
             if not worker.retired:

@@ -20,7 +20,9 @@ CHANNEL:SPEC:SLOT:LANE:LANES``, file descriptors and numbers:
 - SPEC, an unlinked file holding the bytes of the spec the supervisor checked:
   every worker of a generation runs exactly them, even if the file has changed
   since (a change is taken by a reload, SIGHUP to the supervisor).
-- SLOT, which of the N workers it is (its metrics port is the base one + SLOT).
+- SLOT, which of the N workers it is. Its metrics are on a free port of
+  127.0.0.1, which it tells the supervisor (``M<port>;`` after ``R``): the
+  supervisor serves the sum of all at the metrics address (scale.metrics).
 - LANE and LANES: its session ids are LANE + 1, LANE + 1 + LANES... (the kernel's
   ``session_ids``): never one another worker's, old or new (LANES is 2N: a
   generation serving and one draining).
@@ -111,8 +113,11 @@ class WorkerLink:
 
     def ready(self, server: Any) -> None:
         """Tell the supervisor the server listens (a ``build_server`` ``on_started``)."""
+        # And where its metrics are, for the supervisor's one view (scale.metrics).
+        metrics = getattr(server, "metrics", None)
+        said = READY + (b"M%d;" % metrics.port if metrics is not None else b"")
         try:
-            self._channel().sendall(READY)
+            self._channel().sendall(said)
         except OSError as exc:  # the supervisor is gone: its end of file follows
             log.debug("worker: cannot say it is ready: %s", exc)
 
