@@ -148,9 +148,21 @@ async def test_nothing_the_server_started_outlives_it(
             await proc.wait()
 
 
-async def test_sighup_drains_a_spec_server_like_sigterm(tmp_path: Path) -> None:
+# A spec server made with the Python API and run by Kernel.run(): there SIGHUP
+# drains like SIGTERM (the command line's run reloads on SIGHUP: test_reload.py).
+_LIBRARY_SERVER = """
+from statemachine_server import Kernel
+from statemachine_server.language import build_server, builtin_spec_path, load_spec
+kernel = Kernel()
+server = build_server(load_spec(builtin_spec_path()), kernel, port=0,
+                      on_started=lambda s: print(f"listening on 127.0.0.1:{s.port}", flush=True))
+kernel.run()
+"""
+
+
+async def test_sighup_drains_a_library_spec_server_like_sigterm(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "statemachine_server", "run", "--port", "0",
+        sys.executable, "-c", _LIBRARY_SERVER,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
