@@ -4,7 +4,8 @@
 default); ``check SPEC...`` validates specs (``--show-code``: and prints the
 Python generated for them); ``graph [SPEC]`` prints the machine
 (the connection lifecycle, with the spec's protocol states inside ``reading``) as
-a Mermaid or DOT diagram.
+a Mermaid or DOT diagram; ``test SPEC [SCRIPT...]`` runs conversation scripts
+against a spec, or explores it (``--explore``: :mod:`.testkit`).
 
 Every option of ``run`` may come from the environment too, as
 ``STATEMACHINE_SERVER_<OPTION>`` (``STATEMACHINE_SERVER_PORT``...; the spec itself
@@ -55,6 +56,7 @@ from .language.report import hint, one_line
 from .net.listen import Listener, adopting, inherit, set_reuse_port
 from .net.server import TCPServer
 from .scale import Load, Loaded, Reloader, Sockets, Supervisor, WorkerLink
+from .testkit import command as testkit_command
 
 __all__ = ["ENV_PREFIX", "EXIT_FAILURE", "EXIT_USAGE", "main"]
 
@@ -167,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("spec", nargs="?", help="a YAML spec file (default: the lifecycle only)")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    testkit_command.add_parser(sub)
     return parser
 
 
@@ -179,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.specs, args.show_code)
         if args.command == "graph":
             return _graph(args.spec, args.format)
+        if args.command == "test":
+            return testkit_command.run(args)
         return _run(args, os.environ, list(sys.argv[1:] if argv is None else argv))
     except Exception as exc:  # our bug, or the system's: one line, the rest on demand
         debug = log.isEnabledFor(logging.DEBUG)
