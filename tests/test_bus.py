@@ -527,3 +527,57 @@ async def test_two_run_processes_share_groups(redis: RedisServer, tmp_path: Path
                 proc.kill()
                 await proc.wait()
     assert [proc.returncode for proc in procs] == [0, 0]
+
+
+async def test_chat_on_two_workers_with_a_bus(redis: RedisServer, tmp_path: Path) -> None:
+    # run --workers 2 --bus: clients on one port land on both workers (SO_REUSEPORT)
+    # and all see each other's messages, as on one server.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "statemachine_server", "run", str(CHAT), "--port", "0",
+        "--workers", "2", "--bus", redis.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    clients: list[Client] = []
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(TIMEOUT):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("listening on "), line
+        port = int(line.rsplit(":", 1)[1])
+        clients = [await chatter(port, f"u{k}") for k in range(8)]
+        for k, sayer in enumerate(clients):
+            # At most once: a member's worker may still be subscribing to the room
+            # when the first line goes out, so the sayer says it again until every
+            # other member has heard it.
+            waiting = [c for c in clients if c is not sayer]
+            async with asyncio.timeout(TIMEOUT):
+                while waiting:
+                    sayer.say(f"hello from u{k}")
+                    heard = await asyncio.gather(*(_hears(c, f"<u{k}> hello from u{k}")
+                                                   for c in waiting))  # fmt: skip
+                    waiting = [c for c, ok in zip(waiting, heard, strict=True) if not ok]
+    finally:
+        for client in clients:
+            client.close()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+
+
+async def _hears(client: Client, wanted: str, within: float = 0.5) -> bool:
+    """Whether ``client`` receives ``wanted`` within ``within`` seconds (other lines,
+    such as join notices, are skipped)."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if (await client.reader.readline()).decode().rstrip("\n") == wanted:
+                    return True
+    except TimeoutError:
+        return False
