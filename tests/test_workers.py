@@ -136,6 +136,33 @@ async def test_a_worker_that_dies_is_started_again_with_a_growing_delay(tmp_path
         assert await served.stop() == 0
 
 
+async def test_killing_a_worker_leaves_the_other_workers_clients_alone(tmp_path: Path) -> None:
+    spec = tagged(tmp_path, "A")
+    async with cleanup() as keep:
+        served = keep(await start(str(spec), "--workers", "2", "--port", "0", cwd=tmp_path))
+        # Connections kept open until some land on each worker.
+        conns: dict[int, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        async with asyncio.timeout(TIMEOUT):
+            while len(conns) < 2:
+                reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+                writer.write(b"hi\n")
+                pid = int((await reader.readline()).split()[-1])
+                conns.setdefault(pid, []).append((reader, writer))
+        victim, survivor = sorted(conns)
+        os.kill(victim, signal.SIGKILL)
+        await served.line(rf"worker \d \(pid {victim}\) was killed by SIGKILL")
+        async with asyncio.timeout(TIMEOUT):
+            for reader, _ in conns[victim]:
+                assert await reader.read() == b""  # those went with their worker
+            for i, (reader, writer) in enumerate(conns[survivor]):
+                writer.write(b"still %d\n" % i)  # the same connection, the same worker
+                tag, text, number, _, pid = (await reader.readline()).decode().split()
+                assert (tag, text, number, int(pid)) == ("A", "still", str(i), survivor)
+        for _, writer in conns[victim] + conns[survivor]:
+            writer.close()
+        assert await served.stop() == 0
+
+
 async def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     spec = tagged(tmp_path, "A")
     async with cleanup() as keep:
