@@ -107,8 +107,9 @@ def test_failure_shows_expected_received_history_and_rule(spec_server: Any) -> N
     assert "ada did not receive what was expected" in message
     assert "  expected: <bob> hello\n  received: <bob> hi" in message
     # The rule that broadcast it, by its file and line in the spec.
-    assert re.search(r"answered by: .*chat\.yaml:50 \(states\.chatting\.handlers\.input\[1\]\)",
-                     message)  # fmt: skip
+    line = _line_of("# not a command: say it to the room")
+    where = rf"chat\.yaml:{line} \(states\.chatting\.handlers\.input\[1\]\)"
+    assert re.search(r"answered by: .*" + where, message)
     assert "protocol state now: chatting" in message
     assert "    * bob joined #lobby" in message  # the last lines received
 
@@ -440,3 +441,9 @@ def _run_command(path: Path, text: str) -> tuple[int, str]:
     path.write_text(text)
     status = command.run(parser.parse_args(["test", "greeter.yaml", path.name]), out, out)
     return status, out.getvalue()
+
+
+def _line_of(comment: str) -> int:
+    """The line of specs/chat.yaml that holds ``comment`` (a rule, by its comment)."""
+    text = (Path(__file__).resolve().parent.parent / "specs" / "chat.yaml").read_text()
+    return next(n for n, line in enumerate(text.splitlines(), 1) if comment in line)
