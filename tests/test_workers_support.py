@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, TIMEOUT
+from test_signals import descendants  # one walk of /proc for both
 
 PREFIX = "STATEMACHINE_SERVER_"
 
@@ -65,27 +66,6 @@ def environ(**variables: str) -> dict[str, str]:
     """This environment without our variables, plus ``variables`` (without the prefix)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
     return env | {PREFIX + name: value for name, value in variables.items()}
-
-
-def descendants(root: int) -> set[int]:
-    """Every process below ``root``, from the parent pids in /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            found.add(pid)
-            todo.append(pid)
-    return found
 
 
 async def exited(pid: int) -> None:
