@@ -181,8 +181,41 @@ def _peers() -> dict[str, Peer]:
 #: Every peer, in report order.
 PEERS: dict[str, Peer] = _peers()
 
+# ours-spec-base: the echo spec served by the package of another checkout (the
+# environment's BENCH_BASE, e.g. `git worktree add /tmp/base HEAD~1`), for a
+# before/after pair measured in one sitting, round-robin with the other peers.
+_AT_CHECKOUT = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('statemachine_server', run_name='__main__', alter_sys=True)"
+)
+
+
+def _base_missing() -> str | None:
+    base = os.environ.get("BENCH_BASE", "")
+    if not (Path(base) / "statemachine_server" / "__init__.py").is_file():
+        return "set BENCH_BASE to another checkout (git worktree add /tmp/base COMMIT)"
+    return None
+
+
 #: Peers that only some scenarios run (not part of ``--peers``' default list).
 EXTRA_PEERS: dict[str, Peer] = {
+    "ours-spec-base": Peer(
+        "ours-spec-base",
+        f"statemachine_server run, from the checkout $BENCH_BASE "
+        f"({os.environ.get('BENCH_BASE', 'unset')}), logs each line",
+        (
+            sys.executable,
+            "-c",
+            _AT_CHECKOUT,
+            os.environ.get("BENCH_BASE", ""),
+            "run",
+            "--port",
+            "0",
+        ),
+        logs=True,
+        ours=True,
+        check=_base_missing,
+    ),
     "ours-python-api": Peer(
         "ours-python-api",
         "peers/ours_python_api.py: the echo+log server on the public Python API "

@@ -48,9 +48,15 @@ _SAFE = bytes(range(0x20, 0x7F))
 
 def clean(line: str, limit: int) -> str:
     """``line`` as one printable line of at most ``limit`` characters (see above)."""
+    # Cut before escaping: an escape only lengthens, so what lies past the first
+    # ``limit`` characters can never reach the output, and a 64 KiB line costs
+    # what a 1 KiB one does (the check of the whole line was most of its time).
+    cut = len(line) > limit
+    if cut:
+        line = line[:limit]
     if not line.isprintable():
         line = "".join(c if c.isprintable() else _escape(c) for c in line)
-    if len(line) > limit:
+    if cut or len(line) > limit:
         line = line[: max(limit - 3, 0)] + "..."
     return line
 
@@ -122,14 +128,14 @@ class ConsoleLog:
         if self.json:
             text, data = self._json_text(lines, limit), None
         else:
-            text = "\n".join(lines)
-            # The usual batch is short printable ASCII lines: checked at once.
-            data = text.encode("ascii") if text.isascii() else None
-            if (
-                data is None
-                or len(data.translate(None, _SAFE)) != len(lines) - 1
-                or max(map(len, lines)) > limit
-            ):
+            # The usual batch is short printable ASCII lines: checked at once,
+            # lengths first, so that long lines are not scanned whole to be cut.
+            data = None
+            if max(map(len, lines)) <= limit:
+                text = "\n".join(lines)
+                if text.isascii():
+                    data = text.encode("ascii")
+            if data is None or len(data.translate(None, _SAFE)) != len(lines) - 1:
                 for i, line in enumerate(lines):
                     if len(line) > limit or not line.isprintable():
                         lines[i] = clean(line, limit)

@@ -365,6 +365,23 @@ def test_log_lines_are_cut_and_escaped() -> None:
     assert clean("plain", 100) == "plain"
     assert clean("\x1b[31mred\udcff\x00", 100) == "\\x1b[31mred\\xff\\x00"
     assert clean("x" * 50, 10) == "xxxxxxx..."
+    assert clean("\x1b" * 50, 10) == "\\x1b\\x1..."
+    assert clean("x" * 10, 10) == "x" * 10
+
+
+def _clean_whole(line: str, limit: int) -> str:
+    # The definition: escape the whole line, then cut it. clean() cuts first.
+    from statemachine_server.console import _escape
+
+    line = "".join(c if c.isprintable() else _escape(c) for c in line)
+    return line if len(line) <= limit else line[: max(limit - 3, 0)] + "..."
+
+
+@given(st.text(alphabet=st.sampled_from("ab\x00\x1b\n\udcff\u00e9\u2028")), st.integers(0, 40))
+def test_a_log_line_cut_before_escaping_is_the_line_escaped_then_cut(line: str, limit: int) -> None:
+    from statemachine_server.console import clean
+
+    assert clean(line, limit) == _clean_whole(line, limit)
 
 
 async def test_log_settings_reach_the_console() -> None:

@@ -1,6 +1,6 @@
 """The echo spec's per-message path in process: Python's share, without the sockets.
 
-``python -m benchmarks.micro.path [SPEC] [--lines N] [--reads N]`` builds the
+``python -m benchmarks.micro.path [SPEC] [--lines N] [--reads N] [--size B]`` builds the
 server a spec declares (the built-in echo spec by default) on a kernel whose loop
 never runs, gives it 50 connections on in-memory transports, and times the path
 a read takes through our code: ``data_received`` (timestamp, framing, post), the
@@ -78,22 +78,30 @@ def connect(server: Any, count: int, transport: type = _Transport) -> list[tuple
 
 
 def measure(
-    spec_path: str, lines_per_read: int, reads: int, *, metrics: bool = False
+    spec_path: str,
+    lines_per_read: int,
+    reads: int,
+    *,
+    metrics: bool = False,
+    size: int = len(LINE),
 ) -> dict[str, Any]:
     """ns per line; ``metrics``: with metrics served (bytes and gotos counted;
-    the endpoint is bound and never scraped)."""
+    the endpoint is bound and never scraped); ``size``: bytes per line, newline
+    included (the line limit is raised to fit it)."""
     kernel = Kernel()
     # A loop that never runs, as a served kernel has one: its clock is what the
     # connections read, and no tick is scheduled on it (the passes run them).
     kernel._loop = loop = asyncio.new_event_loop()
     with open(os.devnull, "w") as sink:
         console = ConsoleLog(kernel, stream=sink)
-        settings = {"metrics": "127.0.0.1:0"} if metrics else None
-        spec = load_spec(spec_path, server=settings)
+        settings: dict[str, Any] = {"metrics": "127.0.0.1:0"} if metrics else {}
+        if size > len(LINE):
+            settings["filter"] = {"max_length": max(size, 1 << 20)}
+        spec = load_spec(spec_path, server=settings or None)
         server = build_server(spec, kernel, port=0, console=console)
         try:
             transports = connect(server, CONNECTIONS)
-            batch = LINE * lines_per_read
+            batch = (b"x" * (size - 1) + b"\n") * lines_per_read
             ticks = max(1, reads // CONNECTIONS)
             passes = []
             for _ in range(7):
@@ -126,8 +134,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=16, help="lines per read (default 16)")
     parser.add_argument("--reads", type=int, default=15_000, help="reads per pass")
     parser.add_argument("--metrics", action="store_true", help="with metrics served")
+    parser.add_argument(
+        "--size", type=int, default=len(LINE), help="bytes per line, newline included (64)"
+    )
     args = parser.parse_args()
-    print(json.dumps(measure(args.spec, args.lines, args.reads, metrics=args.metrics)))
+    result = measure(args.spec, args.lines, args.reads, metrics=args.metrics, size=args.size)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ SIZES = {"4k": 4 * 1024, "64k": 64 * 1024}
 #: The line limit given to every peer that has one below or at the line size.
 MAX_LENGTH = 1 << 20
 ECHO_SPEC = REPO_ROOT / "statemachine_server" / "specs" / "echo.yaml"
-SPEC_PEERS = ("ours-spec", "ours-spec-uvloop")
+SPEC_PEERS = ("ours-spec", "ours-spec-uvloop", "ours-spec-base")
 
 RunFn = Callable[[Context, list[Peer], Options], ScenarioResult]
 
