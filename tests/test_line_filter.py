@@ -169,3 +169,28 @@ def test_overlong_lines_are_caught_at_any_split(
             break
     assert failed == overlong
     assert [s.encode("utf-8", "surrogateescape") for s in got] == expected
+
+
+@given(
+    runs=st.lists(
+        st.tuples(st.integers(0, 700), st.sampled_from(["x", "é", "\r", "\n", "\r\n", "||"])),
+        max_size=30,
+    ),
+    sep=st.sampled_from(["\n", "\r\n", "||"]),
+)
+def test_splitting_long_text_by_searching_is_str_split(
+    runs: list[tuple[int, str]], sep: str
+) -> None:
+    # Long and short lines in any order, the separator at either end or missing.
+    from statemachine_server.filters.line import split_long
+
+    text = "".join("y" * n + piece for n, piece in runs)
+    assert split_long(text, sep) == text.split(sep)
+
+
+def test_a_read_of_long_lines_frames_as_short_reads_do() -> None:
+    lines = [b"a" * 70_000, b"", b"b" * 300, b"c" * 9_000 + b"\r", b"d"]
+    one = LineFilter(max_length=1 << 20).get(b"\n".join(lines) + b"\n")
+    each = [LineFilter(max_length=1 << 20).get(line + b"\n") for line in lines]
+    assert one == [record for got in each for record in got]
+    assert one[3] == "c" * 9_000
