@@ -216,6 +216,9 @@ async def test_chat_members_on_two_servers_see_each_others_broadcasts(
     alice = await chatter(a, "alice")
     carol = await chatter(a, "carol")
     await alice.expect("* carol joined #lobby")  # same server: direct
+    # a publishes in the background: carol's join must be out before b subscribes
+    # (bob's arrival), or bob, who came later, would hear it too.
+    await until(lambda: a.bus.published == 2)  # alice's join, carol's
     bob = await chatter(b, "bob")
     await alice.expect("* bob joined #lobby")  # from the other server
     await carol.expect("* bob joined #lobby")
