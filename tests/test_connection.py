@@ -160,14 +160,15 @@ def test_handler_error_closes_after_flushing_and_drops_later_input(
     assert "RuntimeError: handler bug" in caplog.text
 
 
-def batch_echo(session: Connection, records: list[str]) -> tuple[int, BaseException | None]:
-    # An INPUT_BATCH function as the spec compiler makes them: the records it
-    # handled, and the exception that stopped it.
+def batch_echo(session: Connection, records: list[str]) -> tuple[int, BaseException] | None:
+    # An INPUT_BATCH function as the spec compiler makes them: None when every
+    # record was handled, else the records it handled and the exception that
+    # stopped it.
     for n, line in enumerate(records):
         if line == "boom":
             return n, RuntimeError("handler bug")
         session.put(line)
-    return len(records), None
+    return None
 
 
 def test_an_input_batch_takes_a_reads_records_in_one_call() -> None:

@@ -369,14 +369,13 @@ class Kernel(KernelTimers):
             session, event, args = popleft()
             self.current = session
             try:
-                # Session.deliver inlined for plain sessions' named events (a call
-                # fewer per event); connections run their lifecycle table.
-                handler = (
-                    session.handler_table.get(event)
-                    if session.direct and event.__class__ is str
-                    else None
-                )
-                if handler is not None:
+                # A callable (a read's records, a timer's or a job's bookkeeping)
+                # runs in any state: what every session's deliver() does with one,
+                # a call fewer. Session.deliver is inlined for plain sessions'
+                # named events too; connections run their lifecycle table.
+                if event.__class__ is not str:
+                    event(*args)
+                elif session.direct and (handler := session.handler_table.get(event)) is not None:
                     handler(session, *args)
                 else:
                     session.deliver(event, args)

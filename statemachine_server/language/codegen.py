@@ -56,7 +56,7 @@ _BATCH = """def _f(s, records):
 {lines}            n += 1
     except _Exception as exc:
         return n, exc
-    return n, None
+    return None
 """
 
 

@@ -83,20 +83,19 @@ log = logging.getLogger("statemachine_server")
 _POSTPONED_HARD = 10
 
 
-#: The queue entry that carries the records of one read (see _deliver_records).
-_RECORDS = "<records>"
 #: The handlers' key of an optional function taking all the records of one read
-#: at once, ``batch(session, records) -> (handled, exception or None)``, for an
+#: at once, ``batch(session, records)``, returning None when it handled them all
+#: and ``(handled, exception)`` when a record's actions raised, for an
 #: input handler that cannot change the connection's state (the spec compiler
 #: makes one for echo-shaped specs): one call per read instead of one per record.
 INPUT_BATCH = "<input batch>"
 #: Bytes arrived for a pull filter: cut and handle its records (see _pull).
 _PULL = "<pull>"
 _LIFECYCLE_EVENTS = frozenset(EVENTS)
-# _deliver_records calls the input handler directly in ``reading``: only right if
+# deliver_records calls the input handler directly in ``reading``: only right if
 # that is what the table says.
 if FAST[READING][INPUT] is not STAY:  # pragma: no cover
-    raise AssertionError("lifecycle changed: revisit Connection._deliver_records")
+    raise AssertionError("lifecycle changed: revisit Connection.deliver_records")
 
 
 class Connection(Output, Timeouts, Working, asyncio.Protocol):
@@ -221,9 +220,6 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
 
     def deliver(self, event: Any, args: tuple[Any, ...]) -> Any:
         # The per-message path: one table lookup, identity tests, one call.
-        if event is _RECORDS:
-            self._deliver_records(args[0])
-            return None
         if event is WATCH:
             self._check_timeouts()
             return None
@@ -271,7 +267,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             self._replay()
         return result
 
-    def _deliver_records(self, records: list[Any]) -> None:
+    def deliver_records(self, records: list[Any]) -> None:
         # The records of one read travel as one queue entry: they would sit side by
         # side in the queue anyway, so dispatching them here, in order, as one
         # ``input`` event each, is the same schedule without the queue's per-entry
@@ -280,18 +276,19 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         # is called directly; otherwise each record goes through the table.
         kernel = self.kernel
         kernel.dispatched += len(records) - 1
-        handler = self.handler_table.get(INPUT)
-        direct = handler is not None and not kernel.trace
-        if direct and self.state is READING and not self._postponed:
-            batch = self.handler_table.get(INPUT_BATCH)
+        if self.state is READING and not self._postponed and not kernel.trace:
+            batch = self.handler_table.get(INPUT_BATCH)  # never without INPUT's
             if batch is not None:
-                handled, exc = batch(self, records)
-                if exc is None:
+                failed = batch(self, records)
+                if failed is None:
                     return
                 # As the loop below does for a record whose handler raised; the
                 # records after it go through the loop (the error may close us).
-                self.kernel.handler_failed(self, INPUT, exc)
+                handled, exc = failed
+                kernel.handler_failed(self, INPUT, exc)
                 records = records[handled + 1 :]
+        handler = self.handler_table.get(INPUT)
+        direct = handler is not None and not kernel.trace
         for record in records:
             if direct and self.state is READING and not self._postponed:
                 try:
@@ -366,7 +363,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             if not records:
                 return
             first = True
-            # Called directly, as in _deliver_records (the table says "handle,
+            # Called directly, as in deliver_records (the table says "handle,
             # stay" for input in reading): through deliver(), a nested replay of
             # the postponed queue could run events that came after these bytes.
             handler = self.handler_table.get(INPUT)
@@ -572,7 +569,9 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
             self._bad_input(exc)
             return
         if records:
-            kernel.enqueue(self, _RECORDS, (records,))
+            # One queue entry for the read, a callable: the kernel calls it as it
+            # comes, in any state (see deliver_records), without deliver().
+            kernel.enqueue(self, _records, (self, records))
 
     def _bad_input(self, exc: ProtocolError) -> None:
         # RecordTooLong included: the records before the bad one are handled, then
@@ -580,7 +579,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         self._linger = True
         self.flow.pause(DISCARD)
         if exc.records:
-            self.kernel.enqueue(self, _RECORDS, (exc.records,))
+            self.kernel.enqueue(self, _records, (self, exc.records))
         self.kernel.enqueue(self, ERROR, (exc, INPUT))
 
     def eof_received(self) -> bool:
@@ -633,3 +632,7 @@ class Connection(Output, Timeouts, Working, asyncio.Protocol):
         DONE: "_on_done",
         WORK_FAILED: "_on_work_failed",
     }
+
+
+# The queue entry of a read: ``(connection, _records, (connection, records))``.
+_records = Connection.deliver_records
