@@ -84,7 +84,7 @@ async def start_redis(redis_server: str) -> tuple[asyncio.subprocess.Process, in
 
 async def start_server(spec: Path) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "statemachine_server", "run", str(spec),
+        sys.executable, "-m", "statemachine_server", "run", str(spec), "--loop", "asyncio",
         stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -128,6 +128,7 @@ def memcached_missing() -> str | None:
 def _peers() -> dict[str, Peer]:
     python = sys.executable
     ours_run = (python, "-m", "statemachine_server", "run", "--port", "0")
+    stdlib = ("--loop", "asyncio")  # the default is uvloop where installed
     peers = [
         Peer(
             "asyncio-lines",
@@ -140,6 +141,12 @@ def _peers() -> dict[str, Peer]:
             (python, str(PEERS_DIR / "asyncio_raw.py"), "0"),
         ),
         Peer(
+            "asyncio-raw-uvloop",
+            "asyncio-raw on uvloop's loop: the baseline for the uvloop peers",
+            (python, str(PEERS_DIR / "asyncio_raw.py"), "0", "uvloop"),
+            check=_module_missing("uvloop", "pip install uvloop"),
+        ),
+        Peer(
             "twisted",
             'Twisted LineReceiver (delimiter b"\\n"), default reactor',
             (python, str(PEERS_DIR / "twisted_lines.py"), "0"),
@@ -147,15 +154,15 @@ def _peers() -> dict[str, Peer]:
         ),
         Peer(
             "ours-spec",
-            "statemachine_server run (built-in echo spec), logs each line",
-            ours_run,
+            "statemachine_server run --loop asyncio (built-in echo spec), logs each line",
+            (*ours_run, *stdlib),
             logs=True,
             ours=True,
         ),
         Peer(
             "ours-python",
             "examples/echo_server.py (TCPServer + on_input), logs each line",
-            (python, str(REPO_ROOT / "examples" / "echo_server.py"), "0"),
+            (python, str(REPO_ROOT / "examples" / "echo_server.py"), "0", "asyncio"),
             logs=True,
             ours=True,
         ),
@@ -249,7 +256,7 @@ def soak_peer() -> Peer:
         "(/join, /say, /leave), chunked `primes N` jobs",
         (
             sys.executable, "-m", "statemachine_server", "run", str(PEERS_DIR / "soak.yaml"),
-            "--port", "0",
+            "--port", "0", "--loop", "asyncio",
         ),
         logs=True,
         ours=True,
@@ -266,6 +273,7 @@ def memcache_peers() -> list[Peer]:
             (
                 python, "-m", "statemachine_server", "run",
                 str(REPO_ROOT / "specs" / "memcache-lite.yaml"), "--port", "0",
+                "--loop", "asyncio",  # the loop of the asyncio peer
             ),
             ours=True,
         ),

@@ -77,7 +77,7 @@ def _drain(fd: int) -> None:
 def _serve(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "statemachine_server", "run", "--port", "0",
-         "--workers", str(workers)],
+         "--workers", str(workers), "--loop", "asyncio"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None

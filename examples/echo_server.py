@@ -14,9 +14,10 @@ def handle_input(session, line):
 
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 12345
+loop = sys.argv[2] if len(sys.argv) > 2 else "auto"  # uvloop if installed; or asyncio
 server = TCPServer(kernel, port=port, on_input=handle_input)
 print(f"listening on {server.host}:{server.port}", flush=True)
 try:
-    kernel.run()
+    kernel.run(loop=loop)
 finally:
     console.close()  # what the console still holds is written before exiting

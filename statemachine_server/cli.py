@@ -68,7 +68,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: The prefix of ``run``'s environment variables.
 ENV_PREFIX = "STATEMACHINE_SERVER_"
-LOOPS = ("asyncio", "uvloop")
+LOOPS = ("auto", "asyncio", "uvloop")
 DEFAULT_LEVEL = "warning"
 
 
@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", nargs="?", help="a YAML spec file")
     run.add_argument("--host", help="address to listen on (overrides the spec)")
     run.add_argument("--port", help="port to listen on; 0 picks a free one")
-    run.add_argument("--loop", choices=LOOPS, help="event loop (default asyncio)")
+    run.add_argument(
+        "--loop", choices=LOOPS, help="event loop (default auto: uvloop if installed, else asyncio)"
+    )
     run.add_argument(
         "--trace",
         action=argparse.BooleanOptionalAction,
@@ -368,7 +370,7 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> _Settings:
         spec=values["spec"],
         host=values["host"],
         port=values["port"],
-        loop=values["loop"] or "asyncio",
+        loop=values["loop"] or "auto",
         trace=bool(values["trace"]),
         watchdog=DEFAULT_WATCHDOG if values["watchdog"] is None else values["watchdog"],
         # Every transition is logged at info, the events around them at debug.

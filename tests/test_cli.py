@@ -101,6 +101,20 @@ async def test_uvloop() -> None:
     assert status == 0
 
 
+def test_the_default_loop_is_uvloop_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from statemachine_server.core.running import loop_factory
+
+    assert loop_factory("asyncio") is None
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        assert loop_factory("auto") is uvloop.new_event_loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: import fails
+    assert loop_factory("auto") is None
+    with pytest.raises(ValueError, match=r"--loop uvloop needs uvloop"):
+        loop_factory("uvloop")
+
+
 async def test_trace_logs_every_transition() -> None:
     async with server_process(*SPEC_SERVER, "--trace") as (proc, port):
         await exchange(port, b"x\n")

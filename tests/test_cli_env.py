@@ -181,7 +181,7 @@ async def test_metrics_from_the_environment(greeter: str) -> None:
                            "yes/no or on/off"),
         ("WATCHDOG", "-1", "STATEMACHINE_SERVER_WATCHDOG='-1': expected 0 (off) or a number "
                            "of seconds"),
-        ("LOOP", "trio", "STATEMACHINE_SERVER_LOOP='trio': expected one of asyncio, uvloop"),
+        ("LOOP", "trio", "STATEMACHINE_SERVER_LOOP='trio': expected one of auto, asyncio, uvloop"),
         ("LOG_LEVEL", "loud", "STATEMACHINE_SERVER_LOG_LEVEL='loud': expected one of debug, "
                               "info, warning, error"),
         ("LOG_FORMAT", "xml", "STATEMACHINE_SERVER_LOG_FORMAT='xml': expected one of text, json"),

@@ -4,8 +4,9 @@ It never looks for line boundaries: whatever ``data_received`` gets goes straigh
 back. This is the ceiling for an asyncio server on this machine, and the
 baseline of every ratio the harness reports. No logging.
 
-Usage: ``python asyncio_raw.py PORT`` (0 picks a free port). Prints
-``listening on HOST:PORT`` once bound; SIGTERM stops it with exit status 0.
+Usage: ``python asyncio_raw.py PORT [uvloop]`` (0 picks a free port; ``uvloop``:
+on uvloop's loop, the peer ``asyncio-raw-uvloop``). Prints ``listening on
+HOST:PORT`` once bound; SIGTERM stops it with exit status 0.
 """
 
 from __future__ import annotations
@@ -43,4 +44,10 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if sys.argv[2:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(main(port))
+    else:
+        asyncio.run(main(port))

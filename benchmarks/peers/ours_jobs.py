@@ -73,7 +73,7 @@ def main() -> None:
 
     kernel = Kernel()
     TCPServer(kernel, port=args.port, on_input=on_input, on_started=announce)
-    kernel.run()
+    kernel.run(loop="asyncio")  # the standard loop, as the other asyncio peers
 
 
 if __name__ == "__main__":

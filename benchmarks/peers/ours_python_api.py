@@ -29,7 +29,7 @@ def announce(server: TCPServer) -> None:
 def main(port: int) -> None:
     kernel = Kernel()
     TCPServer(kernel, port=port, on_input=on_input, on_started=announce)
-    kernel.run()
+    kernel.run(loop="asyncio")  # the standard loop, as the other asyncio peers
 
 
 if __name__ == "__main__":

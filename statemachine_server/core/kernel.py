@@ -566,16 +566,19 @@ class Kernel(KernelTimers):
             self.stop()
 
     def run(
-        self, *, loop: str = "asyncio", handle_signals: bool = True, drain_timeout: float = 5.0
+        self, *, loop: str = "auto", handle_signals: bool = True, drain_timeout: float = 5.0
     ) -> None:
         """Run until no session is left: the entry point for scripts.
 
         Args:
-            loop: ``"asyncio"`` (the standard loop) or ``"uvloop"`` (needs the
-                ``fast`` extra).
+            loop: ``"auto"`` (uvloop where the ``fast`` extra installed it, else the
+                standard loop), ``"asyncio"`` (the standard loop) or ``"uvloop"``.
             handle_signals: the first SIGINT, SIGTERM or SIGHUP shuts down
                 gracefully, a second one stops at once, even while the loop is held.
             drain_timeout: how long that graceful shutdown may take.
+
+        It also sets glibc's allocator for a server's large buffers, unless the
+        environment does (:mod:`.allocator`): it owns the process, as ``run`` does.
         """
         run(self, loop=loop, handle_signals=handle_signals, drain_timeout=drain_timeout)
 

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from ..work.job import WorkTimeout
+from .allocator import tune_malloc
 
 __all__ = [
     "DEFAULT_WATCHDOG", "SIGNALS", "Runnable", "Watchdog",
@@ -88,13 +89,20 @@ def running_loop_or_none() -> asyncio.AbstractEventLoop | None:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for ``--loop NAME``.
+    """The event loop factory for ``--loop NAME``: ``auto`` is uvloop where it is
+    installed (the ``fast`` extra), else the standard loop, as uvicorn chooses.
 
     Raises:
         ValueError: an unknown name, or uvloop is not installed.
     """
     if name == "asyncio":
         return None
+    if name == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            return None
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
     if name == "uvloop":
         try:
             import uvloop
@@ -103,7 +111,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
                 "--loop uvloop needs uvloop: pip install 'statemachine-server[fast]'"
             ) from None
         return uvloop.new_event_loop  # type: ignore[no-any-return]
-    raise ValueError(f"unknown loop {name!r}: expected 'asyncio' or 'uvloop'")
+    raise ValueError(f"unknown loop {name!r}: expected 'auto', 'asyncio' or 'uvloop'")
 
 
 def run(
@@ -116,6 +124,8 @@ def run(
 ) -> None:
     """Serve ``kernel`` on a new loop until no session is left (see ``Kernel.run``);
     ``on_hangup``: what SIGHUP does instead of draining (see the module docstring)."""
+    # A program's process: its allocator may be set for a server's buffers.
+    log.debug("malloc: %s", tune_malloc())
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS} if handle_signals else {}
 
     async def main() -> None:
