@@ -294,9 +294,12 @@ def split_long(text: str, sep: str) -> list[str]:
         lines.append(text[start:end])
         start = end + width
         end = find(sep, start)
-    if start == 0:
+    if end < 0:  # no separator left (a long line's chunk has none): no split
+        lines.append(text[start:] if start else text)
+    elif start == 0:
         return text.split(sep)
-    lines += text[start:].split(sep)
+    else:
+        lines += text[start:].split(sep)
     return lines
 
 
