@@ -278,6 +278,28 @@ def memcache_peers() -> list[Peer]:
             ours=True,
         ),
         Peer(
+            "ours-memcache-spec-uvloop",
+            "the same on uvloop (run --loop uvloop)",
+            (
+                python, "-m", "statemachine_server", "run",
+                str(REPO_ROOT / "specs" / "memcache-lite.yaml"), "--port", "0",
+                "--loop", "uvloop",
+            ),
+            ours=True,
+            check=_module_missing("uvloop", "pip install uvloop"),
+        ),
+        Peer(
+            "ours-memcache-spec-base",
+            "the same from the checkout $BENCH_BASE (see ours-spec-base), standard loop",
+            (
+                python, "-c", _AT_CHECKOUT, os.environ.get("BENCH_BASE", ""), "run",
+                str(Path(os.environ.get("BENCH_BASE", ".")) / "specs" / "memcache-lite.yaml"),
+                "--port", "0", "--loop", "asyncio",
+            ),
+            ours=True,
+            check=_base_missing,
+        ),
+        Peer(
             "asyncio-memcache",
             "peers/asyncio_memcache.py: hand-written asyncio.Protocol memcache subset "
             "(dict store, one buffer per connection)",

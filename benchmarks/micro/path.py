@@ -1,6 +1,6 @@
 """The echo spec's per-message path in process: Python's share, without the sockets.
 
-``python -m benchmarks.micro.path [SPEC] [--lines N] [--reads N] [--size B]`` builds the
+``python -m benchmarks.micro.path [SPEC] [--lines N] [--reads N] [--size B] [--chunk B]`` builds the
 server a spec declares (the built-in echo spec by default) on a kernel whose loop
 never runs, gives it 50 connections on in-memory transports, and times the path
 a read takes through our code: ``data_received`` (timestamp, framing, post), the
@@ -84,10 +84,13 @@ def measure(
     *,
     metrics: bool = False,
     size: int = len(LINE),
+    chunk: int = 0,
 ) -> dict[str, Any]:
     """ns per line; ``metrics``: with metrics served (bytes and gotos counted;
     the endpoint is bound and never scraped); ``size``: bytes per line, newline
-    included (the line limit is raised to fit it)."""
+    included (the line limit is raised to fit it); ``chunk``: the most bytes one
+    read delivers, as a loop's read buffer cuts them (0: the whole batch; uvloop
+    reads 64 KiB at most, asyncio 256 KiB)."""
     kernel = Kernel()
     # A loop that never runs, as a served kernel has one: its clock is what the
     # connections read, and no tick is scheduled on it (the passes run them).
@@ -102,13 +105,16 @@ def measure(
         try:
             transports = connect(server, CONNECTIONS)
             batch = (b"x" * (size - 1) + b"\n") * lines_per_read
+            step = chunk or len(batch)
+            reads_of = [batch[at : at + step] for at in range(0, len(batch), step)]
             ticks = max(1, reads // CONNECTIONS)
             passes = []
             for _ in range(7):
                 started = time.perf_counter()
                 for _ in range(ticks):
                     for conn, _transport in transports:
-                        conn.data_received(batch)
+                        for data in reads_of:
+                            conn.data_received(data)
                     kernel.tick()
                 elapsed = time.perf_counter() - started
                 passes.append(elapsed / (ticks * CONNECTIONS * lines_per_read) * 1e9)
@@ -137,8 +143,11 @@ def main() -> None:
     parser.add_argument(
         "--size", type=int, default=len(LINE), help="bytes per line, newline included (64)"
     )
+    parser.add_argument("--chunk", type=int, default=0, help="bytes per read at most (0: all)")
     args = parser.parse_args()
-    result = measure(args.spec, args.lines, args.reads, metrics=args.metrics, size=args.size)
+    result = measure(
+        args.spec, args.lines, args.reads, metrics=args.metrics, size=args.size, chunk=args.chunk
+    )
     print(json.dumps(result))
 
 
