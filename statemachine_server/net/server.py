@@ -362,9 +362,14 @@ class TCPServer(Session):
             # closed is dropped, its client left unanswered (3.11's Server._attach
             # asserts). On a socket shared with a new server (a reload), that client
             # would otherwise be lost.
-            if isinstance(self._sock, Listener):
-                self._sock.quiet_until = math.inf
-            self.kernel.running_loop().call_soon(self._server.close)  # the socket too
+            if not isinstance(self._server, asyncio.base_events.Server):
+                # uvloop accepts in C, past Listener.accept, and makes a connection
+                # at once (no task): closing now is what stops it accepting.
+                self._server.close()
+            else:
+                if isinstance(self._sock, Listener):
+                    self._sock.quiet_until = math.inf
+                self.kernel.running_loop().call_soon(self._server.close)  # the socket too
             self._server = None
         else:
             self._sock.close()
