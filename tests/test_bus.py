@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from conftest import ROOT, TIMEOUT
 
 from statemachine_server import Kernel, TCPServer
@@ -507,7 +508,20 @@ async def test_two_run_processes_share_groups(redis: RedisServer, tmp_path: Path
                 line = (await proc.stdout.readline()).decode()
             assert line.startswith("listening on "), line
             ports.append(int(line.rsplit(":", 1)[1]))
-        alice = await chatter(ports[0], "alice")
+        # a publishes alice's join in the background: it must be out before b
+        # subscribes (bob's arrival), or bob, who came later, would hear it too.
+        # A client of our own on Redis sees it go by.
+        witness = aioredis.Redis.from_url(redis.url)
+        pubsub = witness.pubsub()
+        await pubsub.psubscribe("statemachine-server:chat:group:*")
+        try:
+            alice = await chatter(ports[0], "alice")
+            async with asyncio.timeout(TIMEOUT):
+                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=1) is None:
+                    pass  # (the subscription's confirmation, or a second without news)
+        finally:
+            await pubsub.aclose()
+            await witness.aclose()
         bob = await chatter(ports[1], "bob")
         try:
             await alice.expect("* bob joined #lobby")
