@@ -128,10 +128,11 @@ class LineFilter:
             if len(buf) > self.max_length + 1:
                 raise RecordTooLong(f"line longer than {self.max_length} bytes")
             return []
+        chunk: bytes | bytearray
         if buf:
             buf += data
             end += len(buf) - len(data)
-            chunk = bytes(buf[:end])
+            chunk = buf[:end]  # a copy already: bytes() of it would be a second
             del buf[: end + 1]
         else:
             chunk = data[:end] if end + 1 < len(data) else data[:-1]
@@ -144,7 +145,7 @@ class LineFilter:
             raise RecordTooLong(f"line longer than {self.max_length} bytes", _decode_lines(chunk))
         return _decode_lines(chunk)
 
-    def _checked(self, chunk: bytes) -> list[str]:
+    def _checked(self, chunk: bytes | bytearray) -> list[str]:
         limit = self.max_length
         # The usual case: many short lines in one big read. For ASCII bytes (checked
         # in C) characters are bytes, so the lengths are checked in C on the decoded
