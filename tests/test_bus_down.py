@@ -12,25 +12,13 @@ from typing import Any
 
 import pytest
 from conftest import TIMEOUT, connect
+from test_bus import ROOM  # the room spec: join, broadcast to the others
 
 from statemachine_server import Kernel
 from statemachine_server.bus.redisbus import BACKOFF_MIN, Bus, redacted
 from statemachine_server.errors import SpecError
 from statemachine_server.language import build_server, load_spec_text
 from statemachine_server.language.runtime import RUNTIME
-
-ROOM = """\
-version: 1
-server:
-  name: room
-handlers:
-  connected:
-    - join: room
-  input:
-    - equals: ready
-      do: [reply: ready]
-    - do: [broadcast: {group: room, text: "{input}", include_self: false}]
-"""
 
 
 def dead_url() -> str:

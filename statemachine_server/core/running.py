@@ -97,21 +97,17 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """
     if name == "asyncio":
         return None
-    if name == "auto":
-        try:
-            import uvloop
-        except ImportError:
+    if name not in ("auto", "uvloop"):
+        raise ValueError(f"unknown loop {name!r}: expected 'auto', 'asyncio' or 'uvloop'")
+    try:
+        import uvloop
+    except ImportError:
+        if name == "auto":
             return None
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
-    if name == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise ValueError(
-                "--loop uvloop needs uvloop: pip install 'statemachine-server[fast]'"
-            ) from None
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
-    raise ValueError(f"unknown loop {name!r}: expected 'auto', 'asyncio' or 'uvloop'")
+        raise ValueError(
+            "--loop uvloop needs uvloop: pip install 'statemachine-server[fast]'"
+        ) from None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 def run(

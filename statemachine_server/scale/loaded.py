@@ -9,8 +9,9 @@ from typing import Any
 
 from ..errors import SpecError
 from ..language.model import Spec
+from ..language.report import one_line
 
-__all__ = ["Load", "Loaded", "report_failed_load"]
+__all__ = ["Load", "Loaded", "load_or_report"]
 
 log = logging.getLogger("statemachine_server")
 
@@ -38,11 +39,19 @@ class Loaded:
 Load = Callable[[], Loaded]
 
 
-def report_failed_load(exc: Exception) -> None:
-    """Log why a reload's spec is refused, one line per error (``FILE:LINE:COLUMN:
-    message``), and that the running spec goes on."""
-    errors = exc.errors if isinstance(exc, SpecError) else [exc]
-    for error in errors:
-        line = error.where_and_what() if isinstance(error, SpecError) else str(error)
-        log.error("reload: %s", line)
-    log.error("reload: refused; the running spec keeps serving")
+def load_or_report(load: Load) -> Loaded | None:
+    """The spec again for a reload, or None with why it is refused logged: one line
+    per error (``FILE:LINE:COLUMN: message``) and that the running spec goes on.
+    An unexpected exception is our bug: logged with its traceback, and the running
+    server does not pay for it either."""
+    try:
+        return load()
+    except (SpecError, ValueError) as exc:
+        errors = exc.errors if isinstance(exc, SpecError) else [exc]
+        for error in errors:
+            line = error.where_and_what() if isinstance(error, SpecError) else str(error)
+            log.error("reload: %s", line)
+        log.error("reload: refused; the running spec keeps serving")
+    except Exception as exc:
+        log.error("reload: unexpected error: %s", one_line(exc), exc_info=exc)
+    return None

@@ -32,7 +32,7 @@ from ..errors import SpecError
 from ..language.report import one_line
 from ..net.listen import adopting
 from ..net.server import TCPServer
-from .loaded import Load, Loaded, report_failed_load
+from .loaded import Load, Loaded, load_or_report
 
 __all__ = ["Reloader"]
 
@@ -71,13 +71,8 @@ class Reloader:
         if self._building is not None:
             log.warning("SIGHUP: the last reload's server is not listening yet; ignored")
             return
-        try:
-            loaded = self.load()
-        except (SpecError, ValueError) as exc:
-            report_failed_load(exc)
-            return
-        except Exception as exc:  # our bug: the running server must not pay for it
-            log.error("reload: unexpected error: %s", one_line(exc), exc_info=exc)
+        loaded = load_or_report(self.load)
+        if loaded is None:
             return
         old = self.server
         settings, before = loaded.spec.server, self.loaded.spec.server

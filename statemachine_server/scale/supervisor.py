@@ -55,9 +55,7 @@ from time import monotonic
 from types import FrameType
 from typing import IO
 
-from ..errors import SpecError
-from ..language.report import one_line
-from .loaded import Load, Loaded, report_failed_load
+from .loaded import Load, Loaded, load_or_report
 from .metrics import WorkersMetrics
 from .sockets import Sockets
 from .worker import DRAIN, HANDOFF, READY, STOP, WorkerLink
@@ -434,13 +432,8 @@ class Supervisor:
             log.info("SIGHUP: the reload waits for the workers starting or draining now")
             self._reload_wanted = True
             return
-        try:
-            loaded = self.load()
-        except (SpecError, ValueError) as exc:
-            report_failed_load(exc)
-            return
-        except Exception as exc:  # our bug: the running workers must not pay for it
-            log.error("reload: unexpected error: %s", one_line(exc), exc_info=exc)
+        loaded = load_or_report(self.load)
+        if loaded is None:
             return
         log.info("SIGHUP: starting %d workers with the spec again", self.n)
         self._next = self._generation(loaded)
