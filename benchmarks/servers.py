@@ -206,6 +206,23 @@ def _base_missing() -> str | None:
 
 #: Peers that only some scenarios run (not part of ``--peers``' default list).
 EXTRA_PEERS: dict[str, Peer] = {
+    "ours-spec-nolog": Peer(
+        "ours-spec-nolog",
+        "statemachine_server run peers/echo_nolog.yaml --loop asyncio: the echo spec "
+        "without its log line",
+        (
+            sys.executable,
+            "-m",
+            "statemachine_server",
+            "run",
+            str(PEERS_DIR / "echo_nolog.yaml"),
+            "--port",
+            "0",
+            "--loop",
+            "asyncio",
+        ),
+        ours=True,
+    ),
     "ours-spec-base": Peer(
         "ours-spec-base",
         f"statemachine_server run, from the checkout $BENCH_BASE "
